@@ -1,0 +1,36 @@
+"""napari-dfl: Deep Feature Learning on histopathology whole-slide images.
+
+The headless API. Importing this package imports neither Qt nor napari; the GUI lives in
+``napari_dfl._qt`` and the napari contributions in ``_reader`` and ``_sample_data``.
+"""
+
+from napari_dfl.core.errors import (
+    CorruptSlideError,
+    DFLError,
+    MissingMppWarning,
+    NotATiffError,
+    SlideError,
+    SlideNotFoundError,
+    UnsupportedSlideError,
+)
+from napari_dfl.core.slide import Level, Slide
+from napari_dfl.core.tissue import TileGrid, TissueMask, detect_tissue, tile_grid
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptSlideError",
+    "DFLError",
+    "Level",
+    "MissingMppWarning",
+    "NotATiffError",
+    "Slide",
+    "SlideError",
+    "SlideNotFoundError",
+    "TileGrid",
+    "TissueMask",
+    "UnsupportedSlideError",
+    "__version__",
+    "detect_tissue",
+    "tile_grid",
+]

@@ -1,0 +1,39 @@
+"""Shared fixtures: real slides on disk (the bundled CC0 sample and ../shared/data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_SLIDE = ROOT / "sample_data" / "CMU-1-Small-Region.svs"
+SHARED_DATA = Path(os.environ.get("NAPARI_DFL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED_SLIDES = SHARED_DATA / "slides"
+
+
+def shared_file(relative: str) -> Path:
+    """Path of a file under ../shared/data, or skip the test with a message."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent: real-data test skipped (set NAPARI_DFL_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def sample_slide_path() -> Path:
+    """The CC0 sample slide shipped with the project."""
+    return SAMPLE_SLIDE
+
+
+@pytest.fixture
+def pyramid_tiff_path() -> Path:
+    """A 3-level tiled JPEG TIFF with resolution tags (shared data)."""
+    return shared_file("slides/CMU-1-Small-Region_pyramid.tiff")
+
+
+@pytest.fixture
+def no_mpp_svs_path() -> Path:
+    """A JPEG2000 Aperio frozen section without mpp (shared data)."""
+    return shared_file("slides/tcga-cr-7395-01a-01-ts1.svs")
