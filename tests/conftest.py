@@ -21,19 +21,27 @@ def shared_file(relative: str) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def sample_slide_path() -> Path:
     """The CC0 sample slide shipped with the project."""
     return SAMPLE_SLIDE
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def pyramid_tiff_path() -> Path:
     """A 3-level tiled JPEG TIFF with resolution tags (shared data)."""
     return shared_file("slides/CMU-1-Small-Region_pyramid.tiff")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def no_mpp_svs_path() -> Path:
     """A JPEG2000 Aperio frozen section without mpp (shared data)."""
     return shared_file("slides/tcga-cr-7395-01a-01-ts1.svs")
+
+
+@pytest.fixture(scope="session")
+def backbone():
+    """The real default backbone (EfficientNet-Lite0, ImageNet weights from its package)."""
+    from napari_dfl.core.backbones import load_backbone
+
+    return load_backbone()

@@ -1,0 +1,271 @@
+"""The extraction engine: patches of a slide -> embeddings in a resumable store.
+
+Reader threads cut and decode batches of samples ahead of the model (prefetch); the batched
+forward runs in ``torch.inference_mode`` with the backbone's precision; each batch is
+committed to the store as soon as it is computed. Extraction is a generator that yields
+:class:`EmbedProgress` after every batch and stops cleanly between batches when closed or
+cancelled, so a GUI worker, the CLI and a dask task drive the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.sampling import Composition, sample_patches
+from napari_dfl.core.slide import Slide
+from napari_dfl.core.store import EmbeddingStore, store_path_for
+
+#: Default number of samples per forward batch (each sample has ``n_parts`` patches).
+DEFAULT_BATCH = 8
+#: Smallest batch the out-of-memory fallback goes down to.
+MIN_BATCH = 1
+
+
+class ExtractionCancelled(DFLError):
+    """Extraction stopped on request; what was committed stays in the store."""
+
+
+@dataclass(frozen=True)
+class EmbedProgress:
+    """Progress of one extraction.
+
+    Attributes:
+        done: samples of this request now in the store.
+        total: samples requested.
+        computed: samples computed by this run (the rest were already stored).
+        rate: samples per second computed by this run.
+        slide: the slide's file name.
+
+    """
+
+    done: int
+    total: int
+    computed: int
+    rate: float
+    slide: str
+
+    @property
+    def fraction(self) -> float:
+        """``done / total`` (1.0 for an empty request)."""
+        return 1.0 if self.total == 0 else self.done / self.total
+
+
+def slide_fingerprint(slide: Slide) -> dict:
+    """A cheap identity of a slide file: name, size, dimensions, mpp and a hash of its ends.
+
+    Hashing a gigapixel file would take minutes; the first and last MiB plus the size
+    identify a slide file in practice.
+    """
+    path = slide.path
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(max(0, size - (1 << 20)))
+        digest.update(handle.read(1 << 20))
+    return {
+        "name": path.name,
+        "bytes": size,
+        "dimensions": list(slide.dimensions),
+        "mpp": slide.mpp,
+        "ends_sha256": digest.hexdigest(),
+    }
+
+
+def extractor_identity(slide: Slide, backbone, composition: Composition) -> dict:
+    """The identity a store is keyed on: slide, backbone (name + weights hash), composition."""
+    return {
+        "kind": "napari-dfl tile embeddings",
+        "slide": slide_fingerprint(slide),
+        "backbone": backbone.identity(),
+        "composition": composition.to_dict(),
+    }
+
+
+def open_store_for(slide: Slide, backbone, composition: Composition,
+                   out_dir: str | os.PathLike) -> EmbeddingStore:
+    """Create or reopen the store of this slide, backbone and composition under ``out_dir``."""
+    from napari_dfl import __version__
+
+    identity = extractor_identity(slide, backbone, composition)
+    path = store_path_for(out_dir, slide.path, identity)
+    store = EmbeddingStore.create_or_open(path, identity,
+                                          dim=backbone.embed_dim * composition.n_parts)
+    if not store.attrs:
+        store.set_attrs(
+            slide_path=str(slide.path),
+            mpp=slide.mpp,
+            patch_size=composition.patch_size,
+            patch_size_level0=composition.anchor_extent(slide.require_mpp()),
+            parts=[f"{z:g}um/px {v}" for z, v in composition.parts()],
+            package_version=__version__,
+        )
+    return store
+
+
+def _batches(coords: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(coords), size):
+        yield coords[start : start + size]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
+def _embed_batch(backbone, patches: np.ndarray, batch_size: list[int]) -> np.ndarray:
+    """Embed ``(B, P, S, S, 3)`` patches into ``(B, P * D)``; halves the batch on OOM."""
+    n, parts = patches.shape[:2]
+    flat = patches.reshape(n * parts, *patches.shape[2:])
+    out, start = [], 0
+    while start < n:
+        step = min(batch_size[0], n - start)
+        try:
+            out.append(backbone.embed(flat[start * parts : (start + step) * parts]))
+            start += step
+        except RuntimeError as exc:
+            if not _is_out_of_memory(exc) or batch_size[0] <= MIN_BATCH:
+                raise
+            batch_size[0] = max(MIN_BATCH, batch_size[0] // 2)
+            _empty_device_cache(backbone)
+    return np.concatenate(out).reshape(n, parts * backbone.embed_dim).astype(np.float32)
+
+
+def _empty_device_cache(backbone) -> None:
+    import torch
+
+    if backbone.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def embed_coords(
+    slide: Slide,
+    coords: np.ndarray,
+    backbone,
+    composition: Composition,
+    store: EmbeddingStore,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    readers: int = 2,
+    prefetch: int = 3,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+) -> Generator[EmbedProgress, None, EmbeddingStore]:
+    """Embed the samples anchored at ``coords`` that the store does not hold yet.
+
+    Args:
+        slide: the slide (with mpp).
+        coords: ``(N, 2)`` level-0 anchors (see :mod:`napari_dfl.core.sampling`).
+        backbone: a loaded :class:`~napari_dfl.core.backbones.Backbone`.
+        composition: the sample composition.
+        store: where embeddings go; must have been opened for this slide, backbone and
+            composition (see :func:`open_store_for`).
+        batch_size: samples per forward batch.
+        readers: threads cutting patches ahead of the model.
+        prefetch: batches cut ahead of the model.
+        cancel: an event (or a callable) checked between batches.
+
+    Yields:
+        Progress after every committed batch (and once at the start).
+
+    Returns:
+        The store (via ``StopIteration.value``).
+
+    Raises:
+        ExtractionCancelled: ``cancel`` was set; committed batches stay in the store.
+
+    """
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    unique = np.unique(coords, axis=0) if len(coords) else coords
+    todo = unique[store.missing(unique)] if len(unique) else unique
+    total = len(unique)
+    done = total - len(todo)
+    computed, started = 0, time.perf_counter()
+    is_cancelled = _cancel_check(cancel)
+    yield EmbedProgress(done, total, 0, 0.0, slide.path.name)
+    if not len(todo):
+        return store
+    forward_batch = [max(MIN_BATCH, int(batch_size))]
+    pending: deque[tuple[np.ndarray, Future]] = deque()
+    batches = _batches(todo, max(1, int(batch_size)))
+    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="dfl-read") as pool:
+        try:
+            for batch in batches:
+                pending.append((batch, pool.submit(sample_patches, slide, batch, composition)))
+                if len(pending) < prefetch:
+                    continue
+                computed += _consume(pending.popleft(), backbone, store, forward_batch)
+                if is_cancelled():
+                    raise ExtractionCancelled(_cancel_message(store, done + computed, total))
+                yield _progress(done + computed, total, computed, started, slide)
+            while pending:
+                computed += _consume(pending.popleft(), backbone, store, forward_batch)
+                if is_cancelled() and pending:
+                    raise ExtractionCancelled(_cancel_message(store, done + computed, total))
+                yield _progress(done + computed, total, computed, started, slide)
+        finally:
+            for _, future in pending:
+                future.cancel()
+    return store
+
+
+def _consume(item: tuple[np.ndarray, Future], backbone, store: EmbeddingStore,
+             forward_batch: list[int]) -> int:
+    batch, future = item
+    embeddings = _embed_batch(backbone, future.result(), forward_batch)
+    store.append(batch, embeddings)
+    return len(batch)
+
+
+def _progress(done: int, total: int, computed: int, started: float, slide: Slide) -> EmbedProgress:
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    return EmbedProgress(done, total, computed, computed / elapsed, slide.path.name)
+
+
+def _cancel_check(cancel: threading.Event | Callable[[], bool] | None) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
+
+
+def _cancel_message(store: EmbeddingStore, done: int, total: int) -> str:
+    return (f"extraction cancelled after {done} of {total} samples; they are kept in "
+            f"{store.path} and a rerun computes only the rest.")
+
+
+def run(generator: Generator[EmbedProgress, None, EmbeddingStore],
+        on_progress: Callable[[EmbedProgress], None] | None = None) -> EmbeddingStore:
+    """Drive an extraction generator to the end and return its store."""
+    while True:
+        try:
+            progress = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(progress)
+
+
+def configure_torch_threads(threads: int | None) -> None:
+    """Cap torch's intra-op threads (None leaves torch's default: all cores)."""
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def default_store_dir(slide_path: str | os.PathLike) -> Path:
+    """Where a slide's stores go by default: ``<slide folder>/<slide stem>.dfl/``."""
+    path = Path(slide_path)
+    return path.parent / f"{path.stem}.dfl"
