@@ -364,8 +364,15 @@ class Slide:
         return block[..., :3]
 
     def read_level(self, level: int) -> np.ndarray:
-        """Decode a whole level (use a coarse one) as a ``(height, width, 3)`` array."""
-        return np.asarray(self.level_arrays[level])
+        """Decode a whole level (use a coarse one) as a ``(height, width, 3)`` array.
+
+        Computed with dask's local threaded scheduler, also inside a dask.distributed
+        worker (whose default client would try to ship the file-backed graph elsewhere).
+        """
+        if level < len(self._zarr_levels):
+            level_info = self.levels[level]
+            return self._read_level_window(level, 0, 0, level_info.width, level_info.height)
+        return self.level_arrays[level].compute(scheduler="threads")
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """An RGB overview whose longer side is at most ``max_size`` pixels."""

@@ -1,0 +1,83 @@
+"""Embedding a cohort: serial, on a 2-worker dask LocalCluster, and from the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from bad_files import not_an_image
+
+from napari_dfl.cli import main
+from napari_dfl.core.cohort import EmbedConfig, embed_cohort, parse_scheduler
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.sampling import Composition
+from napari_dfl.core.store import EmbeddingStore
+
+CONFIG = EmbedConfig(composition=Composition(224, (0.5,), ("rgb",)), batch_size=8,
+                     torch_threads=1)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory, sample_slide_path, pyramid_tiff_path):
+    folder = tmp_path_factory.mktemp("cohort")
+    slides = [folder / "a.svs", folder / "b.tiff"]
+    shutil.copy(sample_slide_path, slides[0])
+    shutil.copy(pyramid_tiff_path, slides[1])
+    return [*slides, not_an_image(folder)]
+
+
+@pytest.fixture(scope="module")
+def serial(cohort, tmp_path_factory):
+    return embed_cohort(cohort, tmp_path_factory.mktemp("serial"), CONFIG)
+
+
+def test_serial_reports_each_slide_and_skips_the_bad_one(serial, cohort):
+    assert [r["status"] for r in serial] == ["ok", "ok", "error"]
+    assert "not a TIFF" in serial[2]["error"]
+    for report in serial[:2]:
+        store = EmbeddingStore.open(report["store"])
+        assert len(store) == report["samples"] > 20 and store.dim == 1280
+
+
+def test_distributed_equals_serial(serial, cohort, tmp_path):
+    reports = embed_cohort(cohort, tmp_path, CONFIG, scheduler="local:2")
+    assert [r["status"] for r in reports] == ["ok", "ok", "error"]
+    for mine, theirs in zip(reports[:2], serial[:2], strict=True):
+        a, b = EmbeddingStore.open(mine["store"]), EmbeddingStore.open(theirs["store"])
+        order = np.lexsort(a.coords.T)
+        np.testing.assert_array_equal(a.coords[order], b.coords[np.lexsort(b.coords.T)])
+        np.testing.assert_allclose(a.get(a.coords), b.get(a.coords), rtol=1e-3, atol=1e-3)
+
+
+def test_cli_embed_resumes_and_reports_json(cohort, tmp_path, capsys):
+    args = ["embed", str(cohort[0]), "--out", str(tmp_path), "--zooms", "0.5",
+            "--variants", "rgb", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["status"] == "ok" and first["computed"] == first["samples"] > 20
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["computed"] == 0 and second["store"] == first["store"]
+
+
+def test_cli_embed_partial_failure_exit_code(cohort, tmp_path, capsys):
+    code = main(["embed", str(cohort[2]), "--out", str(tmp_path), "--zooms", "0.5",
+                 "--variants", "rgb"])
+    assert code == 1
+    assert "FAILED" in capsys.readouterr().err
+
+
+def test_cli_embed_bad_options_are_one_line(tmp_path, cohort, capsys):
+    code = main(["embed", str(cohort[0]), "--out", str(tmp_path), "--variants", "hsv"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rgb, gray" in err[0]
+
+
+def test_scheduler_parsing():
+    assert parse_scheduler("local:3") == ("local", 3)
+    assert parse_scheduler("tcp://10.0.0.1:8786") == ("tcp://10.0.0.1:8786", None)
+    with pytest.raises(DFLError, match="positive worker count"):
+        parse_scheduler("local:zero")
