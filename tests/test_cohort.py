@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-from bad_files import not_an_image
 
+from bad_files import not_an_image
 from napari_dfl.cli import main
 from napari_dfl.core.cohort import EmbedConfig, embed_cohort, parse_scheduler
 from napari_dfl.core.errors import DFLError

@@ -106,9 +106,11 @@ def test_cancelled_then_resumed_equals_uninterrupted(full_run, slide, coords, ba
 def test_closing_the_generator_keeps_committed_batches(slide, coords, backbone, tmp_path):
     store = open_store_for(slide, backbone, Composition(), tmp_path)
     generator = embed_coords(slide, coords, backbone, Composition(), store, batch_size=4)
-    next(generator), next(generator)
+    assert next(generator).done == 0
+    assert next(generator).done == 4  # batch 1 committed, batch 2 computed and being written
     generator.close()
-    assert len(EmbeddingStore.open(store.path)) == 4
+    # Closing waits for the write in flight: no computed batch is lost.
+    assert len(EmbeddingStore.open(store.path)) == 8
 
 
 def test_border_samples_are_padded_not_dropped(slide, backbone, tmp_path):

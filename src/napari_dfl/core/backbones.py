@@ -447,6 +447,7 @@ def load_backbone(
     weights: str | os.PathLike | None = None,
     device: str | None = None,
     precision: str = "auto",
+    fuse: bool = True,
 ) -> Backbone:
     """Build a frozen backbone with real weights, never silently random ones.
 
@@ -458,6 +459,8 @@ def load_backbone(
             for a seeded random network (experiments and baselines only).
         device: None/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         precision: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+        fuse: fold batch norms into convolutions (faster, same outputs; see
+            :mod:`napari_dfl.core.fusion`). Turn off for fine-tuning.
 
     Returns:
         The loaded backbone.
@@ -487,6 +490,10 @@ def load_backbone(
     import torch
 
     model.eval().requires_grad_(False)
+    if fuse:
+        from napari_dfl.core.fusion import fuse_conv_bn
+
+        model, _ = fuse_conv_bn(model, input_size)
     model = model.to(target, memory_format=torch.channels_last)
     return Backbone(
         name=spec.name,

@@ -197,31 +197,64 @@ def embed_coords(
     forward_batch = [max(MIN_BATCH, int(batch_size))]
     pending: deque[tuple[np.ndarray, Future]] = deque()
     batches = _batches(todo, max(1, int(batch_size)))
-    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="dfl-read") as pool:
+    # Readers cut batches ahead of the model; one writer commits each batch while the model
+    # computes the next. Progress reports committed samples only.
+    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="dfl-read") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfl-write") as writer:
+        written: Future | None = None
+        reported = 0
         try:
             for batch in batches:
                 pending.append((batch, pool.submit(sample_patches, slide, batch, composition)))
                 if len(pending) < prefetch:
                     continue
-                computed += _consume(pending.popleft(), backbone, store, forward_batch)
+                computed, written = _step(pending, backbone, store, forward_batch, writer,
+                                          written, computed)
                 if is_cancelled():
+                    computed += written.result()
+                    written = None
                     raise ExtractionCancelled(_cancel_message(store, done + computed, total))
-                yield _progress(done + computed, total, computed, started, slide)
-            while pending:
-                computed += _consume(pending.popleft(), backbone, store, forward_batch)
-                if is_cancelled() and pending:
+                if computed > reported:
+                    reported = computed
+                    yield _progress(done + computed, total, computed, started, slide)
+            while pending or written is not None:
+                if pending:
+                    computed, written = _step(pending, backbone, store, forward_batch,
+                                              writer, written, computed)
+                else:
+                    computed += written.result()
+                    written = None
+                if is_cancelled() and (pending or written is not None):
+                    if written is not None:
+                        computed += written.result()
+                        written = None
                     raise ExtractionCancelled(_cancel_message(store, done + computed, total))
-                yield _progress(done + computed, total, computed, started, slide)
+                if computed > reported:
+                    reported = computed
+                    yield _progress(done + computed, total, computed, started, slide)
         finally:
             for _, future in pending:
                 future.cancel()
+            if written is not None:  # never leave a computed batch unwritten
+                written.result()
     return store
 
 
-def _consume(item: tuple[np.ndarray, Future], backbone, store: EmbeddingStore,
-             forward_batch: list[int]) -> int:
-    batch, future = item
+def _step(pending: deque, backbone, store: EmbeddingStore, forward_batch: list[int],
+          writer: ThreadPoolExecutor, written: Future | None, computed: int
+          ) -> tuple[int, Future]:
+    """Embed the oldest cut batch, wait for the previous write, queue this one's write.
+
+    Returns the number of samples committed so far and the future of the queued write.
+    """
+    batch, future = pending.popleft()
     embeddings = _embed_batch(backbone, future.result(), forward_batch)
+    if written is not None:
+        computed += written.result()
+    return computed, writer.submit(_write, store, batch, embeddings)
+
+
+def _write(store: EmbeddingStore, batch: np.ndarray, embeddings: np.ndarray) -> int:
     store.append(batch, embeddings)
     return len(batch)
 

@@ -1,0 +1,605 @@
+"""Small classification heads trained on frozen embeddings, in seconds.
+
+The method of Nivaggioli et al. (2023): embeddings of a frozen backbone are standardised
+(statistics of the training split, saved with the head), a linear head or a head with one
+hidden layer is trained with Adam on them, with Gaussian noise added to the standardised
+embeddings at every step (feature-space augmentation) and a focal loss with inverse-frequency
+class weights against imbalance. Validation is grouped (by slide, annotation region or source
+image) so that neighbouring tiles never sit on both sides, and training stops early on the
+validation loss, keeping the best weights.
+
+Training is a generator (:func:`train_head`) that yields one :class:`TrainProgress` per epoch
+and returns the :class:`TrainedHead`; :func:`fit` drives it. Everything is seeded: the same
+data, configuration and seed give bit-identical weights on one machine.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.metrics import classification_report
+
+__all__ = [
+    "HEAD_TYPES",
+    "LOSSES",
+    "HeadModule",
+    "TrainConfig",
+    "TrainProgress",
+    "TrainedHead",
+    "TrainingCancelled",
+    "TrainingError",
+    "build_model",
+    "cross_validate",
+    "fit",
+    "focal_loss",
+    "grouped_split",
+    "train_head",
+]
+
+HEAD_TYPES = ("linear", "mlp")
+LOSSES = ("focal", "ce")
+_CHUNK = 16384  # rows per chunk for statistics and checks on large arrays
+
+
+class TrainingError(DFLError):
+    """Training data or configuration is unusable; the message says what to change."""
+
+
+class TrainingCancelled(DFLError):
+    """Training was cancelled by the user; nothing was kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a head is trained.
+
+    Attributes:
+        head: ``"linear"`` or ``"mlp"`` (one hidden layer, ReLU, dropout).
+        hidden: width of the hidden layer (mlp only).
+        dropout: dropout after the hidden layer (mlp only).
+        loss: ``"focal"`` or ``"ce"`` (cross-entropy).
+        gamma: focal loss focusing parameter (0 gives cross-entropy).
+        class_weights: weight the loss by inverse class frequency (normalised so the mean
+            weight per training sample is 1).
+        noise: sigma of the Gaussian noise added to the standardised embeddings at each
+            training step; chosen by measurement on real embeddings (docs/heads.md).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay (L2).
+        batch_size: samples per step.
+        max_epochs: upper bound on epochs.
+        patience: epochs without improvement of the monitored loss before stopping.
+        val_fraction: share of the groups held out for validation (0 disables validation;
+            training then stops on the training loss).
+        seed: seed of the split, initialisation, shuffling, dropout and noise.
+
+    """
+
+    head: str = "mlp"
+    hidden: int = 256
+    dropout: float = 0.2
+    loss: str = "focal"
+    gamma: float = 2.0
+    class_weights: bool = True
+    noise: float = 0.5
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 200
+    patience: int = 15
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.head in HEAD_TYPES, f"head must be one of {HEAD_TYPES}, got {self.head!r}"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+            (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.gamma >= 0.0, f"gamma must be >= 0, got {self.gamma}"),
+            (self.noise >= 0.0, f"noise must be >= 0, got {self.noise}"),
+            (self.lr > 0.0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0.0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}"),
+            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+            (0.0 <= self.val_fraction <= 0.5,
+             f"val_fraction must be in [0, 0.5], got {self.val_fraction}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(f"Invalid training configuration: {message}.")
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (stored in the model card)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; refuses unknown keys and values of the wrong type.
+
+        Raises:
+            TrainingError: unknown key, wrong type or invalid value.
+
+        """
+        if not isinstance(data, dict):
+            raise TrainingError(f"training configuration must be a mapping, got {type(data)}.")
+        types = {f.name: type(getattr(cls(), f.name)) for f in fields(cls)}
+        unknown = sorted(set(data) - set(types))
+        if unknown:
+            raise TrainingError(f"unknown training configuration key(s): {', '.join(unknown)}.")
+        values = {}
+        for key, value in data.items():
+            want = types[key]
+            ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value, ok = float(value), True
+            if not ok:
+                raise TrainingError(
+                    f"training configuration {key!r} must be {want.__name__}, got {value!r}."
+                )
+            values[key] = value
+        return cls(**values)
+
+
+@dataclass
+class TrainProgress:
+    """One epoch of training, as yielded by :func:`train_head`."""
+
+    epoch: int
+    max_epochs: int
+    train_loss: float
+    val_loss: float | None
+    val_balanced_accuracy: float | None
+    best_epoch: int
+
+
+class HeadModule(nn.Module):
+    """Linear head, or one hidden layer (ReLU, dropout) then a linear layer.
+
+    Dropout draws from ``self.generator`` when set, so training never touches torch's
+    global random state (another thread may be using it).
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(in_dim, hidden) if hidden else None
+        self.out = nn.Linear(hidden or in_dim, n_classes)
+        self.dropout = float(dropout)
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits ``(N, n_classes)`` for standardised embeddings ``(N, D)``."""
+        if self.hidden is not None:
+            x = F.relu(self.hidden(x))
+            if self.training and self.dropout > 0:
+                keep = 1.0 - self.dropout
+                mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
+                x = x * mask.div_(keep)
+        return self.out(x)
+
+
+def build_model(head: str, in_dim: int, n_classes: int, hidden: int = 256,
+                dropout: float = 0.0, generator: torch.Generator | None = None) -> HeadModule:
+    """Build a head; initialise it from ``generator`` (PyTorch's default init scheme)."""
+    if head not in HEAD_TYPES:
+        raise TrainingError(f"unknown head {head!r}; choose among {HEAD_TYPES}.")
+    model = HeadModule(in_dim, n_classes, hidden if head == "mlp" else None, dropout)
+    with torch.no_grad():
+        for layer in (model.hidden, model.out):
+            if layer is not None:
+                bound = 1.0 / math.sqrt(layer.in_features)
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+    return model
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-class focal loss, ``-w_t (1 - p_t)^gamma log p_t`` (Lin et al. 2017).
+
+    Reduced like ``torch.nn.functional.cross_entropy``: a weighted mean (divided by the sum
+    of the targets' weights), so ``gamma = 0`` gives exactly the (weighted) cross-entropy.
+    """
+    logp = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
+    loss = -logp if gamma == 0 else -((1.0 - logp.exp()).clamp_min(0.0) ** gamma) * logp
+    if weight is None:
+        return loss.mean()
+    w = weight[targets]
+    return (w * loss).sum() / w.sum()
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split sample indices into train and validation with no group on both sides.
+
+    ``StratifiedGroupKFold(n_splits=round(1 / val_fraction))`` (fewer splits when there are
+    fewer groups); of its folds, the validation fold is the first, in seeded order, that
+    leaves every class some training samples and holds as many classes as possible. A class
+    whose samples all lie in one group cannot be validated honestly: it stays in training
+    only, with a warning. With fewer than two groups, or ``val_fraction == 0``, the
+    validation set is empty.
+
+    Args:
+        labels: ``(N,)`` class of each sample (any comparable values).
+        groups: ``(N,)`` group of each sample (slide, annotation region, source image).
+        val_fraction: target share held out, in ``[0, 0.5]``.
+        seed: seed of the fold assignment.
+
+    Returns:
+        ``(train_idx, val_idx)`` sorted int64 index arrays.
+
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    n = len(labels)
+    everything, nothing = np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _, group_ids = np.unique(groups, return_inverse=True)
+    n_groups = int(group_ids.max()) + 1 if n else 0
+    if val_fraction <= 0 or n_groups < 2:
+        if val_fraction > 0:
+            warnings.warn("All samples come from one group (slide, region or image): "
+                          "no honest validation is possible, training without one.",
+                          stacklevel=2)
+        return everything, nothing
+    classes, y = np.unique(labels, return_inverse=True)
+    groups_per_class = [np.unique(group_ids[y == c]) for c in range(len(classes))]
+    single = [c for c, g in enumerate(groups_per_class) if len(g) == 1]
+    pinned = np.isin(group_ids, [groups_per_class[c][0] for c in single])
+    if single:
+        names = ", ".join(repr(str(classes[c])) for c in single)
+        warnings.warn(f"class(es) {names} have all their samples in one group: they are "
+                      "kept in training only and not validated; annotate them on another "
+                      "slide or image for an honest validation.", stacklevel=2)
+    free = ~pinned
+    free_groups = np.unique(group_ids[free])
+    n_splits = min(max(2, round(1.0 / val_fraction)), len(free_groups))
+    if n_splits < 2:
+        return everything, nothing
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    free_idx = everything[free]
+    best, best_score = None, -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" notices
+        folds = list(splitter.split(free_idx, y[free_idx], group_ids[free_idx]))
+    for _, val_part in folds:
+        val = free_idx[val_part]
+        in_val = np.zeros(n, dtype=bool)
+        in_val[val] = True
+        train_classes = np.unique(y[~in_val])
+        if len(train_classes) < len(classes):
+            continue
+        score = len(np.unique(y[val]))
+        if score > best_score:
+            best, best_score = val, score
+    if best is None:
+        warnings.warn("No grouped validation split keeps every class in training: "
+                      "training without validation. Annotate every class on more slides "
+                      "or images.", stacklevel=2)
+        return everything, nothing
+    mask = np.zeros(n, dtype=bool)
+    mask[best] = True
+    return np.flatnonzero(~mask).astype(np.int64), np.sort(best).astype(np.int64)
+
+
+@dataclass
+class TrainedHead:
+    """A trained head with what it needs to predict: classes and standardisation.
+
+    Attributes:
+        model: the head in eval mode; it takes standardised embeddings.
+        classes: class names, in output order.
+        mean: ``(D,)`` float32 training mean of the embeddings.
+        std: ``(D,)`` float32 training standard deviation (constant features get 1).
+        config: how it was trained.
+        metrics: validation report (:func:`~napari_dfl.core.metrics.classification_report`)
+            or None when there was no validation split.
+        history: progress of every epoch.
+
+    """
+
+    model: nn.Module
+    classes: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    config: TrainConfig
+    metrics: dict | None = None
+    history: list[TrainProgress] = field(default_factory=list)
+
+    @property
+    def input_dim(self) -> int:
+        """Embedding dimension the head expects."""
+        return int(self.mean.shape[0])
+
+    def predict_proba(self, embeddings: np.ndarray, batch: int = 65536) -> np.ndarray:
+        """Class probabilities ``(N, C)`` float32 for raw (unstandardised) embeddings.
+
+        Raises:
+            DFLError: wrong shape or dimension, or rows with NaN/inf.
+
+        """
+        x = _check_embeddings(embeddings, self.input_dim)
+        out = np.empty((len(x), len(self.classes)), dtype=np.float32)
+        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(x), batch):
+                chunk = (torch.from_numpy(x[start:start + batch]) - mean) / std
+                out[start:start + batch] = torch.softmax(self.model(chunk), dim=1).numpy()
+        return out
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """Index of the most probable class of each embedding, ``(N,)`` int64."""
+        return self.predict_proba(embeddings).argmax(axis=1).astype(np.int64)
+
+
+def _check_embeddings(embeddings: np.ndarray, dim: int | None = None) -> np.ndarray:
+    x = np.asarray(embeddings)
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
+        want = f"(N, {dim})" if dim is not None else "(N, D)"
+        raise DFLError(f"embeddings must be a {want} array, got shape {x.shape}: use "
+                       "embeddings from the same backbone and composition as the head.")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = sum(int((~np.isfinite(x[s:s + _CHUNK])).any(axis=1).sum())
+              for s in range(0, len(x), _CHUNK))
+    if bad:
+        raise DFLError(f"{bad} of {len(x)} embedding rows contain NaN or inf: re-extract "
+                       "those tiles (a failed read or a corrupt store) or drop them.")
+    return x
+
+
+def _validate(embeddings, labels, groups, classes):
+    labels = np.asarray(labels).astype(str)
+    x = np.asarray(embeddings)
+    if x.ndim != 2 or len(labels) != len(x):
+        raise TrainingError(f"embeddings {x.shape} and labels ({len(labels)}) do not match: "
+                            "give one label per embedding row.")
+    if groups is None:
+        groups = np.arange(len(x))
+    groups = np.asarray(groups)
+    if len(groups) != len(x):
+        raise TrainingError(f"groups ({len(groups)}) and embeddings ({len(x)}) do not match: "
+                            "give one group (slide, region or image) per embedding row.")
+    present, counts = np.unique(labels, return_counts=True)
+    names = list(present) if classes is None else [str(c) for c in classes]
+    if len(set(names)) != len(names):
+        raise TrainingError(f"class names repeat: {names}.")
+    unknown = sorted(set(present) - set(names))
+    if unknown:
+        raise TrainingError(f"labels {unknown} are not among the classes {names}: "
+                            "add them to the classes or fix the annotations.")
+    count = dict(zip(present, counts, strict=True))
+    if sum(1 for c in names if count.get(c, 0) > 0) < 2:
+        raise TrainingError("Training needs at least two classes with samples: add "
+                            "annotations of at least two classes.")
+    for name in names:
+        if count.get(name, 0) < 2:
+            raise TrainingError(f"class {name!r} has {count.get(name, 0)} sample(s); every "
+                                "class needs at least 2: annotate more of it or remove it.")
+    try:
+        x = _check_embeddings(x)
+    except DFLError as exc:
+        raise TrainingError(str(exc)) from None
+    y = np.searchsorted(np.array(names), labels) if classes is None else \
+        np.array([names.index(v) for v in labels], dtype=np.int64)
+    return x, y.astype(np.int64), names, groups
+
+
+def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    total = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for s in range(0, len(x), _CHUNK):
+        chunk = x[s:s + _CHUNK].astype(np.float64)
+        total[0].__iadd__(chunk.sum(0))
+        total[1].__iadd__((chunk * chunk).sum(0))
+    mean = total[0] / len(x)
+    var = np.maximum(total[1] / len(x) - mean * mean, 0.0)
+    std = np.sqrt(var)
+    std[std < 1e-6 * max(1.0, float(np.abs(mean).max(initial=0)))] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _tensors(x: np.ndarray, idx: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
+    out = x[idx]
+    out -= mean
+    out /= std
+    return torch.from_numpy(out)
+
+
+def train_head(
+    embeddings: np.ndarray,
+    labels: Sequence[str] | np.ndarray,
+    groups: np.ndarray | None = None,
+    config: TrainConfig = TrainConfig(),  # noqa: B008 - frozen dataclass, safe default
+    *,
+    classes: list[str] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Generator[TrainProgress, None, TrainedHead]:
+    """Train a head; a generator yielding one :class:`TrainProgress` per epoch.
+
+    Args:
+        embeddings: ``(N, D)`` raw embeddings.
+        labels: ``(N,)`` class names.
+        groups: ``(N,)`` group of each sample: slide, annotation region or source image.
+            None makes every sample its own group, which leaks between neighbouring tiles;
+            real use must pass groups.
+        config: training configuration.
+        classes: class names in output order (default: sorted labels).
+        cancel: called once per epoch; returning True raises :class:`TrainingCancelled`.
+
+    Returns:
+        The trained head (as ``StopIteration.value``; :func:`fit` unwraps it).
+
+    Raises:
+        TrainingError: fewer than two classes, a class with fewer than 2 samples, NaN/inf
+            rows, mismatched lengths.
+        TrainingCancelled: ``cancel()`` returned True.
+
+    """
+    x, y, names, groups = _validate(embeddings, labels, groups, classes)
+    train_idx, val_idx = grouped_split(y, groups, config.val_fraction, config.seed)
+    mean, std = _standardisation(x[train_idx] if len(val_idx) else x)
+    xt, yt = _tensors(x, train_idx, mean, std), torch.from_numpy(y[train_idx])
+    xv, yv = _tensors(x, val_idx, mean, std), torch.from_numpy(y[val_idx])
+    n_classes = len(names)
+    counts = torch.bincount(yt, minlength=n_classes).double()
+    weight = None
+    if config.class_weights:
+        weight = torch.where(counts > 0, len(yt) / (n_classes * counts.clamp_min(1)), 0.0)
+        weight = (weight * len(yt) / (weight * counts).sum()).float()
+
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if config.loss == "ce":
+            return F.cross_entropy(logits, target, weight=weight)
+        return focal_loss(logits, target, config.gamma, weight)
+
+    gen = torch.Generator().manual_seed(int(config.seed))
+    model = build_model(config.head, x.shape[1], n_classes, config.hidden, config.dropout, gen)
+    model.generator = gen
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    n, bs, sigma = len(xt), int(config.batch_size), float(config.noise)
+    history: list[TrainProgress] = []
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    for epoch in range(1, config.max_epochs + 1):
+        if cancel is not None and cancel():
+            raise TrainingCancelled(f"Training cancelled at epoch {epoch}; no head was kept.")
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        total = torch.zeros((), dtype=torch.float64)
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            xb = xt.index_select(0, idx)
+            if sigma > 0:
+                xb.add_(torch.randn(xb.shape, generator=gen), alpha=sigma)
+            loss = loss_fn(model(xb), yt[idx])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += loss.detach() * len(idx)
+        train_loss = float(total) / n
+        val_loss = val_bacc = None
+        if len(xv):
+            val_loss, val_bacc, _ = _evaluate(model, xv, yv, loss_fn)
+        monitored = train_loss if val_loss is None else val_loss
+        if monitored < best_loss - 1e-4 * abs(best_loss) or best_state is None:
+            best_loss, best_epoch = monitored, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        progress = TrainProgress(epoch, config.max_epochs, train_loss, val_loss, val_bacc,
+                                 best_epoch)
+        history.append(progress)
+        yield progress
+        if epoch - best_epoch >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.generator = None
+    model.eval()
+    metrics = None
+    if len(xv):
+        _, _, proba = _evaluate(model, xv, yv, loss_fn)
+        metrics = classification_report(y[val_idx], proba.argmax(1), proba, names)
+        metrics["best_epoch"] = best_epoch
+    return TrainedHead(model, names, mean, std, config, metrics, history)
+
+
+def _evaluate(model, xv, yv, loss_fn) -> tuple[float, float, np.ndarray]:
+    from sklearn.metrics import balanced_accuracy_score
+
+    model.eval()
+    with torch.inference_mode():
+        logits = model(xv)
+        loss = float(loss_fn(logits, yv))
+        proba = torch.softmax(logits, dim=1).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        bacc = float(balanced_accuracy_score(yv.numpy(), proba.argmax(1)))
+    return loss, bacc, proba
+
+
+def fit(*args, progress: Callable[[TrainProgress], None] | None = None,
+        **kwargs) -> TrainedHead:
+    """Run :func:`train_head` to the end and return the head.
+
+    Takes :func:`train_head`'s arguments, plus ``progress``, called with every epoch's
+    :class:`TrainProgress`.
+    """
+    generator = train_head(*args, **kwargs)
+    while True:
+        try:
+            step = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(step)
+
+
+def cross_validate(
+    embeddings: np.ndarray,
+    labels: Sequence[str] | np.ndarray,
+    groups: np.ndarray | None,
+    config: TrainConfig = TrainConfig(),  # noqa: B008 - frozen dataclass, safe default
+    folds: int = 5,
+    classes: list[str] | None = None,
+    *,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """Grouped, stratified k-fold cross-validation of a head.
+
+    Each fold trains with ``config`` (its own inner grouped validation split for early
+    stopping) on the other folds and is scored on its held-out groups.
+
+    Returns:
+        ``{"folds": [report per fold], "balanced_accuracy", "cohen_kappa", "weighted_f1",
+        "accuracy"`` (means over folds) ``, "<metric>_sd"`` (sample standard deviations)
+        ``, "classes", "n_folds"}``.
+
+    Raises:
+        TrainingError: bad data, fewer than 2 folds, more folds than groups, or a fold
+            whose training part lacks a class.
+
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    x, y, names, groups = _validate(embeddings, labels, groups, classes)
+    n_groups = len(np.unique(groups))
+    if folds < 2:
+        raise TrainingError(f"cross-validation needs at least 2 folds, got {folds}.")
+    if folds > n_groups:
+        raise TrainingError(f"{folds} folds need at least {folds} groups (slides, regions or "
+                            f"images) but the data has {n_groups}: use --folds {n_groups} or "
+                            "fewer, or annotate more slides.")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=config.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(splitter.split(x, y, groups))
+    reports = []
+    for k, (train_idx, test_idx) in enumerate(splits):
+        label_names = np.array(names)[y[train_idx]]
+        try:
+            head = fit(x[train_idx], label_names, groups[train_idx], config,
+                       classes=names, cancel=cancel)
+        except TrainingCancelled:
+            raise
+        except TrainingError as exc:
+            raise TrainingError(f"fold {k + 1}/{folds}: {exc} (cross-validation needs every "
+                                "class in several groups)") from None
+        proba = head.predict_proba(x[test_idx])
+        report = classification_report(y[test_idx], proba.argmax(1), proba, names)
+        report.update(fold=k + 1, n_train=len(train_idx), n_test=len(test_idx),
+                      best_epoch=head.history[-1].best_epoch if head.history else 0)
+        reports.append(report)
+    result: dict = {"folds": reports, "classes": names, "n_folds": folds}
+    for key in ("balanced_accuracy", "cohen_kappa", "weighted_f1", "accuracy"):
+        values = np.array([r[key] for r in reports if r[key] is not None], dtype=float)
+        result[key] = float(values.mean()) if len(values) else None
+        result[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    return result
