@@ -37,7 +37,7 @@ def _fuse_children(parent: nn.Module) -> int:
     children = list(parent.named_children())
     for (conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
         if (
-            type(conv) is nn.Conv2d
+            isinstance(conv, nn.Conv2d)
             and isinstance(bn, nn.BatchNorm2d)
             and bn.num_features == conv.out_channels
             and bn.track_running_stats

@@ -47,7 +47,7 @@ __all__ = [
 
 HEAD_TYPES = ("linear", "mlp")
 LOSSES = ("focal", "ce")
-_CHUNK = 16384  # rows per chunk for statistics and checks on large arrays
+_CHUNK = 8192  # rows per chunk for statistics and checks on large arrays
 
 
 class TrainingError(DFLError):
@@ -395,24 +395,21 @@ def _validate(embeddings, labels, groups, classes):
     return x, y.astype(np.int64), names, groups
 
 
-def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    total = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise ``x`` in place (float32); return its mean and std (constant columns: 1)."""
+    mean = np.zeros(x.shape[1])
     for s in range(0, len(x), _CHUNK):
-        chunk = x[s:s + _CHUNK].astype(np.float64)
-        total[0].__iadd__(chunk.sum(0))
-        total[1].__iadd__((chunk * chunk).sum(0))
-    mean = total[0] / len(x)
-    var = np.maximum(total[1] / len(x) - mean * mean, 0.0)
-    std = np.sqrt(var)
-    std[std < 1e-6 * max(1.0, float(np.abs(mean).max(initial=0)))] = 1.0
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-def _tensors(x: np.ndarray, idx: np.ndarray, mean: np.ndarray, std: np.ndarray) -> torch.Tensor:
-    out = x[idx]
-    out -= mean
-    out /= std
-    return torch.from_numpy(out)
+        mean += x[s:s + _CHUNK].sum(0, dtype=np.float64)
+    mean /= max(len(x), 1)
+    var = np.zeros(x.shape[1])
+    for s in range(0, len(x), _CHUNK):
+        var += ((x[s:s + _CHUNK] - mean) ** 2).sum(0)
+    std = np.sqrt(var / max(len(x), 1))
+    std[std < 1e-12] = 1.0
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    x -= mean
+    x /= std
+    return mean, std
 
 
 def train_head(
@@ -447,9 +444,12 @@ def train_head(
     """
     x, y, names, groups = _validate(embeddings, labels, groups, classes)
     train_idx, val_idx = grouped_split(y, groups, config.val_fraction, config.seed)
-    mean, std = _standardisation(x[train_idx] if len(val_idx) else x)
-    xt, yt = _tensors(x, train_idx, mean, std), torch.from_numpy(y[train_idx])
-    xv, yv = _tensors(x, val_idx, mean, std), torch.from_numpy(y[val_idx])
+    xt, xv = x[train_idx], x[val_idx]  # copies, standardised in place
+    mean, std = _standardise(xt)
+    xv -= mean
+    xv /= std
+    xt, yt = torch.from_numpy(xt), torch.from_numpy(y[train_idx])
+    xv, yv = torch.from_numpy(xv), torch.from_numpy(y[val_idx])
     n_classes = len(names)
     counts = torch.bincount(yt, minlength=n_classes).double()
     weight = None
