@@ -37,8 +37,12 @@ IDENTITY_KEYS = {"name", "timm_name", "weights_sha256", "input_size", "mean", "s
 
 @pytest.fixture(scope="module")
 def lite0() -> Backbone:
-    """The default backbone, loaded once for the module (fp32 for exact comparisons)."""
-    return load_backbone(precision="fp32")
+    """The default backbone, loaded once for the module (fp32 for exact comparisons).
+
+    Unfused, so that its state dict has the architecture's own keys (checkpoints saved from
+    it load into a fresh model); folding is tested in test_fusion.py.
+    """
+    return load_backbone(precision="fp32", fuse=False)
 
 
 @pytest.fixture(scope="module")
