@@ -218,6 +218,19 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float,
     return (w * loss).sum() / w.sum()
 
 
+def _kfold(n_splits: int, seed: int, groups: np.ndarray):
+    """StratifiedGroupKFold, or StratifiedKFold when every sample is its own group.
+
+    Both give the same kind of split then; StratifiedGroupKFold's per-group loop would take
+    seconds for tens of thousands of singleton groups.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if len(np.unique(groups)) == len(groups):
+        return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+
+
 def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into train and validation with no group on both sides.
@@ -239,8 +252,6 @@ def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
         ``(train_idx, val_idx)`` sorted int64 index arrays.
 
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     labels, groups = np.asarray(labels), np.asarray(groups)
     n = len(labels)
     everything, nothing = np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -264,14 +275,17 @@ def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
     free = ~pinned
     free_groups = np.unique(group_ids[free])
     n_splits = min(max(2, round(1.0 / val_fraction)), len(free_groups))
-    if n_splits < 2:
-        return everything, nothing
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     free_idx = everything[free]
+    folds = []
+    while n_splits >= 2 and not folds:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "least populated class"
+                folds = list(_kfold(n_splits, seed, group_ids[free_idx]).split(
+                    free_idx, y[free_idx], group_ids[free_idx]))
+        except ValueError:  # too few members per class for this many splits
+            n_splits -= 1
     best, best_score = None, -1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class" notices
-        folds = list(splitter.split(free_idx, y[free_idx], group_ids[free_idx]))
     for _, val_part in folds:
         val = free_idx[val_part]
         in_val = np.zeros(n, dtype=bool)
@@ -567,8 +581,6 @@ def cross_validate(
             whose training part lacks a class.
 
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     x, y, names, groups = _validate(embeddings, labels, groups, classes)
     n_groups = len(np.unique(groups))
     if folds < 2:
@@ -577,10 +589,14 @@ def cross_validate(
         raise TrainingError(f"{folds} folds need at least {folds} groups (slides, regions or "
                             f"images) but the data has {n_groups}: use --folds {n_groups} or "
                             "fewer, or annotate more slides.")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=config.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(splitter.split(x, y, groups))
+    splitter = _kfold(folds, config.seed, groups)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            splits = list(splitter.split(x, y, groups))
+    except ValueError as exc:
+        raise TrainingError(f"cannot make {folds} stratified folds: {exc}. Use fewer folds "
+                            "or annotate more samples.") from None
     reports = []
     for k, (train_idx, test_idx) in enumerate(splits):
         label_names = np.array(names)[y[train_idx]]
