@@ -30,6 +30,8 @@ from napari_dfl.core.store import EmbeddingStore, store_path_for
 DEFAULT_BATCH = 8
 #: Smallest batch the out-of-memory fallback goes down to.
 MIN_BATCH = 1
+#: Height of the strips samples are visited in (see :func:`spatial_order`).
+STRIP_PX = 1024
 
 
 class ExtractionCancelled(DFLError):
@@ -114,6 +116,18 @@ def open_store_for(slide: Slide, backbone, composition: Composition,
     return store
 
 
+def spatial_order(coords: np.ndarray, strip: int = STRIP_PX) -> np.ndarray:
+    """Sort anchors strip by strip (``strip`` level-0 px tall), each strip left to right.
+
+    Consecutive samples then share decoded tiles, so the slide's small tile cache serves
+    most reads (row-major order would need a cache of two full tile rows of the slide).
+    """
+    if len(coords) < 2:
+        return coords
+    order = np.lexsort((coords[:, 1], coords[:, 0], coords[:, 1] // strip))
+    return coords[order]
+
+
 def _batches(coords: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(coords), size):
         yield coords[start : start + size]
@@ -187,6 +201,7 @@ def embed_coords(
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     unique = np.unique(coords, axis=0) if len(coords) else coords
     todo = unique[store.missing(unique)] if len(unique) else unique
+    todo = spatial_order(todo)
     total = len(unique)
     done = total - len(todo)
     computed, started = 0, time.perf_counter()

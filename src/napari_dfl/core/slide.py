@@ -30,6 +30,7 @@ from napari_dfl.core.errors import (
     UnsupportedSlideError,
 )
 from napari_dfl.core.metadata import read_physical_metadata
+from napari_dfl.core.tilecache import CachingStore, TileLRU
 
 #: Extra levels are added until the coarsest one is at most this many pixels on a side.
 COARSEST_LEVEL_MAX_PX = 2048
@@ -220,10 +221,11 @@ class Slide:
                 "--compression jpeg) and open that."
             )
         zarr_levels, levels, arrays = [], [], []
+        self.tile_cache = TileLRU()
         for s, index in series:
             axes = s.levels[index].axes
             try:
-                store = s.aszarr(level=index)
+                store = CachingStore(s.aszarr(level=index), self.tile_cache, f"{len(levels)}")
                 z = zarr.open_array(store, mode="r")
             except Exception as exc:
                 raise CorruptSlideError(
