@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import uuid
@@ -75,6 +76,14 @@ def test_round_trip(tmp_path):
     # QuPath's own colour for a standard class when none is given.
     assert data["features"][2]["properties"]["classification"]["color"] == [160, 90, 160]
     assert not list(tmp_path.glob("sub/.*tmp"))  # atomic: no temporary file left behind
+
+
+def test_numpy_properties_are_written_as_json(tmp_path):
+    ann = Annotation(Point(1, 2), "a", properties={
+        "measurements": {"p(a)": np.float32(0.25), "probabilities": np.array([0.25, 0.75])}})
+    measurements = read_geojson(write_geojson([ann], tmp_path / "p.geojson"))[0].properties[
+        "measurements"]
+    assert measurements == {"p(a)": 0.25, "probabilities": [0.25, 0.75]}
 
 
 def test_write_refuses_bad_colour(tmp_path):
@@ -155,7 +164,8 @@ def test_self_intersection_repaired_and_lines_skipped(tmp_path):
 
 
 BAD_INPUT = [
-    ('{"type": "FeatureCollection", "features": [', r"not valid JSON \(line 1, column 44: Expecting value\)"),
+    ('{"type": "FeatureCollection", "features": [',
+     r"not valid JSON \(line 1, column 44: Expecting value\)"),
     ("[1, 2,\n  3,]", r"not valid JSON \(line 2, column"),
     ("42", "is not GeoJSON: it holds a JSON int"),
     ({"type": "Topology"}, "top-level type is 'Topology'"),
@@ -340,9 +350,27 @@ _FEATURE = st.fixed_dictionaries(
     {"type": st.one_of(st.just("Feature"), _SCALARS), "geometry": _GEOMETRY,
      "properties": st.one_of(st.fixed_dictionaries({"classification": _CLASS}), _JSON)},
     optional={"id": _SCALARS})
-_DOCUMENT = st.one_of(_JSON, st.lists(_FEATURE, max_size=4), _FEATURE, st.fixed_dictionaries(
-    {"type": st.just("FeatureCollection"), "features": st.lists(st.one_of(_FEATURE, _JSON),
-                                                                max_size=4)}))
+_COORD = st.one_of(st.floats(-1e4, 1e4), st.integers(-10**4, 10**4), _NUMBERS)
+_POS2 = st.tuples(_COORD, _COORD).map(list)
+_GOOD_RING = st.lists(_POS2, min_size=3, max_size=7).map(lambda ring: [*ring, ring[0]])
+_GOOD_GEOMETRY = st.one_of(
+    st.builds(lambda p: {"type": "Point", "coordinates": p}, _POS2),
+    st.builds(lambda p: {"type": "MultiPoint", "coordinates": p},
+              st.lists(_POS2, min_size=1, max_size=4)),
+    st.builds(lambda r: {"type": "Polygon", "coordinates": r},
+              st.lists(_GOOD_RING, min_size=1, max_size=3)),
+    st.builds(lambda r: {"type": "MultiPolygon", "coordinates": r},
+              st.lists(st.lists(_GOOD_RING, min_size=1, max_size=2), min_size=1, max_size=3)),
+)
+_GOOD_FEATURE = st.builds(
+    lambda g, name: {"type": "Feature", "geometry": g,
+                     "properties": {"classification": {"name": name}}},
+    _GOOD_GEOMETRY, st.sampled_from(["Tumor", "a", "Stroma"]))
+_ANY_FEATURE = st.one_of(_GOOD_FEATURE, _FEATURE)
+_DOCUMENT = st.one_of(_JSON, st.lists(_ANY_FEATURE, max_size=4), _ANY_FEATURE,
+                      st.fixed_dictionaries({"type": st.just("FeatureCollection"),
+                                             "features": st.lists(st.one_of(_ANY_FEATURE, _JSON),
+                                                                  max_size=4)}))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -371,7 +399,5 @@ def test_fuzzed_files_only_raise_annotation_error(content):
             path.write_text(content, encoding="utf-8", errors="surrogatepass")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AnnotationWarning)
-            try:
+            with contextlib.suppress(AnnotationError):
                 read_geojson(path)
-            except AnnotationError:
-                pass

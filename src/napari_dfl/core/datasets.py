@@ -51,6 +51,8 @@ __all__ = ["DatasetError", "LabelledSource", "dataset_summary", "load_dataset", 
 #: Files taken as patch images in a class folder (compared case-insensitively).
 PATCH_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CSV_COLUMNS = ("image", "x", "y", "label")
+#: A one-level TIFF at most this large on a side is a patch: its mpp may be assumed.
+PATCH_MAX_SIDE = 4096
 _GEOJSON_SUFFIXES = (".geojson", ".json")
 _SHOWN = 5
 
@@ -90,6 +92,10 @@ def _shown(items: Sequence[str]) -> str:
 def _inspect(path: Path, mpp: float | None) -> tuple[tuple[int, int], float, float | None, bool]:
     """Size and pixel size of a source without decoding its pixels.
 
+    A source without a recorded pixel size takes ``mpp``; without ``mpp``, plain images and
+    patch-sized one-level TIFFs assume 0.5 um/px, while slides are refused (a wrong guess
+    there would silently change the magnification of every sample).
+
     Returns ``(dimensions, mpp used, mpp to reopen with, assumed)``.
     """
     if is_plain_image(path):
@@ -102,9 +108,12 @@ def _inspect(path: Path, mpp: float | None) -> tuple[tuple[int, int], float, flo
     with slide:
         if slide.mpp is not None:
             return slide.dimensions, slide.mpp, None, False
-        if mpp is None:
-            slide.require_mpp()
-        return slide.dimensions, float(mpp), float(mpp), False
+        if mpp is not None:
+            return slide.dimensions, float(mpp), float(mpp), False
+        file_levels = [level for level in slide.levels if not level.computed]
+        if len(file_levels) == 1 and max(slide.dimensions) <= PATCH_MAX_SIDE:
+            return slide.dimensions, DEFAULT_ASSUMED_MPP, DEFAULT_ASSUMED_MPP, True
+        return slide.dimensions, slide.require_mpp(), None, False  # raises: says how to give it
 
 
 # -- form 1: slide + GeoJSON --------------------------------------------------------------

@@ -391,6 +391,13 @@ def feature_collection(items: Sequence[tuple[BaseGeometry, str, str, dict]], *,
     return {"type": "FeatureCollection", "features": features}
 
 
+def _plain(value: Any) -> Any:
+    """JSON form of numpy scalars and arrays (e.g. probabilities in properties)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def write_json_atomic(obj: Any, path: Path) -> None:
     """Write JSON to a temporary file beside ``path``, fsync it, then rename it over.
 
@@ -398,10 +405,11 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     """
     if isinstance(obj, dict) and isinstance(obj.get("features"), list):
         head = {k: v for k, v in obj.items() if k != "features"}
-        lines = ",\n".join(json.dumps(f, separators=(",", ":")) for f in obj["features"])
-        text = json.dumps(head)[:-1] + ', "features": [\n' + lines + "\n]}\n"
+        lines = ",\n".join(json.dumps(f, separators=(",", ":"), default=_plain)
+                            for f in obj["features"])
+        text = json.dumps(head, default=_plain)[:-1] + ', "features": [\n' + lines + "\n]}\n"
     else:
-        text = json.dumps(obj, indent=1) + "\n"
+        text = json.dumps(obj, indent=1, default=_plain) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
