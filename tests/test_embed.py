@@ -140,3 +140,21 @@ def test_invalid_compositions_are_explained():
     with pytest.raises(CompositionError, match="positive"):
         Composition(zooms=(0.0,))
     assert Composition().describe() == "224 px: x20 rgb | x20 gray | x5 rgb | x5 gray"
+
+
+def test_progress_carries_committed_anchors(full_run, coords):
+    _, progress = full_run
+    committed = np.concatenate([p.committed for p in progress])
+    assert sorted(map(tuple, committed)) == sorted(map(tuple, coords))
+
+
+def test_given_order_computes_the_first_coords_first(slide, coords, backbone, tmp_path):
+    composition = Composition(patch_size=64, zooms=(0.5,), variants=("rgb",))
+    store = open_store_for(slide, backbone, composition, tmp_path)
+    wanted = coords[::-1]
+    generator = embed_coords(slide, wanted, backbone, composition, store, batch_size=3,
+                             order="given")
+    next(generator)
+    first = next(generator)
+    np.testing.assert_array_equal(first.committed, wanted[:3])
+    generator.close()

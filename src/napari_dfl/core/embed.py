@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ class EmbedProgress:
         computed: samples computed by this run (the rest were already stored).
         rate: samples per second computed by this run.
         slide: the slide's file name.
+        committed: ``(M, 2)`` anchors committed since the previous report, so that a
+            consumer (a prediction overlay) can use them at once.
 
     """
 
@@ -56,6 +58,7 @@ class EmbedProgress:
     computed: int
     rate: float
     slide: str
+    committed: np.ndarray = field(default_factory=lambda: np.empty((0, 2), np.int64))
 
     @property
     def fraction(self) -> float:
@@ -173,6 +176,7 @@ def embed_coords(
     readers: int = 2,
     prefetch: int = 3,
     cancel: threading.Event | Callable[[], bool] | None = None,
+    order: str = "spatial",
 ) -> Generator[EmbedProgress, None, EmbeddingStore]:
     """Embed the samples anchored at ``coords`` that the store does not hold yet.
 
@@ -187,6 +191,9 @@ def embed_coords(
         readers: threads cutting patches ahead of the model.
         prefetch: batches cut ahead of the model.
         cancel: an event (or a callable) checked between batches.
+        order: ``"spatial"`` visits samples strip by strip (fastest: neighbours share
+            decoded tiles); ``"given"`` keeps the order of ``coords`` (e.g. the field of
+            view first).
 
     Yields:
         Progress after every committed batch (and once at the start).
@@ -201,82 +208,112 @@ def embed_coords(
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     unique = np.unique(coords, axis=0) if len(coords) else coords
     todo = unique[store.missing(unique)] if len(unique) else unique
-    todo = spatial_order(todo)
-    total = len(unique)
-    done = total - len(todo)
-    computed, started = 0, time.perf_counter()
+    if order == "spatial":
+        todo = spatial_order(todo)
+    elif order == "given":
+        todo = _in_given_order(coords, todo)
+    else:
+        raise ValueError(f"order must be 'spatial' or 'given', got {order!r}")
+    total, done = len(unique), len(unique) - len(todo)
     is_cancelled = _cancel_check(cancel)
     yield EmbedProgress(done, total, 0, 0.0, slide.path.name)
     if not len(todo):
         return store
     forward_batch = [max(MIN_BATCH, int(batch_size))]
     pending: deque[tuple[np.ndarray, Future]] = deque()
-    batches = _batches(todo, max(1, int(batch_size)))
     # Readers cut batches ahead of the model; one writer commits each batch while the model
     # computes the next. Progress reports committed samples only.
     with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="dfl-read") as pool, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfl-write") as writer:
-        written: Future | None = None
-        reported = 0
+            _Committer(store) as committer:
         try:
-            for batch in batches:
+            for batch in _batches(todo, max(1, int(batch_size))):
                 pending.append((batch, pool.submit(sample_patches, slide, batch, composition)))
-                if len(pending) < prefetch:
-                    continue
-                computed, written = _step(pending, backbone, store, forward_batch, writer,
-                                          written, computed)
-                if is_cancelled():
-                    computed += written.result()
-                    written = None
-                    raise ExtractionCancelled(_cancel_message(store, done + computed, total))
-                if computed > reported:
-                    reported = computed
-                    yield _progress(done + computed, total, computed, started, slide)
-            while pending or written is not None:
-                if pending:
-                    computed, written = _step(pending, backbone, store, forward_batch,
-                                              writer, written, computed)
-                else:
-                    computed += written.result()
-                    written = None
-                if is_cancelled() and (pending or written is not None):
-                    if written is not None:
-                        computed += written.result()
-                        written = None
-                    raise ExtractionCancelled(_cancel_message(store, done + computed, total))
-                if computed > reported:
-                    reported = computed
-                    yield _progress(done + computed, total, computed, started, slide)
+                while len(pending) >= prefetch:
+                    batch_coords, future = pending.popleft()
+                    committer.submit(batch_coords,
+                                     _embed_batch(backbone, future.result(), forward_batch))
+                    if is_cancelled():
+                        raise ExtractionCancelled(
+                            _cancel_message(store, done + committer.drain(), total))
+                    if committer.fresh:
+                        yield committer.progress(done, total, slide)
+            while pending:
+                batch_coords, future = pending.popleft()
+                committer.submit(batch_coords,
+                                 _embed_batch(backbone, future.result(), forward_batch))
+                if is_cancelled() and pending:
+                    raise ExtractionCancelled(
+                        _cancel_message(store, done + committer.drain(), total))
+                if committer.fresh:
+                    yield committer.progress(done, total, slide)
+            committer.drain()
+            yield committer.progress(done, total, slide)
         finally:
             for _, future in pending:
                 future.cancel()
-            if written is not None:  # never leave a computed batch unwritten
-                written.result()
     return store
 
 
-def _step(pending: deque, backbone, store: EmbeddingStore, forward_batch: list[int],
-          writer: ThreadPoolExecutor, written: Future | None, computed: int
-          ) -> tuple[int, Future]:
-    """Embed the oldest cut batch, wait for the previous write, queue this one's write.
+def _in_given_order(coords: np.ndarray, todo: np.ndarray) -> np.ndarray:
+    """The anchors of ``todo`` in their first order of appearance in ``coords``."""
+    wanted = {(int(x), int(y)) for x, y in todo}
+    seen: set[tuple[int, int]] = set()
+    ordered = []
+    for x, y in coords:
+        key = (int(x), int(y))
+        if key in wanted and key not in seen:
+            seen.add(key)
+            ordered.append(key)
+    return np.asarray(ordered, dtype=np.int64).reshape(-1, 2)
 
-    Returns the number of samples committed so far and the future of the queued write.
+
+class _Committer:
+    """Commits batches to the store on one writer thread, one batch in flight at most.
+
+    ``fresh`` collects the anchors committed since the last progress report; ``computed``
+    counts all samples committed by this run. Leaving the context waits for the write in
+    flight, so no computed batch is ever lost.
     """
-    batch, future = pending.popleft()
-    embeddings = _embed_batch(backbone, future.result(), forward_batch)
-    if written is not None:
-        computed += written.result()
-    return computed, writer.submit(_write, store, batch, embeddings)
 
+    def __init__(self, store: EmbeddingStore) -> None:
+        self._store = store
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfl-write")
+        self._in_flight: Future | None = None
+        self.fresh: list[np.ndarray] = []
+        self.computed = 0
+        self._started = time.perf_counter()
 
-def _write(store: EmbeddingStore, batch: np.ndarray, embeddings: np.ndarray) -> int:
-    store.append(batch, embeddings)
-    return len(batch)
+    def __enter__(self) -> _Committer:
+        return self
 
+    def __exit__(self, *exc) -> None:
+        try:
+            self.drain()
+        finally:
+            self._writer.shutdown(wait=True)
 
-def _progress(done: int, total: int, computed: int, started: float, slide: Slide) -> EmbedProgress:
-    elapsed = max(time.perf_counter() - started, 1e-9)
-    return EmbedProgress(done, total, computed, computed / elapsed, slide.path.name)
+    def submit(self, coords: np.ndarray, embeddings: np.ndarray) -> None:
+        """Wait for the previous write, then queue this batch's."""
+        self.drain()
+        self._in_flight = self._writer.submit(self._store.append, coords, embeddings)
+        self._in_flight.coords = coords  # type: ignore[attr-defined]
+
+    def drain(self) -> int:
+        """Wait for the write in flight; return the samples committed so far."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()
+            self.fresh.append(future.coords)  # type: ignore[attr-defined]
+            self.computed += len(future.coords)  # type: ignore[attr-defined]
+        return self.computed
+
+    def progress(self, done: int, total: int, slide: Slide) -> EmbedProgress:
+        """A progress report carrying (and clearing) the freshly committed anchors."""
+        fresh = np.concatenate(self.fresh) if self.fresh else np.empty((0, 2), np.int64)
+        self.fresh = []
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        return EmbedProgress(done + self.computed, total, self.computed,
+                             self.computed / elapsed, slide.path.name, fresh)
 
 
 def _cancel_check(cancel: threading.Event | Callable[[], bool] | None) -> Callable[[], bool]:
