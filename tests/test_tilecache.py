@@ -12,13 +12,14 @@ from napari_dfl.core.tilecache import TileLRU
 
 def test_lru_is_bounded_in_bytes_and_evicts_oldest():
     cache = TileLRU(capacity=10)
-    cache.put("a", b"1234")
-    cache.put("b", b"5678")
-    assert cache.get("a") == b"1234"  # a is now the most recent
-    cache.put("c", b"9999")
-    assert cache.get("b") is None and cache.get("a") == b"1234" and cache.get("c") == b"9999"
+    a, b, c = (np.full(4, v, np.uint8) for v in (1, 2, 3))
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a  # a is now the most recent
+    cache.put("c", c)
+    assert cache.get("b") is None and cache.get("a") is a and cache.get("c") is c
     assert cache.nbytes == 8
-    cache.put("huge", b"x" * 11)
+    cache.put("huge", np.zeros(11, np.uint8))
     assert cache.get("huge") is None
 
 

@@ -333,6 +333,8 @@ class Slide:
 
     def _read_level_window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         lw, lh = self.levels[level].width, self.levels[level].height
+        if x0 >= 0 and y0 >= 0 and x1 <= lw and y1 <= lh:  # inside: no padding buffer
+            return self._read_zarr(level, y0, y1, x0, x1)
         out = np.full((y1 - y0, x1 - x0, 3), BACKGROUND, dtype=np.uint8)
         cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, lw), min(y1, lh)
         if cx1 <= cx0 or cy1 <= cy0:

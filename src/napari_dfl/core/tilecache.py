@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+import numpy as np
 from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import WrapperStore
@@ -26,13 +27,13 @@ class TileLRU:
 
     def __init__(self, capacity: int = DEFAULT_CACHE_BYTES) -> None:
         self.capacity = int(capacity)
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, key: str) -> bytes | None:
-        """The cached bytes of ``key``, or None."""
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached (read-only) array of ``key``, or None."""
         with self._lock:
             value = self._items.get(key)
             if value is None:
@@ -42,19 +43,19 @@ class TileLRU:
             self.hits += 1
             return value
 
-    def put(self, key: str, value: bytes) -> None:
-        """Cache ``value``, evicting the least recently used entries beyond capacity."""
-        if len(value) > self.capacity:
+    def put(self, key: str, value: np.ndarray) -> None:
+        """Cache ``value`` (kept, not copied), evicting least recently used entries."""
+        if value.nbytes > self.capacity:
             return
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._size -= len(old)
+                self._size -= old.nbytes
             self._items[key] = value
-            self._size += len(value)
+            self._size += value.nbytes
             while self._size > self.capacity:
                 _, evicted = self._items.popitem(last=False)
-                self._size -= len(evicted)
+                self._size -= evicted.nbytes
 
     @property
     def nbytes(self) -> int:
@@ -87,8 +88,11 @@ class CachingStore(WrapperStore):
         cache_key = f"{self._namespace}/{key}"
         cached = self._cache.get(cache_key)
         if cached is not None:
-            return prototype.buffer.from_bytes(cached)
+            return prototype.buffer.from_array_like(cached)
         value = await self._store.get(key, prototype, byte_range)
         if value is not None:
-            self._cache.put(cache_key, value.to_bytes())
+            # Keep the decoded array itself (no copy); zarr only reads chunk buffers.
+            array = value.as_numpy_array()
+            array.flags.writeable = False
+            self._cache.put(cache_key, array)
         return value

@@ -58,7 +58,8 @@ class TileGrid:
         patch_size: output pixels per tile side at the working magnification.
         mpp: working microns per pixel, or None for a slide without mpp (then the grid is
             in level-0 pixels: ``tile_size == patch_size``).
-        tissue_fraction: ``(N,)`` fraction of each tile that is tissue.
+        tissue_fraction: ``(N,)`` fraction of each tile that is tissue (NaN when the grid
+            was made with ``min_tissue=0`` and no mask).
 
     """
 
@@ -192,8 +193,8 @@ def tile_grid(
         mask = detect_tissue(slide)
     if mask is not None:
         fraction = _tile_tissue_fraction(mask, coords, tile_size)
-    else:
-        fraction = np.ones(len(coords))
+    else:  # every tile wanted and no mask given: the fraction is unknown, not 1
+        fraction = np.full(len(coords), np.nan)
     keep = fraction >= min_tissue if min_tissue > 0 else np.ones(len(coords), bool)
     return TileGrid(
         coords=coords[keep],

@@ -1,0 +1,33 @@
+"""Smoke test of benchmarks/slide_open.py: a tiny mosaic, a few reads, the JSON contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "slide_open.py"
+KEYS = ("open_s", "open_rss_mb", "read_p50_ms", "read_p95_ms", "read_ratio", "napari_add_s",
+        "width", "height", "levels", "file_mb")
+
+
+@pytest.mark.slow
+def test_slide_open_benchmark_prints_json(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--size", "4096", "--reads", "10", "--open-runs", "1",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in KEYS:
+        assert isinstance(result[key], (int, float)) and result[key] > 0, (key, result[key])
+    assert result["width"] == result["height"] == 4096
+    assert result["read_mismatches"] == 0
+    assert result["targets"] == {"open_s": 0.5, "open_rss_mb": 100, "read_ratio": 1.2}
+    assert set(result["pass"]) == set(result["targets"])
+    assert all(isinstance(value, bool) for value in result["pass"].values())
+    assert list(tmp_path.glob("mosaic_*.tif")), "the mosaic was not built in --workdir"
