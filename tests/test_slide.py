@@ -171,3 +171,14 @@ def test_huge_untiled(tmp_path):
 def test_invalid_user_mpp(sample_slide_path):
     with pytest.raises(SlideError, match="positive"):
         Slide(sample_slide_path, mpp=-1)
+
+
+def test_fractional_windows_near_the_origin_do_not_fail(sample_slide_path):
+    # Regression: a window origin a rounding hair above the requested one gave PIL a
+    # negative box offset.
+    from napari_dfl.core.sampling import Composition, sample_patches
+
+    with Slide(sample_slide_path) as slide:
+        for anchor in ([44, 44], [10, 10], [500, 44]):
+            patches = sample_patches(slide, np.array([anchor]), Composition(112, (0.5,), ("rgb",)))
+            assert patches.shape == (1, 1, 112, 112, 3)

@@ -7,6 +7,8 @@ from pathlib import Path
 from napari_dfl._reader import slide_layer_data
 
 SAMPLE_SLIDE = Path(__file__).parent / "sample_data" / "CMU-1-Small-Region.svs"
+#: Demo annotations drawn on the sample slide: epidermis, dermis and background regions.
+SAMPLE_ANNOTATIONS = SAMPLE_SLIDE.with_suffix(".geojson")
 
 
 def cmu1_small_region() -> list[tuple]:

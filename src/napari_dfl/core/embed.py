@@ -88,14 +88,21 @@ def slide_fingerprint(slide: Slide) -> dict:
     }
 
 
-def extractor_identity(slide: Slide, backbone, composition: Composition) -> dict:
-    """The identity a store is keyed on: slide, backbone (name + weights hash), composition."""
+def extractor_description(backbone, composition: Composition) -> dict:
+    """What produced an embedding, independent of the slide: backbone and composition.
+
+    Heads record it in their model card and refuse embeddings of another extractor.
+    """
     return {
         "kind": "napari-dfl tile embeddings",
-        "slide": slide_fingerprint(slide),
         "backbone": backbone.identity(),
         "composition": composition.to_dict(),
     }
+
+
+def extractor_identity(slide: Slide, backbone, composition: Composition) -> dict:
+    """The identity a store is keyed on: slide, backbone (name + weights hash), composition."""
+    return {**extractor_description(backbone, composition), "slide": slide_fingerprint(slide)}
 
 
 def open_store_for(slide: Slide, backbone, composition: Composition,

@@ -328,7 +328,8 @@ def _warn(source: str, skipped: list[str], repaired: list[str]) -> None:
 
 
 # -- writing ----------------------------------------------------------------------------
-def _rgb(value: Any, label: str) -> list[int]:
+def to_rgb(value: Any, label: str = "") -> list[int]:
+    """``[r, g, b]`` of a colour given as ``'#rrggbb'``/``'#rgb'`` or three integers 0-255."""
     if isinstance(value, str):
         text = value.lstrip("#")
         if len(text) == 3:
@@ -377,7 +378,7 @@ def feature_collection(items: Sequence[tuple[BaseGeometry, str, str, dict]], *,
     ``classification: {"name", "color": [r, g, b]}`` plus the given properties.
     """
     palette = default_colors(label for _, label, _, _ in items)
-    palette.update({k: _rgb(v, k) for k, v in (colors or {}).items()})
+    palette.update({k: to_rgb(v, k) for k, v in (colors or {}).items()})
     features = []
     for geometry, label, ident, props in items:
         properties = {"objectType": object_type, **props,

@@ -1,10 +1,15 @@
-"""Classification metrics as JSON, and their picture as a PNG.
+"""Measuring a head honestly: grouped splits, cross-validation, metrics as JSON and PNG.
 
 Values come from :mod:`sklearn.metrics`: balanced accuracy, Cohen's kappa and weighted F1
 (the method's three), accuracy, the confusion matrix (rows are the true classes), and per
 class precision, recall, F1, support and PR-AUC (average precision, one class against the
 rest). Undefined values (kappa of a single-class set, PR-AUC of an absent class) are None,
 so that the report is always valid JSON.
+
+Splits never put one group (slide, annotation region, source image) on both sides:
+neighbouring tiles of one region are near-duplicates, and a split that separates them
+measures memory, not generalisation. :func:`grouped_split` and :func:`cross_validate` are
+also exported by :mod:`napari_dfl.core.heads`.
 """
 
 from __future__ import annotations
@@ -13,11 +18,16 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["classification_report", "save_report_plots"]
+if TYPE_CHECKING:
+    from napari_dfl.core.heads import TrainConfig
+
+__all__ = ["classification_report", "cross_validate", "grouped_split", "save_report_plots"]
 
 
 def _num(value: float) -> float | None:
@@ -177,3 +187,159 @@ def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# -- grouped splits and cross-validation ------------------------------------------------
+def _kfold(n_splits: int, seed: int, groups: np.ndarray):
+    """StratifiedGroupKFold, or StratifiedKFold when every sample is its own group.
+
+    Both give the same kind of split then; StratifiedGroupKFold's per-group loop would take
+    seconds for tens of thousands of singleton groups.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if len(np.unique(groups)) == len(groups):
+        return StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split sample indices into train and validation with no group on both sides.
+
+    ``StratifiedGroupKFold(n_splits=round(1 / val_fraction))`` (fewer splits when there are
+    fewer groups); of its folds, the validation fold is the first, in seeded order, that
+    leaves every class some training samples and holds as many classes as possible. A class
+    whose samples all lie in one group cannot be validated honestly: it stays in training
+    only, with a warning. With fewer than two groups, or ``val_fraction == 0``, the
+    validation set is empty.
+
+    Args:
+        labels: ``(N,)`` class of each sample (any comparable values).
+        groups: ``(N,)`` group of each sample (slide, annotation region, source image).
+        val_fraction: target share held out, in ``[0, 0.5]``.
+        seed: seed of the fold assignment.
+
+    Returns:
+        ``(train_idx, val_idx)`` sorted int64 index arrays.
+
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    n = len(labels)
+    everything, nothing = np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _, group_ids = np.unique(groups, return_inverse=True)
+    n_groups = int(group_ids.max()) + 1 if n else 0
+    if val_fraction <= 0 or n_groups < 2:
+        if val_fraction > 0:
+            warnings.warn("All samples come from one group (slide, region or image): "
+                          "no honest validation is possible, training without one.",
+                          stacklevel=2)
+        return everything, nothing
+    classes, y = np.unique(labels, return_inverse=True)
+    groups_per_class = [np.unique(group_ids[y == c]) for c in range(len(classes))]
+    single = [c for c, g in enumerate(groups_per_class) if len(g) == 1]
+    pinned = np.isin(group_ids, [groups_per_class[c][0] for c in single])
+    if single:
+        names = ", ".join(repr(str(classes[c])) for c in single)
+        warnings.warn(f"class(es) {names} have all their samples in one group: they are "
+                      "kept in training only and not validated; annotate them on another "
+                      "slide or image for an honest validation.", stacklevel=2)
+    free = ~pinned
+    free_groups = np.unique(group_ids[free])
+    n_splits = min(max(2, round(1.0 / val_fraction)), len(free_groups))
+    free_idx = everything[free]
+    folds = []
+    while n_splits >= 2 and not folds:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "least populated class"
+                folds = list(_kfold(n_splits, seed, group_ids[free_idx]).split(
+                    free_idx, y[free_idx], group_ids[free_idx]))
+        except ValueError:  # too few members per class for this many splits
+            n_splits -= 1
+    best, best_score = None, -1
+    for _, val_part in folds:
+        val = free_idx[val_part]
+        in_val = np.zeros(n, dtype=bool)
+        in_val[val] = True
+        train_classes = np.unique(y[~in_val])
+        if len(train_classes) < len(classes):
+            continue
+        score = len(np.unique(y[val]))
+        if score > best_score:
+            best, best_score = val, score
+    if best is None:
+        warnings.warn("No grouped validation split keeps every class in training: "
+                      "training without validation. Annotate every class on more slides "
+                      "or images.", stacklevel=2)
+        return everything, nothing
+    mask = np.zeros(n, dtype=bool)
+    mask[best] = True
+    return np.flatnonzero(~mask).astype(np.int64), np.sort(best).astype(np.int64)
+
+
+def cross_validate(
+    embeddings: np.ndarray,
+    labels: Sequence[str] | np.ndarray,
+    groups: np.ndarray | None,
+    config: TrainConfig | None = None,
+    folds: int = 5,
+    classes: list[str] | None = None,
+    *,
+    cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """Grouped, stratified k-fold cross-validation of a head.
+
+    Each fold trains with ``config`` (its own inner grouped validation split for early
+    stopping) on the other folds and is scored on its held-out groups.
+
+    Returns:
+        ``{"folds": [report per fold], "balanced_accuracy", "cohen_kappa", "weighted_f1",
+        "accuracy"`` (means over folds) ``, "<metric>_sd"`` (sample standard deviations)
+        ``, "classes", "n_folds"}``.
+
+    Raises:
+        TrainingError: bad data, fewer than 2 folds, more folds than groups, or a fold
+            whose training part lacks a class.
+
+    """
+    from napari_dfl.core.heads import TrainConfig, TrainingError, fit
+    from napari_dfl.core.heads import _validate as validate
+
+    config = TrainConfig() if config is None else config
+    x, y, names, groups = validate(embeddings, labels, groups, classes)
+    n_groups = len(np.unique(groups))
+    if folds < 2:
+        raise TrainingError(f"cross-validation needs at least 2 folds, got {folds}.")
+    if folds > n_groups:
+        raise TrainingError(f"{folds} folds need at least {folds} groups (slides, regions or "
+                            f"images) but the data has {n_groups}: use --folds {n_groups} or "
+                            "fewer, or annotate more slides.")
+    splitter = _kfold(folds, config.seed, groups)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            splits = list(splitter.split(x, y, groups))
+    except ValueError as exc:
+        raise TrainingError(f"cannot make {folds} stratified folds: {exc}. Use fewer folds "
+                            "or annotate more samples.") from None
+    reports = []
+    for k, (train_idx, test_idx) in enumerate(splits):
+        label_names = np.array(names)[y[train_idx]]
+        try:
+            head = fit(x[train_idx], label_names, groups[train_idx], config,
+                       classes=names, cancel=cancel)
+        except TrainingError as exc:
+            raise TrainingError(f"fold {k + 1}/{folds}: {exc} (cross-validation needs every "
+                                "class in several groups)") from None
+        proba = head.predict_proba(x[test_idx])
+        report = classification_report(y[test_idx], proba.argmax(1), proba, names)
+        report.update(fold=k + 1, n_train=len(train_idx), n_test=len(test_idx),
+                      best_epoch=head.history[-1].best_epoch if head.history else 0)
+        reports.append(report)
+    result: dict = {"folds": reports, "classes": names, "n_folds": folds}
+    for key in ("balanced_accuracy", "cohen_kappa", "weighted_f1", "accuracy"):
+        values = np.array([r[key] for r in reports if r[key] is not None], dtype=float)
+        result[key] = float(values.mean()) if len(values) else None
+        result[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    return result

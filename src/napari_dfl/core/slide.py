@@ -326,7 +326,8 @@ class Slide:
         window = self._read_level_window(level, x0, y0, x1, y1)
         if window.shape[1] == out_w and window.shape[0] == out_h:
             return window
-        box = (fx0 - x0, fy0 - y0, fx1 - x0, fy1 - y0)
+        # The window starts at floor(f + 1e-6): clamp the offset a rounding hair below 0.
+        box = (max(0.0, fx0 - x0), max(0.0, fy0 - y0), fx1 - x0, fy1 - y0)
         image = Image.fromarray(window).resize((out_w, out_h), Image.BILINEAR, box=box,
                                                reducing_gap=3.0)
         return np.asarray(image)

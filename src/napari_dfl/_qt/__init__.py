@@ -1,0 +1,10 @@
+"""The napari GUI of napari-dfl: thin Qt widgets over the headless core.
+
+The dock widget :class:`DFLWidget` ("Deep Feature Learning") is the npe2 ``widgets``
+contribution. Nothing here imports timm or torchvision: the backbone runs in a child
+process (see :mod:`napari_dfl.core.worker_process`).
+"""
+
+from napari_dfl._qt.widget import DFLWidget
+
+__all__ = ["DFLWidget"]

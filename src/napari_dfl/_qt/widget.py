@@ -1,0 +1,427 @@
+"""The "Deep Feature Learning" dock widget: slide, classes, annotations, extract/train/predict.
+
+The widget only lays out, gathers settings and applies job events to layers; the work runs
+in :mod:`napari_dfl._qt.pipeline` generators (in a napari thread worker) and, for the
+backbone, in a child process (:mod:`napari_dfl.core.worker_process`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from napari_dfl._qt import layers as annotation_layers
+from napari_dfl._qt.classes_widget import ClassesWidget
+from napari_dfl._qt.jobs import JobRunner, keep_triton_out, notify
+from napari_dfl._qt.metrics_view import metrics_html
+from napari_dfl._qt.overlays import PredictionOverlay
+from napari_dfl._qt.pipeline import Settings, extract_job, predict_job, train_job
+from napari_dfl.core.backbones import available_backbones
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.sampling import Composition
+from napari_dfl.core.slide import Slide
+
+
+def default_store_dir(slide_path: Path) -> str:
+    """``<slide folder>/<stem>.dfl``, or a user cache folder when that is not writable."""
+    folder = slide_path.parent
+    if os.access(folder, os.W_OK):
+        return str(folder / f"{slide_path.stem}.dfl")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        cache = Path(tempfile.gettempdir())
+    return str(cache / "napari-dfl" / f"{slide_path.stem}.dfl")
+
+
+class DFLWidget(QWidget):
+    """The plugin's dock widget (npe2 ``widgets`` contribution)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        keep_triton_out()
+        self.viewer = napari_viewer
+        self.jobs = JobRunner()
+        self.head = None
+        self.samples = None
+        self.overlay: PredictionOverlay | None = None
+        self.regions = None
+        self.points = None
+        self._slides: dict[tuple, Slide] = {}
+        self._build()
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.jobs.busy_changed.connect(self._on_busy)
+        jobs, viewer_events = self.jobs, self.viewer.layers.events
+        callbacks = (self._refresh_layers, self._on_layer_removed)
+
+        def teardown(*_args) -> None:
+            jobs.shutdown()
+            for emitter, callback in zip((viewer_events.inserted, viewer_events.removed),
+                                         callbacks, strict=True):
+                emitter.disconnect(callback)
+
+        self._teardown = teardown
+        self.destroyed.connect(teardown)
+        self._bind_keys(self.viewer)
+        self._refresh_layers()
+
+    # -- layout ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.layer_combo = QComboBox()
+        self.mpp_spin = QDoubleSpinBox(decimals=4, minimum=0.0, maximum=100.0, singleStep=0.05)
+        self.mpp_spin.setSpecialValueText("unknown: give it")
+        self.layer_combo.currentIndexChanged.connect(self._on_slide_changed)
+        slide_box = QGroupBox("Slide")
+        form = QFormLayout(slide_box)
+        form.addRow("image layer", self.layer_combo)
+        form.addRow("µm/px", self.mpp_spin)
+
+        self.classes = ClassesWidget()
+        self.classes.active_changed.connect(self._on_active_class)
+        self.classes.changed.connect(self._recolor)
+        self.classes.renamed.connect(self._on_renamed)
+        self.classes.removed.connect(self._on_removed)
+        classes_box = QGroupBox("Classes (keys 1-9 pick)")
+        QVBoxLayout(classes_box).addWidget(self.classes)
+
+        self.backbone_combo = QComboBox()
+        self.backbone_combo.addItems([spec.name for spec in available_backbones()])
+        self.patch_spin = QSpinBox(minimum=32, maximum=1024, value=224, singleStep=16)
+        self.zooms_edit = QLineEdit("0.5, 2.0")
+        self.rgb_check = QCheckBox("RGB", checked=True)
+        self.gray_check = QCheckBox("gray", checked=True)
+        self.tissue_spin = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, value=0.5,
+                                          singleStep=0.1)
+        self.store_edit = QLineEdit()
+        self.store_edit.setPlaceholderText("default: next to the slide")
+        variants = QHBoxLayout()
+        variants.addWidget(self.rgb_check)
+        variants.addWidget(self.gray_check)
+        advanced = QWidget()
+        form = QFormLayout(advanced)
+        form.addRow("backbone", self.backbone_combo)
+        form.addRow("patch px", self.patch_spin)
+        form.addRow("zooms µm/px", self.zooms_edit)
+        form.addRow("variants", variants)
+        form.addRow("min tissue", self.tissue_spin)
+        form.addRow("store folder", self.store_edit)
+        self.advanced = QCollapsible("Backbone and composition")
+        self.advanced.addWidget(advanced)
+
+        self.extract_button = QPushButton("Extract")
+        self.train_button = QPushButton("Train")
+        self.predict_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        for button in (self.extract_button, self.train_button, self.predict_button,
+                       self.cancel_button):
+            buttons.addWidget(button)
+        self.extract_button.clicked.connect(self.extract)
+        self.train_button.clicked.connect(self.train)
+        self.predict_button.clicked.connect(self.predict)
+        self.cancel_button.clicked.connect(self.jobs.cancel)
+        self.status = QLabel("Pick a slide, add classes, draw regions or points.")
+        self.status.setWordWrap(True)
+        self.metrics = QLabel()
+        self.metrics.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        for widget in (slide_box, classes_box, self.advanced):
+            layout.addWidget(widget)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.metrics)
+        layout.addStretch(1)
+
+    # -- slide -----------------------------------------------------------------------------
+    def _slide_layers(self) -> list:
+        return [layer for layer in self.viewer.layers
+                if getattr(layer, "rgb", False) and isinstance(layer.metadata.get("slide"),
+                                                               Slide)]
+
+    def _refresh_layers(self, *_args) -> None:
+        current = self.layer_combo.currentText()
+        names = [layer.name for layer in self._slide_layers()]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        if names and current not in names:
+            self._on_slide_changed()
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if self.jobs.busy and layer is not None and layer.name == self.layer_combo.currentText():
+            self.jobs.cancel()
+        removed = getattr(layer, "name", None)
+        if self.regions is not None and self.regions.name == removed:
+            self.regions = None
+        if self.points is not None and self.points.name == removed:
+            self.points = None
+        self._refresh_layers()
+
+    @property
+    def slide_layer(self):
+        """The image layer chosen as the slide, or None."""
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+
+    def _on_slide_changed(self, *_args) -> None:
+        layer = self.slide_layer
+        if layer is None:
+            return
+        slide = layer.metadata["slide"]
+        self._bind_keys(layer)  # the image layer's own 1-9 mode keys would shadow the viewer's
+        self.mpp_spin.setValue(slide.mpp or 0.0)
+        self.ensure_annotation_layers()
+        if slide.mpp is None:
+            notify("warning", f"{slide.path.name} does not record its pixel size: give its "
+                   "µm/px in the panel's field (0.25 is typical at x40, 0.5 at x20).")
+
+    def current_slide(self) -> Slide:
+        """The chosen slide with the mpp of the panel's field.
+
+        Raises:
+            DFLError: no slide layer, or no mpp known.
+
+        """
+        layer = self.slide_layer
+        if layer is None:
+            raise DFLError("no slide: open a whole-slide image with napari-dfl's reader "
+                           "(File > Open) or its sample, then pick it in the panel.")
+        slide: Slide = layer.metadata["slide"]
+        mpp = self.mpp_spin.value() or None
+        if mpp is None:
+            raise DFLError(f"{slide.path.name} does not record its pixel size: give its µm/px "
+                           "in the panel's field (0.25 is typical at x40, 0.5 at x20).")
+        if slide.mpp is not None and abs(slide.mpp - mpp) < 1e-9:
+            return slide
+        key = (str(slide.path), mpp)
+        if key not in self._slides:
+            self._slides[key] = Slide(slide.path, mpp=mpp)
+        return self._slides[key]
+
+    def composition(self) -> Composition:
+        """The composition of the panel's fields (raises CompositionError on bad input)."""
+        try:
+            zooms = tuple(float(z) for z in self.zooms_edit.text().replace(";", ",").split(",")
+                          if z.strip())
+        except ValueError:
+            raise DFLError(f"zooms must be numbers in µm/px separated by commas, such as "
+                           f"0.5, 2.0; got {self.zooms_edit.text()!r}.") from None
+        variants = tuple(v for v, box in (("rgb", self.rgb_check), ("gray", self.gray_check))
+                         if box.isChecked())
+        return Composition(self.patch_spin.value(), zooms, variants)
+
+    def settings(self) -> Settings:
+        """Everything a job needs, from the panel (raises DFLError with advice)."""
+        slide = self.current_slide()
+        store_dir = self.store_edit.text().strip() or default_store_dir(slide.path)
+        return Settings(slide=slide, composition=self.composition(), store_dir=store_dir,
+                        backbone=self.backbone_combo.currentText(),
+                        min_tissue=self.tissue_spin.value())
+
+    # -- annotations -----------------------------------------------------------------------
+    def ensure_annotation_layers(self) -> tuple:
+        """Create (or find) the regions and points layers; returns ``(regions, points)``."""
+        layers = self.viewer.layers
+        if self.regions is None:
+            if annotation_layers.REGIONS_NAME in layers:
+                self.regions = layers[annotation_layers.REGIONS_NAME]
+            else:
+                self.regions = self.viewer.add_layer(
+                    annotation_layers.make_regions_layer(self.slide_layer))
+            self._watch(self.regions)
+        if self.points is None:
+            if annotation_layers.POINTS_NAME in layers:
+                self.points = layers[annotation_layers.POINTS_NAME]
+            else:
+                self.points = self.viewer.add_layer(
+                    annotation_layers.make_points_layer(self.slide_layer))
+            self._watch(self.points)
+        self._on_active_class(self.classes.active)
+        return self.regions, self.points
+
+    def _watch(self, layer) -> None:
+        layer.events.data.connect(self._on_annotations_changed)
+        layer.events.features.connect(self._on_annotations_changed)
+        self._bind_keys(layer)
+
+    def _bind_keys(self, keymap_provider) -> None:
+        for key in range(1, 10):
+            keymap_provider.bind_key(str(key), self._key_handler(key - 1), overwrite=True)
+
+    def _key_handler(self, index: int):
+        def pick_class(_target=None) -> None:
+            self.classes.set_active(index)
+
+        pick_class.__name__ = f"dfl_pick_class_{index + 1}"
+        return pick_class
+
+    def annotations(self) -> list:
+        """The annotations of the regions and points layers, as core ``Annotation``s."""
+        return annotation_layers.annotations_from_layers(self.regions, self.points)
+
+    def _on_active_class(self, name: str | None) -> None:
+        if not name:
+            return
+        color = self.classes.colors[name]
+        for layer in (self.regions, self.points):
+            if layer is not None:
+                annotation_layers.set_active(layer, name, color)
+
+    def _on_annotations_changed(self, *_args) -> None:
+        self._recolor()
+
+    def _recolor(self) -> None:
+        colors = self.classes.colors
+        for layer in (self.regions, self.points):
+            if layer is not None:
+                with layer.events.features.blocker(), layer.events.data.blocker():
+                    annotation_layers.recolor(layer, colors)
+        counts = annotation_layers.class_counts(self.regions, self.points, colors)
+        samples = self.samples.counts() if self.samples is not None else {}
+        self.classes.set_counts({
+            name: f"{r} regions, {p} points" + (f", {samples[name]} samples"
+                                                 if name in samples else "")
+            for name, (r, p) in counts.items()})
+
+    def _on_renamed(self, old: str, new: str) -> None:
+        for layer in (self.regions, self.points):
+            annotation_layers.rename_class(layer, old, new)
+        self._on_active_class(self.classes.active)
+
+    def _on_removed(self, name: str) -> None:
+        for layer in (self.regions, self.points):
+            if layer is not None:
+                annotation_layers.remove_class(layer, name)
+        self._on_active_class(self.classes.active)
+        self._recolor()
+
+    def add_annotations(self, annotations) -> None:
+        """Add core annotations (e.g. read from GeoJSON); unknown classes are created."""
+        for ann in annotations:
+            if ann.label not in self.classes.colors:
+                self.classes.add_class(ann.label)
+        self.ensure_annotation_layers()
+        annotation_layers.add_annotations(self.regions, self.points, annotations)
+        self._recolor()
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _settings_or_notify(self) -> Settings | None:
+        try:
+            return self.settings()
+        except DFLError as exc:
+            notify("error", str(exc))
+            return None
+
+    def extract(self) -> bool:
+        """Embed the samples of the annotations in the background; False if not started."""
+        settings = self._settings_or_notify()
+        if settings is None:
+            return False
+        annotations = self.annotations()
+        if not annotations:
+            notify("warning", "nothing to extract: draw regions or points with a class first.")
+            return False
+        return self.jobs.start("Extract", lambda t: extract_job(settings, annotations, t),
+                               self._on_event, self._on_samples_done)
+
+    def train(self, config=None) -> bool:
+        """Extract what is missing, then train a head in the background."""
+        from napari_dfl.core.heads import TrainConfig
+
+        settings = self._settings_or_notify()
+        if settings is None:
+            return False
+        annotations = self.annotations()
+        config = config or TrainConfig()
+        classes = self.classes.names
+        return self.jobs.start("Train",
+                               lambda t: train_job(settings, annotations, classes, config, t),
+                               self._on_event, self._on_trained)
+
+    def predict(self) -> bool:
+        """Predict the slide's tiles, the field of view first, filling in the overlays."""
+        if self.head is None:
+            notify("error", "no trained head yet: annotate at least two classes and press "
+                   "Train before Predict.")
+            return False
+        settings = self._settings_or_notify()
+        if settings is None:
+            return False
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; camera before
+        camera = scene.camera if scene is not None else self.viewer.camera
+        centre = camera.center[-2:]
+        centre_xy = (float(centre[1]), float(centre[0]))
+        head = self.head
+        return self.jobs.start("Predict", lambda t: predict_job(settings, head, t, centre_xy),
+                               self._on_event, lambda _r: self._on_predicted())
+
+    def _on_event(self, kind: str, payload) -> None:
+        if kind == "samples":
+            self.samples = payload
+            self._recolor()
+            self.status.setText(f"{len(payload)} samples from the annotations.")
+        elif kind == "progress":
+            self.status.setText(f"Embedded {payload['done']} / {payload['total']} samples.")
+        elif kind == "started":
+            self.status.setText("Backbone loaded; embedding…")
+        elif kind == "epoch":
+            bacc = payload.val_balanced_accuracy
+            self.status.setText(f"Epoch {payload.epoch}: loss {payload.train_loss:.3f}"
+                                + (f", val. balanced accuracy {bacc:.2f}" if bacc else ""))
+        elif kind == "grid":
+            classes = list(self.head.classes)
+            shown = classes.index(self.classes.active) if self.classes.active in classes else 0
+            self.overlay = PredictionOverlay(self.viewer, payload, classes, self.classes.colors,
+                                             self.slide_layer, shown)
+        elif kind == "proba" and self.overlay is not None:
+            self.overlay.update(*payload)
+            self.status.setText(f"Predicted {self.overlay.n_predicted} / "
+                                f"{len(self.overlay.prediction.grid)} tiles.")
+
+    def _on_samples_done(self, samples) -> None:
+        self.status.setText(f"Extracted {len(samples)} samples.")
+
+    def _on_trained(self, head) -> None:
+        self.head = head
+        self.metrics.setText(metrics_html(head))
+        self.status.setText(f"Trained a head on {', '.join(head.classes)}.")
+
+    def _on_predicted(self) -> None:
+        if self.overlay is not None:
+            counts = self.overlay.prediction.counts()
+            self.status.setText("Predicted: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+    def _on_busy(self, busy: bool) -> None:
+        for button in (self.extract_button, self.train_button, self.predict_button):
+            button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def closeEvent(self, event) -> None:
+        """Cancel the running job when the panel closes."""
+        self.jobs.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,82 @@
+"""``napari-dfl predict SLIDE... --head HEAD --out DIR``: whole-slide prediction."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from napari_dfl.commands import positive_float
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the sub-command."""
+    parser = sub.add_parser("predict", help="predict the tissue tiles of slides with a head")
+    parser.add_argument("slides", nargs="+")
+    parser.add_argument("--head", required=True, help="a head folder written by train")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--weights", help="the backbone's local weights file, if the head's "
+                        "backbone was loaded from one")
+    parser.add_argument("--stores", help="folder of embedding stores (default: user cache)")
+    parser.add_argument("--min-tissue", type=float, default=0.5)
+    parser.add_argument("--mpp", type=positive_float, help="level-0 um/px if the slide has none")
+    parser.add_argument("--device")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict each slide; a slide that fails is reported and the others go on."""
+    from napari_dfl.core.errors import DFLError
+    from napari_dfl.core.headfile import load_head
+
+    head, card = load_head(args.head)
+    failed = 0
+    for path in args.slides:
+        try:
+            summary = predict_file(path, head, card, args)
+        except DFLError as exc:
+            failed += 1
+            print(f"FAILED  {path}: {exc}", file=sys.stderr)
+            continue
+        print(f"ok      {path}: {summary['predicted']} tiles {summary['counts']} -> "
+              f"{summary['overlay']}")
+    return 1 if failed else 0
+
+
+def predict_file(path: str, head, card: dict, args: argparse.Namespace) -> dict:
+    """Predict one slide file and write its outputs."""
+    from napari_dfl.core.backbones import load_backbone
+    from napari_dfl.core.embed import extractor_description, open_store_for
+    from napari_dfl.core.headfile import check_compatible
+    from napari_dfl.core.image_slide import open_slide
+    from napari_dfl.core.outputs import save_prediction
+    from napari_dfl.core.pipeline import default_store_dir
+    from napari_dfl.core.predict import predict_slide
+    from napari_dfl.core.sampling import Composition
+    from napari_dfl.core.tissue import tile_grid
+
+    extractor = card["extractor"]
+    composition = Composition.from_dict(extractor["composition"])
+    backbone = load_backbone(extractor["backbone"]["name"], weights=args.weights,
+                             device=args.device)
+    check_compatible(card, extractor_description(backbone, composition))
+    with open_slide(path, mpp=args.mpp) as slide:
+        grid = tile_grid(slide, composition.patch_size, composition.zooms[0],
+                         min_tissue=args.min_tissue)
+        store = open_store_for(slide, backbone, composition, args.stores or default_store_dir())
+        prediction = run_prediction(predict_slide(slide, head, backbone, composition, store,
+                                                  grid))
+        files = save_prediction(prediction, slide, args.out, colors=card.get("colors"))
+    return {"predicted": int(prediction.predicted.sum()), "counts": prediction.counts(),
+            **files}
+
+
+def run_prediction(generator):
+    """Drive a prediction generator to its end (with a progress line on stderr)."""
+    while True:
+        try:
+            progress = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        print(f"\r  predicted {progress.done}/{progress.total} tiles", end="", file=sys.stderr)
+        if progress.done == progress.total:
+            print(file=sys.stderr)

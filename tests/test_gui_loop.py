@@ -1,0 +1,108 @@
+"""The whole loop in a real viewer with the real backbone (in its child process).
+
+Open the sample, load the demo annotations (epidermis / dermis / background), extract,
+train, predict; the overlays line up with the slide: background where the glass is white.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_dfl.core.annotations import read_geojson
+from napari_dfl.core.store import EmbeddingStore
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+def configure_fast(widget, store_dir) -> None:
+    """A small composition for the 2-core test machine: 112 px, x20 only, RGB only."""
+    widget.patch_spin.setValue(112)
+    widget.zooms_edit.setText("0.5")
+    widget.gray_check.setChecked(False)
+    widget.tissue_spin.setValue(0.0)  # predict glass too, to see "background" there
+    widget.store_edit.setText(str(store_dir))
+
+
+@pytest.fixture
+def loop_panel(make_napari_viewer, sample_slide_path, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-dfl", "cmu1_small_region")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    configure_fast(widget, tmp_path / "stores")
+    widget.add_annotations(read_geojson(sample_slide_path.with_suffix(".geojson")))
+    return viewer, widget
+
+
+def wait_idle(widget, qtbot, timeout_s: float = 240) -> None:
+    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=int(timeout_s * 1000))
+
+
+def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
+    from napari_dfl._qt.overlays import CLASS_MAP_NAME, PROBABILITY_NAME
+    from napari_dfl.core.heads import TrainConfig
+
+    viewer, widget = loop_panel
+    assert widget.extract()
+    assert not widget.extract(), "a second click while busy must not start a second job"
+    wait_idle(widget, qtbot)
+    samples = widget.samples
+    assert set(samples.counts()) == {"epidermis", "dermis", "background"}
+    [store_path] = list((widget.store_edit.text() and
+                         __import__("pathlib").Path(widget.store_edit.text())).glob("*.zarr"))
+    store = EmbeddingStore.open(store_path)
+    assert not store.missing(samples.coords).any()
+
+    assert widget.train(TrainConfig(max_epochs=40, patience=8))
+    wait_idle(widget, qtbot)
+    assert widget.head is not None and set(widget.head.classes) == set(samples.counts())
+    assert "Balanced accuracy" in widget.metrics.text() or "No validation" in \
+        widget.metrics.text()
+
+    fills = []
+    assert widget.predict()
+    qtbot.waitUntil(lambda: widget.overlay is not None, timeout=60000)
+    widget.overlay.class_layer.events.data.connect(
+        lambda e: fills.append(widget.overlay.n_predicted))
+    wait_idle(widget, qtbot)
+    overlay = widget.overlay
+    grid = overlay.prediction.grid
+    assert overlay.n_predicted == len(grid)
+    assert len(set(fills)) >= 2, "the overlay should fill in progressively"
+    assert CLASS_MAP_NAME in viewer.layers and PROBABILITY_NAME in viewer.layers
+    class_layer = viewer.layers[CLASS_MAP_NAME]
+    assert class_layer.data.shape == grid.grid_shape
+
+    # Line up: sample the class map at the world position of each tile's centre and
+    # compare with the slide's brightness there.
+    slide = widget.current_slide()
+    thumb = slide.thumbnail(512)
+    down = slide.dimensions[0] / thumb.shape[1]
+    background = overlay.prediction.classes.index("background")
+    centres = grid.centers()  # level-0 (x, y)
+    world = np.stack([centres[:, 1], centres[:, 0]], axis=1)
+    labels = np.array([class_layer.get_value(w, world=True) for w in world]) - 1
+    assert (labels == overlay.prediction.labels).all()
+    glass = thumb.min(axis=-1) > 215
+    white = np.array([glass[int(y / down):int((y + grid.tile_size) / down) + 1,
+                            int(x / down):int((x + grid.tile_size) / down) + 1].mean() > 0.97
+                      for x, y in grid.coords])
+    assert white.sum() > 20
+    assert (labels[white] == background).mean() > 0.8
+    assert (labels[~white] == background).mean() < 0.5
+
+
+def test_cancel_stops_an_extraction(loop_panel, qtbot):
+    from napari.utils.notifications import notification_manager
+
+    _viewer, widget = loop_panel
+    seen: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
+    assert widget.extract()
+    qtbot.waitUntil(lambda: widget.status.text().startswith("Embedded"), timeout=120000)
+    widget.cancel_button.click()
+    wait_idle(widget, qtbot, 60)
+    assert any("Extract cancelled" in m for m in seen), seen
+    assert widget.extract_button.isEnabled() and not widget.cancel_button.isEnabled()
+    [store_path] = list(__import__("pathlib").Path(widget.store_edit.text()).glob("*.zarr"))
+    assert len(EmbeddingStore.open(store_path)) < len(widget.samples)

@@ -1,0 +1,147 @@
+"""The "Deep Feature Learning" panel without the backbone: layers, classes, keys, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_dfl._qt import layers as annotation_layers
+from napari_dfl._qt.overlays import tile_placement
+from napari_dfl.core.annotations import read_geojson
+from napari_dfl.core.tissue import TileGrid
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def notes():
+    """Messages of the napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+
+    def record(event):
+        seen.append(str(event.message))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
+def panel(make_napari_viewer, sample_slide_path):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-dfl", "cmu1_small_region")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    return viewer, widget
+
+
+def test_panel_docks_and_picks_the_slide(panel):
+    viewer, widget = panel
+    assert widget.slide_layer.name == "CMU-1-Small-Region.svs"
+    assert widget.mpp_spin.value() == pytest.approx(0.499, abs=1e-3)
+    assert annotation_layers.REGIONS_NAME in viewer.layers
+    assert annotation_layers.POINTS_NAME in viewer.layers
+
+
+def test_classes_colour_annotations_and_count_them(panel):
+    _viewer, widget = panel
+    widget.classes.add_class("tumour")
+    widget.classes.add_class("stroma")
+    regions, points = widget.regions, widget.points
+    widget.classes.set_active("tumour")
+    regions.add_rectangles(np.array([[100, 100], [400, 400]]))
+    widget.classes.set_active("stroma")
+    points.add(np.array([[1000, 800], [1200, 900]]))
+    assert list(annotation_layers.labels_of(regions)) == ["tumour"]
+    assert list(annotation_layers.labels_of(points)) == ["stroma", "stroma"]
+    stroma = annotation_layers.rgba(widget.classes.colors["stroma"])
+    np.testing.assert_allclose(points.face_color[0], stroma)
+    assert "1 regions, 0 points" in widget.classes.list.item(0).text()
+    assert "0 regions, 2 points" in widget.classes.list.item(1).text()
+
+    anns = widget.annotations()
+    assert sorted(a.kind for a in anns) == ["point", "point", "region"]
+    region = next(a for a in anns if a.kind == "region")
+    assert region.geometry.bounds == (100, 100, 400, 400)
+    point = next(a for a in anns if a.kind == "point")
+    assert tuple(point.points()[0]) in {(800.0, 1000.0), (900.0, 1200.0)}  # (x, y)
+
+    widget.classes.rename_class("stroma", "dermis")
+    assert list(annotation_layers.labels_of(points)) == ["dermis", "dermis"]
+    widget.classes.set_color("dermis", "#00ff00")
+    np.testing.assert_allclose(points.face_color[1], [0, 1, 0, 1])
+    widget.classes.delete_class("dermis")
+    assert len(points.data) == 0 and len(regions.data) == 1
+
+
+def press(viewer, qtbot, key: str) -> None:
+    """Press and release a key through napari's keymap handler (active layer first)."""
+    handler = viewer.window._qt_viewer._key_map_handler
+    handler.press_key(key)
+    handler.release_key(key)
+    qtbot.wait(10)
+
+
+def test_keys_1_to_9_pick_the_active_class(panel, qtbot):
+    viewer, widget = panel
+    for name in ("a", "b", "c"):
+        widget.classes.add_class(name)
+    viewer.layers.selection.active = widget.slide_layer
+    press(viewer, qtbot, "2")
+    assert widget.classes.active == "b"
+    viewer.layers.selection.active = widget.points
+    press(viewer, qtbot, "3")
+    assert widget.classes.active == "c"
+    press(viewer, qtbot, "1")
+    assert widget.classes.active == "a"
+    widget.points.add(np.array([[10, 10]]))
+    assert annotation_layers.labels_of(widget.points)[-1] == "a"
+
+
+def test_geojson_annotations_load_into_the_layers(panel, sample_slide_path):
+    _viewer, widget = panel
+    anns = read_geojson(sample_slide_path.with_suffix(".geojson"))
+    widget.add_annotations(anns)
+    assert set(widget.classes.names) == {"epidermis", "dermis", "background"}
+    assert len(widget.regions.data) == 10
+    back = widget.annotations()
+    assert sorted(a.label for a in back) == sorted(a.label for a in anns)
+    areas = sorted(round(a.geometry.area) for a in back)
+    assert areas == sorted(round(a.geometry.area) for a in anns)
+
+
+def test_errors_notify_instead_of_raising(panel, notes, qtbot, tmp_path):
+    _viewer, widget = panel
+    assert widget.predict() is False
+    assert any("no trained head" in n for n in notes)
+
+    widget.classes.add_class("only")
+    widget.regions.add_rectangles(np.array([[1200, 800], [1600, 1200]]))
+    widget.store_edit.setText(str(tmp_path))
+    assert widget.train() is True  # the check runs in the worker, before any extraction
+    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=30000)
+    assert any("at least two classes" in n for n in notes), notes
+
+    widget.mpp_spin.setValue(0.0)
+    assert widget.extract() is False
+    assert any("pixel size" in n for n in notes)
+
+
+def test_a_slide_without_mpp_warns_when_picked(make_napari_viewer, no_mpp_svs_path, notes):
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(no_mpp_svs_path), plugin="napari-dfl")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    assert widget.mpp_spin.value() == 0.0
+    assert any("pixel size" in n for n in notes)
+    widget.mpp_spin.setValue(0.25)
+    assert widget.current_slide().mpp == 0.25
+
+
+def test_tile_overlay_is_centred_on_its_tiles():
+    grid = TileGrid(np.zeros((0, 2), np.int64), np.zeros((0, 2), int), (3, 4), 100.0, 224,
+                    0.5, np.zeros(0))
+    place = tile_placement(grid)
+    assert place["scale"] == (100.0, 100.0)
+    # tile (0, 0) spans level-0 pixels 0..99, whose centres average 49.5
+    assert place["translate"] == (49.5, 49.5)

@@ -1,0 +1,106 @@
+"""The user's order in a fresh process: render a viewer, open the panel, click Extract.
+
+With Mesa's llvmpipe, importing timm (torchvision.ops, triton) after a viewer rendered
+segfaults (exit 139); the panel keeps the backbone in a child process and triton out of
+the GUI process. This must be tested in an interpreter that never imported timm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_dfl.core.store import EmbeddingStore
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+# Run as its own interpreter: written to a temporary file by the test.
+SCRIPT = r'''"""The user's order of events in a fresh process: render, open the panel, Extract.
+
+Run by tests/test_gui_user_order.py as its own interpreter (a test process that imported
+timm before the viewer existed would hide the Mesa/llvmpipe segfault). Prints one JSON line.
+Usage: python user_order.py STORE_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main(store_dir: str) -> int:
+    import napari
+    from napari.utils.notifications import notification_manager
+    from qtpy.QtWidgets import QApplication
+
+    notes: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: notes.append(str(n.message)))
+    viewer = napari.Viewer(show=True)
+    viewer.open_sample("napari-dfl", "cmu1_small_region")
+    app = QApplication.instance()
+    for _ in range(20):  # let the canvas draw with OpenGL (llvmpipe under Xvfb)
+        app.processEvents()
+        time.sleep(0.05)
+    screenshot = viewer.screenshot(canvas_only=True, flash=False)
+
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    widget.patch_spin.setValue(112)
+    widget.zooms_edit.setText("0.5")
+    widget.gray_check.setChecked(False)
+    widget.store_edit.setText(store_dir)
+    widget.classes.add_class("tissue")
+    widget.regions.add_rectangles([[1200, 800], [1500, 1100]])
+    widget.classes.add_class("glass")
+    widget.points.add([[300, 300], [2900, 2100]])
+    widget.extract_button.click()
+    started = widget.jobs.busy
+    deadline = time.monotonic() + 240
+    while widget.jobs.busy and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    widget.train_button.click()  # a torch optimizer in the GUI process, after rendering
+    while widget.jobs.busy and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    samples = widget.samples
+    result = {
+        "rendered_mean": float(screenshot[..., :3].mean()),
+        "started": bool(started),
+        "busy_at_end": widget.jobs.busy,
+        "n_samples": 0 if samples is None else len(samples),
+        "coords": [] if samples is None else samples.coords.tolist(),
+        "trained": widget.head is not None,
+        "timm_in_gui": "timm" in sys.modules,
+        "notifications": notes,
+    }
+    print(json.dumps(result), flush=True)
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
+'''
+
+
+def test_extract_after_the_viewer_rendered_survives(tmp_path, qapp):
+    assert os.environ.get("DISPLAY"), "pytest-xvfb provides a DISPLAY"
+    env = {**os.environ, "QT_QPA_PLATFORM": "xcb"}
+    script = tmp_path / "user_order.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["rendered_mean"] > 30, "the viewer did not render"
+    assert result["started"] and not result["busy_at_end"]
+    assert not result["timm_in_gui"]
+    assert result["n_samples"] > 3 and result["trained"]
+    [store_path] = list(tmp_path.glob("*.zarr"))
+    store = EmbeddingStore.open(store_path)
+    assert not store.missing(np.asarray(result["coords"])).any()

@@ -1,0 +1,73 @@
+"""The extraction child process (Qt-free): results land in the store, cancel, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_dfl.core.sampling import Composition
+from napari_dfl.core.store import EmbeddingStore
+from napari_dfl.core.worker_process import ExtractionProcess, ExtractionRequest, one_line
+
+FAST = Composition(patch_size=112, zooms=(0.5,), variants=("rgb",))
+
+
+def run_to_end(job: ExtractionProcess, limit: float = 120.0) -> list[tuple[str, dict]]:
+    import time
+
+    messages, deadline = [], time.monotonic() + limit
+    while not job.finished and time.monotonic() < deadline:
+        messages += job.poll(0.2)
+    assert job.finished, "the extraction process did not finish in time"
+    job.join(10)
+    return messages
+
+
+def request(slide, tmp_path, coords, **kw) -> ExtractionRequest:
+    return ExtractionRequest(slide_path=str(slide), mpp=None, coords=coords,
+                             composition=FAST.to_dict(), store_dir=str(tmp_path), **kw)
+
+
+def test_child_process_embeds_into_the_store(sample_slide_path, tmp_path):
+    coords = np.array([[1000, 1500], [1112, 1500], [1000, 1612]], np.int64)
+    job = ExtractionProcess(request(sample_slide_path, tmp_path, coords)).start()
+    messages = run_to_end(job)
+    kinds = [k for k, _ in messages]
+    assert kinds[0] == "started" and kinds[-1] == "finished", messages
+    committed = np.concatenate([p["committed"] for k, p in messages if k == "progress"])
+    assert sorted(map(tuple, committed)) == sorted(map(tuple, coords))
+    store = EmbeddingStore.open(messages[-1][1]["store"])
+    assert not store.missing(coords).any()
+    assert store.get(coords).shape == (3, store.dim)
+
+
+def test_cancel_before_work_reports_cancelled(sample_slide_path, tmp_path):
+    job = ExtractionProcess(request(sample_slide_path, tmp_path, np.zeros((2, 2), np.int64)))
+    job.cancel()
+    job.start()
+    messages = run_to_end(job)
+    assert messages[-1][0] == "cancelled"
+
+
+def test_errors_come_back_as_one_line(tmp_path):
+    job = ExtractionProcess(request(tmp_path / "absent.svs", tmp_path,
+                                    np.zeros((1, 2), np.int64))).start()
+    messages = run_to_end(job)
+    kind, payload = messages[-1]
+    assert kind == "failed"
+    assert "absent.svs" in payload["message"] and "\n" not in payload["message"]
+
+
+def test_one_line_flattens_messages():
+    assert one_line(ValueError("a\nb")) == "ValueError: a b"
+
+
+@pytest.mark.parametrize("code", [-9])
+def test_a_killed_child_is_reported(sample_slide_path, tmp_path, code):
+    coords = np.stack(np.meshgrid(np.arange(0, 2000, 112), np.arange(0, 2000, 112)),
+                      -1).reshape(-1, 2)
+    job = ExtractionProcess(request(sample_slide_path, tmp_path, coords)).start()
+    job._process.kill()
+    messages = run_to_end(job)
+    assert messages[-1][0] == "failed"
+    assert "ended unexpectedly" in messages[-1][1]["message"]

