@@ -13,8 +13,8 @@ echo "[demo] napari-dfl demo --out out/demo  (embed, validate, train, predict th
 .venv/bin/napari-dfl demo --out out/demo
 if [ "${1:-}" = "--no-gui" ]; then exit 0; fi
 if [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ]; then
-  echo "[demo] opening napari with the sample slide"
-  exec .venv/bin/napari --plugin napari-dfl "$SAMPLE"
+  echo "[demo] opening napari with the sample slide and the Deep Feature Learning panel"
+  exec .venv/bin/napari --plugin napari-dfl "$SAMPLE" -w napari-dfl "Deep Feature Learning"
 else
   echo "[demo] no display: skipping napari (run 'xvfb-run -a bash scripts/demo.sh' for a virtual one)"
 fi

@@ -4,8 +4,8 @@
 
 Opens the sample slide through the plugin and, when a demo output folder is given (default
 ``out/demo``, written by ``napari-dfl demo``), adds its prediction as a class-map layer
-placed with one value per tile. Writes ``docs/images/sample_slide.png`` and
-``docs/images/prediction_overlay.png``.
+placed with one value per tile, then docks the panel with the demo annotations. Writes
+``docs/images/sample_slide.png``, ``prediction_overlay.png`` and ``panel.png``.
 """
 
 from __future__ import annotations
@@ -43,11 +43,20 @@ def main() -> int:
         rgba = np.zeros((*class_map.shape, 4), np.uint8)
         for index, name in enumerate(classes):
             rgba[class_map == index] = (*colors.get(name, (255, 200, 0)), 255)
-        viewer.add_image(rgba, rgb=True, name="prediction: " + ", ".join(classes),
+        overlay = viewer.add_image(rgba, rgb=True, name="prediction: " + ", ".join(classes),
                          scale=(size, size), translate=(size / 2 - 0.5,) * 2, opacity=0.55)
         _settle(QApplication)
         viewer.screenshot(str(IMAGES / "prediction_overlay.png"), canvas_only=False,
                           flash=False)
+        viewer.layers.remove(overlay)
+    # The panel, with the demo annotations loaded into its layers.
+    from napari_dfl._sample_data import SAMPLE_ANNOTATIONS
+    from napari_dfl.core.annotations import read_geojson
+
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    widget.add_annotations(read_geojson(SAMPLE_ANNOTATIONS))
+    _settle(QApplication)
+    viewer.screenshot(str(IMAGES / "panel.png"), canvas_only=False, flash=False)
     viewer.close()
     return 0
 
