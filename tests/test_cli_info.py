@@ -43,7 +43,7 @@ def test_info_json_with_user_mpp(no_mpp_svs_path, capsys):
     ("make", "expected"),
     [
         (lambda p, s: p / "missing.svs", "no such file"),
-        (lambda p, s: not_an_image(p), "not a TIFF"),
+        (lambda p, s: not_an_image(p), "TIFF-family slide"),
         (lambda p, s: truncated(s, p, 0.5), "truncated or damaged"),
         (lambda p, s: sixteen_bit(p), "8-bit RGB"),
         (lambda p, s: huge_untiled(p), "tiled pyramidal TIFF"),

@@ -37,7 +37,7 @@ def test_reader_accepts_a_list_of_one_path(pyramid_tiff_path):
 def test_reader_declines_other_extensions_and_files(tmp_path):
     assert napari_get_reader(str(tmp_path / "image.png")) is None
     assert napari_get_reader(str(tmp_path / "absent.svs")) is None
-    with pytest.warns(UserWarning, match="not a TIFF"):
+    with pytest.warns(UserWarning, match="TIFF-family slide"):
         assert napari_get_reader(str(not_an_image(tmp_path))) is None
 
 

@@ -182,3 +182,24 @@ def test_fractional_windows_near_the_origin_do_not_fail(sample_slide_path):
         for anchor in ([44, 44], [10, 10], [500, 44]):
             patches = sample_patches(slide, np.array([anchor]), Composition(112, (0.5,), ("rgb",)))
             assert patches.shape == (1, 1, 112, 112, 3)
+
+
+def test_ome_tiff_pyramid_with_physical_size(sample_slide_path, tmp_path):
+    with Slide(sample_slide_path) as sample:
+        level0 = sample.read_region((0, 0), (1024, 1024))
+    path = tmp_path / "pyramid.ome.tif"
+    options = {"tile": (256, 256), "photometric": "rgb", "compression": "zlib"}
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(level0, subifds=2, metadata={
+            "axes": "YXS", "PhysicalSizeX": 250, "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeY": 250, "PhysicalSizeYUnit": "nm"}, **options)
+        tif.write(level0[::2, ::2], subfiletype=1, **options)
+        tif.write(level0[::4, ::4], subfiletype=1, **options)
+    with Slide(path) as slide:
+        assert slide.format == "ome-tiff"
+        assert [(lv.width, lv.downsample) for lv in slide.levels] == [
+            (1024, 1.0), (512, 2.0), (256, 4.0)]
+        assert slide.mpp == pytest.approx(0.25) and slide.mpp_source == "ome"
+        np.testing.assert_array_equal(slide.read_region((100, 200), (64, 64)),
+                                      level0[200:264, 100:164])
+        assert slide.read_region((0, 0), (256, 256), mpp=1.0).shape == (256, 256, 3)

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_dfl.core.errors import MissingMppWarning, NotATiffError, UnsupportedSlideError
-from napari_dfl.core.slide import Slide
+from napari_dfl.core.image_slide import open_slide
 
-EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".ome.tif", ".ome.tiff")
+EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".ome.tif", ".ome.tiff",
+              # read through the optional OpenSlide backend when it is installed
+              ".mrxs", ".vms", ".vmu", ".svslide")
 
 
 def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> list[tuple]:
@@ -24,7 +26,7 @@ def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> list[
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingMppWarning)
-        slide = Slide(path, mpp=mpp)
+        slide = open_slide(path, mpp=mpp)
     metadata = slide.describe()
     metadata["warnings"] = [str(w.message) for w in caught]
     metadata["slide"] = slide
@@ -53,7 +55,7 @@ def napari_get_reader(path: str | list[str]) -> Callable | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MissingMppWarning)
-            Slide(path).close()
+            open_slide(path).close()
     except (NotATiffError, UnsupportedSlideError) as exc:
         warnings.warn(str(exc), stacklevel=2)
         return None

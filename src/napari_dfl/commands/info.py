@@ -23,12 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the slide summary."""
-    from napari_dfl.core.slide import Slide
+    from napari_dfl.core.image_slide import open_slide
     from napari_dfl.core.tissue import detect_tissue
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingMppWarning)
-        slide = Slide(args.slide, mpp=args.mpp)
+        slide = open_slide(args.slide, mpp=args.mpp)
     with slide:
         summary = slide.describe()
         summary["tissue_fraction"] = None if args.no_tissue else round(

@@ -76,7 +76,7 @@ def embed_slide_file(
 
     """
     from napari_dfl.core.embed import configure_torch_threads, embed_coords, open_store_for
-    from napari_dfl.core.slide import Slide
+    from napari_dfl.core.image_slide import open_slide
     from napari_dfl.core.tissue import tile_grid
 
     started = time.perf_counter()
@@ -85,7 +85,7 @@ def embed_slide_file(
     try:
         configure_torch_threads(config.torch_threads)
         backbone = cached_backbone(config)
-        with Slide(slide_path, mpp=config.mpp) as slide:
+        with open_slide(slide_path, mpp=config.mpp) as slide:
             grid = tile_grid(slide, config.composition.patch_size, config.composition.zooms[0],
                              min_tissue=config.min_tissue)
             store = open_store_for(slide, backbone, config.composition, out_dir)

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from napari_dfl.core.errors import (
     CorruptSlideError,
     MissingMppWarning,
+    NotATiffError,
     SlideError,
     SlideNotFoundError,
     UnsupportedSlideError,
@@ -350,6 +351,8 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None,
 
     PNG, JPEG and BMP files (by signature, else by suffix) become :class:`ImageSlide`;
     everything else goes to :class:`Slide`, whose messages explain what it cannot open.
+    Files that are not TIFFs go to the optional OpenSlide backend when it is installed
+    (:class:`~napari_dfl.core.openslide_slide.OpenSlideSlide`).
     A TIFF without a pyramid is a ``Slide`` too (it reads it lazily, with computed levels).
 
     Args:
@@ -370,7 +373,21 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None,
     with warnings.catch_warnings():
         if assumed_mpp is not None:
             warnings.simplefilter("ignore", MissingMppWarning)
-        slide = Slide(path, mpp=mpp)
+        try:
+            slide = Slide(path, mpp=mpp)
+        except NotATiffError:
+            from napari_dfl.core.openslide_slide import OpenSlideSlide, openslide_available
+
+            if not openslide_available():
+                raise
+            try:
+                slide = OpenSlideSlide(path, mpp=mpp)
+            except SlideError:
+                raise NotATiffError(
+                    f"{path.name} is neither a TIFF-family slide (SVS, TIFF, OME-TIFF, NDPI) "
+                    "nor a format OpenSlide reads (MIRAX, VMS, ...); check the file, or "
+                    "convert it to a pyramidal TIFF."
+                ) from None
     if slide.mpp is None and assumed_mpp is not None:
         slide.mpp, slide.mpp_source = assumed_mpp, "assumed"
         warnings.warn(
