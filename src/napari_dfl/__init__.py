@@ -13,7 +13,8 @@ from napari_dfl.core.errors import (
     SlideNotFoundError,
     UnsupportedSlideError,
 )
-from napari_dfl.core.slide import Level, Slide
+from napari_dfl.core.reader_base import Level
+from napari_dfl.core.slide import Slide
 from napari_dfl.core.tissue import TileGrid, TissueMask, detect_tissue, tile_grid
 
 __version__ = "0.1.0"

@@ -32,7 +32,8 @@ from napari_dfl.core.errors import (
     SlideNotFoundError,
     UnsupportedSlideError,
 )
-from napari_dfl.core.slide import BACKGROUND, Level, Slide
+from napari_dfl.core.reader_base import BACKGROUND, Level, SlideReader, padded_window
+from napari_dfl.core.slide import Slide
 
 #: Suffixes :func:`open_slide` sends to :class:`ImageSlide` (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -165,7 +166,7 @@ def _decode_rgb(path: Path) -> tuple[np.ndarray, str]:
     return array, fmt
 
 
-class ImageSlide:
+class ImageSlide(SlideReader):
     """A plain image held in memory, read like a one-level :class:`Slide`.
 
     Args:
@@ -214,77 +215,10 @@ class ImageSlide:
                 stacklevel=2,
             )
 
-    # -- properties ---------------------------------------------------------------------
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """Level-0 ``(width, height)`` in pixels."""
-        return self.levels[0].width, self.levels[0].height
-
-    def level_mpp(self, level: int) -> float | None:
-        """Microns per pixel of a level, or None when the image has no mpp."""
-        return None if self.mpp is None else self.mpp * self.levels[level].downsample
-
-    def require_mpp(self) -> float:
-        """Return the mpp or raise a message telling the user how to give it."""
-        if self.mpp is None:
-            raise SlideError(
-                f"{self.path.name} does not record its pixel size (microns per pixel). "
-                "Give it with --mpp (CLI) or the mpp field (GUI); 0.25 is typical at x40, "
-                "0.5 at x20."
-            )
-        return self.mpp
-
-    def best_level(self, downsample: float) -> int:
-        """Always 0: a plain image has one level."""
-        return 0
-
-    # -- reading ------------------------------------------------------------------------
-    def read_region(
-        self,
-        location: tuple[float, float],
-        size: tuple[int, int],
-        mpp: float | None = None,
-        *,
-        downsample: float | None = None,
-    ) -> np.ndarray:
-        """Read a region as an RGB array, resampled to a target pixel size.
-
-        Same semantics as :meth:`Slide.read_region`.
-
-        Args:
-            location: ``(x, y)`` of the region's top-left corner in image pixels (may be
-                negative or past the border: the outside is padded with white).
-            size: ``(width, height)`` of the output in pixels.
-            mpp: target microns per pixel. Requires the image's mpp.
-            downsample: alternatively, image pixels per output pixel. Default 1.
-
-        Returns:
-            A ``(height, width, 3)`` uint8 array.
-
-        """
-        if mpp is not None:
-            downsample = mpp / self.require_mpp()
-        downsample = 1.0 if downsample is None else float(downsample)
-        out_w, out_h = int(size[0]), int(size[1])
-        fx0, fy0 = float(location[0]), float(location[1])
-        fx1, fy1 = fx0 + out_w * downsample, fy0 + out_h * downsample
-        x0, y0 = math.floor(fx0 + 1e-6), math.floor(fy0 + 1e-6)
-        x1, y1 = math.ceil(fx1 - 1e-6), math.ceil(fy1 - 1e-6)
-        window = self._window(x0, y0, x1, y1)
-        if window.shape[1] == out_w and window.shape[0] == out_h:
-            return window
-        box = (fx0 - x0, fy0 - y0, fx1 - x0, fy1 - y0)
-        image = Image.fromarray(window).resize((out_w, out_h), Image.BILINEAR, box=box,
-                                               reducing_gap=3.0)
-        return np.asarray(image)
-
-    def _window(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    def _read_window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         width, height = self.dimensions
-        out = np.full((max(0, y1 - y0), max(0, x1 - x0), 3), BACKGROUND, dtype=np.uint8)
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-        if cx1 > cx0 and cy1 > cy0:
-            out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = self._array[cy0:cy1, cx0:cx1]
-        return out
+        return padded_window(lambda a, b, c, d: self._array[a:b, c:d], width, height,
+                             x0, y0, x1, y1)
 
     def read_level(self, level: int) -> np.ndarray:
         """The whole image as a read-only ``(height, width, 3)`` array (level 0 only)."""
@@ -298,34 +232,8 @@ class ImageSlide:
         image.thumbnail((max_size, max_size), Image.BILINEAR)
         return np.asarray(image)
 
-    # -- misc ---------------------------------------------------------------------------
-    def describe(self) -> dict:
-        """A JSON-serialisable summary (no pixel data), with the keys of ``Slide.describe``."""
-        width, height = self.dimensions
-        return {
-            "path": str(self.path),
-            "format": self.format,
-            "width": width,
-            "height": height,
-            "levels": [{"width": width, "height": height, "downsample": 1.0,
-                        "computed": False}],
-            "mpp": self.mpp,
-            "mpp_source": self.mpp_source,
-            "objective_power": None,
-        }
-
     def close(self) -> None:
         """Nothing to release: the pixels are freed with the object."""
-
-    def __enter__(self) -> ImageSlide:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        w, h = self.dimensions
-        return f"ImageSlide({self.path.name!r}, {w}x{h}, mpp={self.mpp}, {self.mpp_source})"
 
 
 def is_plain_image(path: str | os.PathLike) -> bool:

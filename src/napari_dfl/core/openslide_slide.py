@@ -8,7 +8,6 @@ core works with either. Transparent pixels (outside scanned areas) become white.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from napari_dfl.core.errors import MissingMppWarning, SlideError, SlideNotFoundError
-from napari_dfl.core.slide import BACKGROUND, Level
+from napari_dfl.core.reader_base import BACKGROUND, Level, SlideReader
 
 #: Chunk side of the dask arrays napari reads.
 CHUNK = 512
@@ -59,7 +58,7 @@ class _LevelReader:
         return _rgb(region)[(slice(None), slice(None), *index[2:])]
 
 
-class OpenSlideSlide:
+class OpenSlideSlide(SlideReader):
     """A slide read through OpenSlide.
 
     Args:
@@ -98,38 +97,12 @@ class OpenSlideSlide:
             warnings.warn(f"{self.path.name} does not record its pixel size; give it with "
                           "--mpp (CLI) or the mpp field (GUI).", MissingMppWarning, stacklevel=2)
 
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """Level-0 ``(width, height)``."""
-        return self.levels[0].width, self.levels[0].height
-
-    def require_mpp(self) -> float:
-        """The level-0 mpp, or a message saying how to give it."""
-        if self.mpp is None:
-            raise SlideError(f"{self.path.name} does not record its pixel size (microns per "
-                             "pixel). Give it with --mpp (CLI) or the mpp field (GUI).")
-        return self.mpp
-
-    def read_region(self, location: tuple[float, float], size: tuple[int, int],
-                    mpp: float | None = None, *, downsample: float | None = None) -> np.ndarray:
-        """Read a region at a target pixel size (same contract as ``Slide.read_region``)."""
-        if mpp is not None:
-            downsample = mpp / self.require_mpp()
-        downsample = 1.0 if downsample is None else float(downsample)
-        out_w, out_h = int(size[0]), int(size[1])
-        level = self._handle.get_best_level_for_downsample(downsample * 1.001)
-        level_ds = self.levels[level].downsample
-        fx0, fy0 = location[0] / level_ds, location[1] / level_ds
-        fx1, fy1 = fx0 + out_w * downsample / level_ds, fy0 + out_h * downsample / level_ds
-        x0, y0 = math.floor(fx0), math.floor(fy0)
-        x1, y1 = math.ceil(fx1), math.ceil(fy1)
-        region = _rgb(self._handle.read_region((round(x0 * level_ds), round(y0 * level_ds)),
-                                               level, (x1 - x0, y1 - y0)))
-        if region.shape[1] == out_w and region.shape[0] == out_h:
-            return region
-        box = (fx0 - x0, fy0 - y0, fx1 - x0, fy1 - y0)
-        return np.asarray(Image.fromarray(region).resize((out_w, out_h), Image.BILINEAR,
-                                                          box=box))
+    def _read_window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        # OpenSlide returns transparent pixels outside the slide: white once composited.
+        downsample = self.levels[level].downsample
+        region = self._handle.read_region((round(x0 * downsample), round(y0 * downsample)),
+                                          level, (x1 - x0, y1 - y0))
+        return _rgb(region)
 
     def read_level(self, level: int) -> np.ndarray:
         """Decode a whole level (use a coarse one)."""
@@ -140,24 +113,6 @@ class OpenSlideSlide:
         """An RGB overview at most ``max_size`` on its longer side."""
         return _rgb(self._handle.get_thumbnail((max_size, max_size)).convert("RGBA"))
 
-    def describe(self) -> dict:
-        """A JSON-serialisable summary (same keys as ``Slide.describe``)."""
-        return {
-            "path": str(self.path), "format": self.format,
-            "width": self.dimensions[0], "height": self.dimensions[1],
-            "levels": [{"width": lv.width, "height": lv.height,
-                        "downsample": round(lv.downsample, 4), "computed": False}
-                       for lv in self.levels],
-            "mpp": self.mpp, "mpp_source": self.mpp_source,
-            "objective_power": self.objective_power,
-        }
-
     def close(self) -> None:
         """Release the file."""
         self._handle.close()
-
-    def __enter__(self) -> OpenSlideSlide:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

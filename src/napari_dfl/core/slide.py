@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array as da
@@ -30,6 +29,7 @@ from napari_dfl.core.errors import (
     UnsupportedSlideError,
 )
 from napari_dfl.core.metadata import read_physical_metadata
+from napari_dfl.core.reader_base import Level, SlideReader, padded_window
 from napari_dfl.core.tilecache import CachingStore, TileLRU
 
 #: Extra levels are added until the coarsest one is at most this many pixels on a side.
@@ -37,28 +37,8 @@ COARSEST_LEVEL_MAX_PX = 2048
 #: A TIFF without tiles is refused above this many pixels: every read would decode strips
 #: spanning the whole width.
 UNTILED_MAX_PIXELS = 20_000 * 20_000
-#: Value used to pad regions that extend past the slide border (white glass).
-BACKGROUND = 255
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _ASSOCIATED = ("thumbnail", "label", "macro", "overview")
-
-
-@dataclass(frozen=True)
-class Level:
-    """One resolution of the pyramid.
-
-    Attributes:
-        width: width in pixels.
-        height: height in pixels.
-        downsample: level-0 pixels per pixel of this level.
-        computed: True when napari-dfl computed this level (the file has no such level).
-
-    """
-
-    width: int
-    height: int
-    downsample: float
-    computed: bool = False
 
 
 def _check_file(path: Path) -> None:
@@ -152,7 +132,7 @@ def _coarser(array: da.Array) -> da.Array:
     return da.coarsen(np.mean, even, {0: 2, 1: 2}, trim_excess=True).astype(np.uint8)
 
 
-class Slide:
+class Slide(SlideReader):
     """A whole-slide image opened lazily.
 
     Args:
@@ -261,87 +241,10 @@ class Slide:
             extra.append(coarsest)
         return extra
 
-    # -- properties ---------------------------------------------------------------------
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """Level-0 ``(width, height)`` in pixels."""
-        return self.levels[0].width, self.levels[0].height
-
-    def level_mpp(self, level: int) -> float | None:
-        """Microns per pixel of a level, or None when the slide has no mpp."""
-        return None if self.mpp is None else self.mpp * self.levels[level].downsample
-
-    def require_mpp(self) -> float:
-        """Return the level-0 mpp or raise a message telling the user how to give it."""
-        if self.mpp is None:
-            raise SlideError(
-                f"{self.path.name} does not record its pixel size (microns per pixel). "
-                "Give it with --mpp (CLI) or the mpp field (GUI); 0.25 is typical at x40, "
-                "0.5 at x20."
-            )
-        return self.mpp
-
-    def best_level(self, downsample: float) -> int:
-        """Index of the coarsest file level whose downsample does not exceed ``downsample``."""
-        best = 0
-        for i, level in enumerate(self.levels[: len(self._zarr_levels)]):
-            if level.downsample <= downsample * 1.001:
-                best = i
-        return best
-
-    # -- reading ------------------------------------------------------------------------
-    def read_region(
-        self,
-        location: tuple[float, float],
-        size: tuple[int, int],
-        mpp: float | None = None,
-        *,
-        downsample: float | None = None,
-    ) -> np.ndarray:
-        """Read a region as an RGB array, resampled to a target pixel size.
-
-        Args:
-            location: level-0 ``(x, y)`` of the region's top-left corner (may be negative or
-                past the border: the outside is padded with white).
-            size: ``(width, height)`` of the output in pixels.
-            mpp: target microns per pixel (0.5 for x20). Requires the slide's mpp.
-            downsample: alternatively, level-0 pixels per output pixel. Default 1.
-
-        Returns:
-            A ``(height, width, 3)`` uint8 array.
-
-        """
-        if mpp is not None:
-            downsample = mpp / self.require_mpp()
-        downsample = 1.0 if downsample is None else float(downsample)
-        out_w, out_h = int(size[0]), int(size[1])
-        level = self.best_level(downsample)
-        level_ds = self.levels[level].downsample
-        # Region in this level's pixel coordinates (fractional).
-        fx0, fy0 = location[0] / level_ds, location[1] / level_ds
-        fx1 = fx0 + out_w * downsample / level_ds
-        fy1 = fy0 + out_h * downsample / level_ds
-        x0, y0 = math.floor(fx0 + 1e-6), math.floor(fy0 + 1e-6)
-        x1, y1 = math.ceil(fx1 - 1e-6), math.ceil(fy1 - 1e-6)
-        window = self._read_level_window(level, x0, y0, x1, y1)
-        if window.shape[1] == out_w and window.shape[0] == out_h:
-            return window
-        # The window starts at floor(f + 1e-6): clamp the offset a rounding hair below 0.
-        box = (max(0.0, fx0 - x0), max(0.0, fy0 - y0), fx1 - x0, fy1 - y0)
-        image = Image.fromarray(window).resize((out_w, out_h), Image.BILINEAR, box=box,
-                                               reducing_gap=3.0)
-        return np.asarray(image)
-
-    def _read_level_window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-        lw, lh = self.levels[level].width, self.levels[level].height
-        if x0 >= 0 and y0 >= 0 and x1 <= lw and y1 <= lh:  # inside: no padding buffer
-            return self._read_zarr(level, y0, y1, x0, x1)
-        out = np.full((y1 - y0, x1 - x0, 3), BACKGROUND, dtype=np.uint8)
-        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, lw), min(y1, lh)
-        if cx1 <= cx0 or cy1 <= cy0:
-            return out
-        out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = self._read_zarr(level, cy0, cy1, cx0, cx1)
-        return out
+    def _read_window(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        lv = self.levels[level]
+        return padded_window(lambda a, b, c, d: self._read_zarr(level, a, b, c, d),
+                             lv.width, lv.height, x0, y0, x1, y1)
 
     def _read_zarr(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         z, axes = self._zarr_levels[level]
@@ -376,7 +279,7 @@ class Slide:
         """
         if level < len(self._zarr_levels):
             level_info = self.levels[level]
-            return self._read_level_window(level, 0, 0, level_info.width, level_info.height)
+            return self._read_window(level, 0, 0, level_info.width, level_info.height)
         return self.level_arrays[level].compute(scheduler="threads")
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
@@ -392,34 +295,6 @@ class Slide:
         image.thumbnail((max_size, max_size), Image.BILINEAR)
         return np.asarray(image)
 
-    # -- misc ---------------------------------------------------------------------------
-    def describe(self) -> dict:
-        """A JSON-serialisable summary of the slide (no pixel data)."""
-        return {
-            "path": str(self.path),
-            "format": self.format,
-            "width": self.dimensions[0],
-            "height": self.dimensions[1],
-            "levels": [
-                {"width": lv.width, "height": lv.height, "downsample": round(lv.downsample, 4),
-                 "computed": lv.computed}
-                for lv in self.levels
-            ],
-            "mpp": self.mpp,
-            "mpp_source": self.mpp_source,
-            "objective_power": self.objective_power,
-        }
-
     def close(self) -> None:
         """Release the file handle."""
         self._tif.close()
-
-    def __enter__(self) -> Slide:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        w, h = self.dimensions
-        return f"Slide({self.path.name!r}, {w}x{h}, levels={len(self.levels)}, mpp={self.mpp})"
