@@ -71,12 +71,11 @@ def predict_file(path: str, head, card: dict, args: argparse.Namespace) -> dict:
 
 
 def run_prediction(generator):
-    """Drive a prediction generator to its end (with a progress line on stderr)."""
-    while True:
-        try:
-            progress = next(generator)
-        except StopIteration as stop:
-            return stop.value
-        print(f"\r  predicted {progress.done}/{progress.total} tiles", end="", file=sys.stderr)
-        if progress.done == progress.total:
-            print(file=sys.stderr)
+    """Drive a prediction generator to its end, with a progress line on stderr."""
+    from napari_dfl.core.progress import drive
+
+    def show(progress) -> None:
+        end = "\n" if progress.done == progress.total else ""
+        print(f"\r  predicted {progress.done}/{progress.total} tiles", end=end, file=sys.stderr)
+
+    return drive(generator, show)

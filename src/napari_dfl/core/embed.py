@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.progress import drive
 from napari_dfl.core.sampling import Composition, sample_patches
 from napari_dfl.core.slide import Slide
 from napari_dfl.core.store import EmbeddingStore, store_path_for
@@ -336,16 +337,8 @@ def _cancel_message(store: EmbeddingStore, done: int, total: int) -> str:
             f"{store.path} and a rerun computes only the rest.")
 
 
-def run(generator: Generator[EmbedProgress, None, EmbeddingStore],
-        on_progress: Callable[[EmbedProgress], None] | None = None) -> EmbeddingStore:
-    """Drive an extraction generator to the end and return its store."""
-    while True:
-        try:
-            progress = next(generator)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(progress)
+#: Drive an extraction generator to its end and return its store (see ``progress.drive``).
+run = drive
 
 
 def configure_torch_threads(threads: int | None) -> None:

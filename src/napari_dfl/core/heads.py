@@ -26,6 +26,7 @@ from torch import nn
 
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.metrics import classification_report, cross_validate, grouped_split
+from napari_dfl.core.progress import drive
 
 __all__ = [
     "HEAD_TYPES",
@@ -490,11 +491,4 @@ def fit(*args, progress: Callable[[TrainProgress], None] | None = None,
     Takes :func:`train_head`'s arguments, plus ``progress``, called with every epoch's
     :class:`TrainProgress`.
     """
-    generator = train_head(*args, **kwargs)
-    while True:
-        try:
-            step = next(generator)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(step)
+    return drive(train_head(*args, **kwargs), progress)
