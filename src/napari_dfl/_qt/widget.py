@@ -33,6 +33,7 @@ from napari_dfl._qt.jobs import JobRunner, keep_triton_out, notify
 from napari_dfl._qt.metrics_view import metrics_html
 from napari_dfl._qt.overlays import PredictionOverlay
 from napari_dfl._qt.pipeline import Settings, extract_job, predict_job, train_job
+from napari_dfl._qt.project import ProjectPanel
 from napari_dfl.core.backbones import available_backbones
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.sampling import Composition
@@ -100,6 +101,8 @@ class DFLWidget(QWidget):
         self.classes.changed.connect(self._recolor)
         self.classes.renamed.connect(self._on_renamed)
         self.classes.removed.connect(self._on_removed)
+        self.project = ProjectPanel(self)
+        self.classes.changed.connect(self.project.schedule)
         classes_box = QGroupBox("Classes (keys 1-9 pick)")
         QVBoxLayout(classes_box).addWidget(self.classes)
 
@@ -149,6 +152,7 @@ class DFLWidget(QWidget):
         for widget in (slide_box, classes_box, self.advanced):
             layout.addWidget(widget)
         layout.addLayout(buttons)
+        layout.addWidget(self.project)
         layout.addWidget(self.status)
         layout.addWidget(self.metrics)
         layout.addStretch(1)
@@ -246,7 +250,7 @@ class DFLWidget(QWidget):
     # -- annotations -----------------------------------------------------------------------
     def ensure_annotation_layers(self) -> tuple:
         """Create (or find) the regions and points layers; returns ``(regions, points)``."""
-        layers = self.viewer.layers
+        layers, fresh = self.viewer.layers, self.regions is None and self.points is None
         if self.regions is None:
             if annotation_layers.REGIONS_NAME in layers:
                 self.regions = layers[annotation_layers.REGIONS_NAME]
@@ -262,6 +266,8 @@ class DFLWidget(QWidget):
                     annotation_layers.make_points_layer(self.slide_layer))
             self._watch(self.points)
         self._on_active_class(self.classes.active)
+        if fresh:
+            self.project.restore()  # the slide's autosaved annotations, into empty layers
         return self.regions, self.points
 
     def _watch(self, layer) -> None:
@@ -294,6 +300,7 @@ class DFLWidget(QWidget):
 
     def _on_annotations_changed(self, *_args) -> None:
         self._recolor()
+        self.project.schedule()
 
     def _recolor(self) -> None:
         colors = self.classes.colors
@@ -328,6 +335,14 @@ class DFLWidget(QWidget):
         self.ensure_annotation_layers()
         annotation_layers.add_annotations(self.regions, self.points, annotations)
         self._recolor()
+
+    def save_project(self, path) -> bool:
+        """Save annotations, settings and head into the folder ``path`` (see ``_qt.project``)."""
+        return self.project.save(path)
+
+    def open_project(self, path) -> bool:
+        """Open the project folder ``path``; what is missing is notified, never raised."""
+        return self.project.open(path)
 
     # -- jobs ------------------------------------------------------------------------------
     def _settings_or_notify(self) -> Settings | None:
@@ -422,6 +437,7 @@ class DFLWidget(QWidget):
         self.cancel_button.setEnabled(busy)
 
     def closeEvent(self, event) -> None:
-        """Cancel the running job when the panel closes."""
+        """Write a pending autosave and cancel the running job when the panel closes."""
+        self.project.flush()
         self.jobs.shutdown()
         super().closeEvent(event)
