@@ -14,21 +14,6 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def notes():
-    """Messages of the napari notifications shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[str] = []
-
-    def record(event):
-        seen.append(str(event.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
-@pytest.fixture
 def panel(make_napari_viewer, sample_slide_path):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-dfl", "cmu1_small_region")

@@ -19,21 +19,6 @@ PANEL = ("napari-dfl", "Deep Feature Learning")
 
 
 @pytest.fixture
-def notes():
-    """Messages of the napari notifications shown during the test."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[str] = []
-
-    def record(event):
-        seen.append(str(event.message))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
-
-
-@pytest.fixture
 def slide_copy(sample_slide_path, tmp_path):
     """The sample slide copied into a writable folder of its own."""
     folder = tmp_path / "slides"

@@ -10,15 +10,14 @@ the slide with ``scale = tile_size`` and ``translate = 0`` (level-0 pixels).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from napari_dfl.core.atomic import atomic_path
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.store import EmbeddingStore
 
@@ -123,18 +122,11 @@ def compress_store(store: EmbeddingStore, chunk_rows: int = _CHUNK) -> Compresse
 def save_compressed(slide: CompressedSlide, path: str | os.PathLike) -> Path:
     """Write ``slide`` as a compressed ``.npz`` atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp.npz")
     meta = json.dumps({"name": slide.name, "tile_size": slide.tile_size,
                        "identity": slide.identity})
-    try:
-        np.savez_compressed(tmp, grid=slide.grid, mask=slide.mask, rgb=pca_rgb(slide),
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, grid=slide.grid, mask=slide.mask, rgb=pca_rgb(slide),
                             meta=np.array(meta))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return path
 
 

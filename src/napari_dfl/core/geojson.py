@@ -28,6 +28,7 @@ import shapely
 from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 
+from napari_dfl.core.atomic import atomic_path
 from napari_dfl.core.errors import DFLError
 
 #: Coordinates beyond this magnitude (level-0 pixels) are refused: no slide is that large.
@@ -411,15 +412,7 @@ def write_json_atomic(obj: Any, path: Path) -> None:
         text = json.dumps(head, default=_plain)[:-1] + ', "features": [\n' + lines + "\n]}\n"
     else:
         text = json.dumps(obj, indent=1, default=_plain) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())

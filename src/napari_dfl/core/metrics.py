@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from napari_dfl.core.atomic import atomic_path
 
 if TYPE_CHECKING:
     from napari_dfl.core.heads import TrainConfig
@@ -177,15 +178,8 @@ def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray
     ax_pr.set_xlabel("recall")
     ax_pr.set_ylabel("precision")
     ax_pr.set_title("precision-recall, one class vs rest", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            fig.savefig(out, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        fig.savefig(out, format="png")
     return path
 
 

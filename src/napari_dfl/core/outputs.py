@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,9 @@ from PIL import Image
 from shapely.geometry import box
 
 from napari_dfl.core.annotations import Annotation, write_geojson
+from napari_dfl.core.atomic import atomic_path
 from napari_dfl.core.geojson import default_colors, to_rgb
 from napari_dfl.core.predict import SlidePrediction
-
-
-def _atomic_path(path: Path) -> Path:
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    return Path(name)
 
 
 def save_arrays(prediction: SlidePrediction, path: str | os.PathLike) -> Path:
@@ -33,23 +27,18 @@ def save_arrays(prediction: SlidePrediction, path: str | os.PathLike) -> Path:
     ``tile_size`` (level-0 px per grid cell), ``classes`` (unicode array).
     """
     path = Path(path)
-    temporary = _atomic_path(path)
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                coords=prediction.grid.coords,
-                grid_index=prediction.grid.grid_index,
-                proba=prediction.proba,
-                class_map=prediction.class_map(),
-                probability_maps=np.stack([prediction.probability_map(i)
-                                           for i in range(len(prediction.classes))]),
-                tile_size=np.float64(prediction.grid.tile_size),
-                classes=np.array(prediction.classes, dtype=str),
-            )
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            coords=prediction.grid.coords,
+            grid_index=prediction.grid.grid_index,
+            proba=prediction.proba,
+            class_map=prediction.class_map(),
+            probability_maps=np.stack([prediction.probability_map(i)
+                                       for i in range(len(prediction.classes))]),
+            tile_size=np.float64(prediction.grid.tile_size),
+            classes=np.array(prediction.classes, dtype=str),
+        )
     return path
 
 
@@ -94,13 +83,9 @@ def save_overlay_png(prediction: SlidePrediction, slide, path: str | os.PathLike
                      colors: dict[str, list[int]] | None = None, max_size: int = 1024) -> Path:
     """Write :func:`overlay_image` as a PNG."""
     path = Path(path)
-    temporary = _atomic_path(path)
-    try:
+    with atomic_path(path) as temporary:
         Image.fromarray(overlay_image(prediction, slide, colors, max_size)).save(
             temporary, format="PNG")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -121,7 +106,6 @@ def save_prediction(prediction: SlidePrediction, slide, out_dir: str | os.PathLi
                "classes": prediction.classes, "tile_size_level0": prediction.grid.tile_size,
                "files": {k: str(v) for k, v in paths.items()}}
     summary_path = out / f"{stem}.prediction.json"
-    temporary = _atomic_path(summary_path)
-    temporary.write_text(json.dumps(summary, indent=2))
-    os.replace(temporary, summary_path)
+    with atomic_path(summary_path) as temporary:
+        temporary.write_text(json.dumps(summary, indent=2))
     return {**summary["files"], "summary": str(summary_path)}

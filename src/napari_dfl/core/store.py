@@ -18,7 +18,6 @@ Layout of ``<name>.dfl.zarr/`` (a zarr v3 group)::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_dfl.core.atomic import atomic_path
 from napari_dfl.core.errors import DFLError
 
 if TYPE_CHECKING:
@@ -135,16 +135,8 @@ def _canonical(value: Any) -> str:
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` atomically: temporary file, then ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
-            f.flush()
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
 
 
 def _write_commit(store_dir: Path, count: int) -> None:
