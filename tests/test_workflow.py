@@ -138,3 +138,33 @@ def test_cli_select_backbone_ranks_and_reports_unavailable(demo, tmp_path, capsy
     from PIL import Image
 
     assert Image.open(tmp_path / "backbones.png").size[0] > 300
+
+
+def test_cli_project_embeddings_with_head_and_cache(demo, tmp_path, capsys):
+    out, report = demo
+    [store_path] = (out / "embeddings").glob("*.dfl.zarr")
+    args = ["project-embeddings", str(store_path), "--head", report["files"]["head"],
+            "--out", str(tmp_path)]
+    assert main(args) == 0, capsys.readouterr().err
+    store = EmbeddingStore.open(store_path)  # the cached projection does not upset the store
+    rows = (tmp_path / "CMU-1-Small-Region.projection.csv").read_text().splitlines()
+    assert rows[0] == "x,y,pca_1,pca_2,label" and len(rows) == len(store) + 1
+    assert {r.split(",")[-1] for r in rows[1:]} <= {"background", "dermis", "epidermis"}
+    assert (store_path / "projection_pca.npz").exists()
+    first = rows
+    assert main(args) == 0
+    assert (tmp_path / "CMU-1-Small-Region.projection.csv").read_text().splitlines() == first
+    from PIL import Image
+
+    assert Image.open(tmp_path / "projection.png").size[0] >= 500
+
+
+def test_pca_projection_separates_distinct_tissues():
+    from napari_dfl.core.projection import project
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (60, 32)) + 5
+    b = rng.normal(0, 1, (60, 32)) - 5
+    xy = project(np.concatenate([a, b]), "pca")
+    assert xy.shape == (120, 2)
+    assert np.sign(xy[:60, 0]).mean() * np.sign(xy[60:, 0]).mean() < -0.9

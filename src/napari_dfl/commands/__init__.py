@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-COMMAND_MODULES = ("info", "embed", "h5", "train", "predict", "select", "demo", "mil")
+COMMAND_MODULES = ("info", "embed", "h5", "train", "predict", "select", "projection", "demo", "mil")
 
 
 def positive_float(text: str) -> float:
