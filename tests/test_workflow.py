@@ -18,6 +18,14 @@ from napari_dfl.core.store import EmbeddingStore
 pytestmark = pytest.mark.slow
 
 
+def demo_store_path(out):
+    """The demo's own store (other tests add stores of other compositions beside it)."""
+    for path in sorted((out / "embeddings").glob("*.dfl.zarr")):
+        if EmbeddingStore.open(path).identity["composition"]["variants"] == ["rgb", "gray"]:
+            return path
+    raise AssertionError("the demo store is missing")
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
@@ -67,7 +75,7 @@ def test_saved_head_reloads_with_identical_predictions(demo):
     out, report = demo
     head, card = load_head(report["files"]["head"])
     assert card["extractor"]["composition"]["patch_size"] == DEMO_PATCH
-    [store_path] = (out / "embeddings").glob("*.dfl.zarr")
+    store_path = demo_store_path(out)
     store = EmbeddingStore.open(store_path)
     x = store.embeddings(slice(0, 50))
     again, _ = load_head(report["files"]["head"])
@@ -142,7 +150,7 @@ def test_cli_select_backbone_ranks_and_reports_unavailable(demo, tmp_path, capsy
 
 def test_cli_project_embeddings_with_head_and_cache(demo, tmp_path, capsys):
     out, report = demo
-    [store_path] = (out / "embeddings").glob("*.dfl.zarr")
+    store_path = demo_store_path(out)
     args = ["project-embeddings", str(store_path), "--head", report["files"]["head"],
             "--out", str(tmp_path)]
     assert main(args) == 0, capsys.readouterr().err
