@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_dfl.core.config import config_from_dict
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.metrics import classification_report, cross_validate, grouped_split
 from napari_dfl.core.progress import drive
@@ -139,24 +140,7 @@ class TrainConfig:
             TrainingError: unknown key, wrong type or invalid value.
 
         """
-        if not isinstance(data, dict):
-            raise TrainingError(f"training configuration must be a mapping, got {type(data)}.")
-        types = {f.name: type(getattr(cls(), f.name)) for f in fields(cls)}
-        unknown = sorted(set(data) - set(types))
-        if unknown:
-            raise TrainingError(f"unknown training configuration key(s): {', '.join(unknown)}.")
-        values = {}
-        for key, value in data.items():
-            want = types[key]
-            ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                value, ok = float(value), True
-            if not ok:
-                raise TrainingError(
-                    f"training configuration {key!r} must be {want.__name__}, got {value!r}."
-                )
-            values[key] = value
-        return cls(**values)
+        return config_from_dict(cls, data, TrainingError, "training configuration")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_dfl.core.compress import slide_name
+from napari_dfl.core.config import config_from_dict
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.heads import focal_loss
 from napari_dfl.core.metrics import classification_report
@@ -107,22 +108,7 @@ class MILConfig:
     @classmethod
     def from_dict(cls, data: dict) -> MILConfig:
         """Inverse of :meth:`to_dict`; refuses unknown keys and wrong types."""
-        if not isinstance(data, dict):
-            raise MILError("the slide training configuration must be a mapping.")
-        types = {f.name: type(getattr(cls(), f.name)) for f in fields(cls)}
-        unknown = sorted(set(data) - set(types))
-        if unknown:
-            raise MILError(f"unknown slide training configuration key(s): {unknown}.")
-        values = {}
-        for key, value in data.items():
-            want = types[key]
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-                raise MILError(f"slide training configuration {key!r} must be "
-                               f"{want.__name__}, got {value!r}.")
-            values[key] = value
-        return cls(**values)
+        return config_from_dict(cls, data, MILError, "slide training configuration")
 
 
 class GatedAttentionMIL(nn.Module):
