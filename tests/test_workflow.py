@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def test_demo_report_and_files(demo):
     assert report["prediction"]["predicted"] == report["prediction"]["tiles"] > 100
     assert counts["epidermis"] > 20 and counts["dermis"] > 20
     for key in ("overlay", "metrics_png", "geojson", "arrays", "head", "metrics"):
-        assert (out / report["files"][key]).exists() or np.any(report["files"][key])
+        assert Path(report["files"][key]).exists(), key
 
 
 def test_prediction_geojson_opens_again_and_sits_on_tissue(demo):
@@ -65,9 +66,8 @@ def test_arrays_load_without_pickle(demo):
     with np.load(report["files"]["arrays"], allow_pickle=False) as arrays:
         assert list(arrays["classes"]) == ["background", "dermis", "epidermis"]
         class_map = arrays["class_map"]
-        assert class_map.shape == (int(np.ceil(2967 / arrays["tile_size"])) - 1,
-                                   int(np.ceil(2220 / arrays["tile_size"])) - 1) or \
-            class_map.ndim == 2
+        tile_size = float(arrays["tile_size"])
+        assert class_map.shape == (int(2967 // tile_size), int(2220 // tile_size))
         assert (class_map >= 0).sum() == report["prediction"]["predicted"]
 
 
@@ -108,7 +108,8 @@ def test_cli_train_and_evaluate(demo, tmp_path, capsys):
                  *common]) == 0
     assert "wrote" in capsys.readouterr().out
     head, card = load_head(tmp_path / "h.dflhead")
-    assert card["training"]["head"] == "linear" if "training" in card else head.config.head
+    assert card["training"]["head"] == "linear" and head.config.head == "linear"
+    assert (tmp_path / "h.dflhead" / "validation.png").stat().st_size > 1000
     assert main(["evaluate", dataset, "--folds", "3", "--json", *common]) == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["folds"]) == 3

@@ -74,6 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Embed, train, write the head folder with its model card and metric plots."""
+    import numpy as np
+
     from napari_dfl.core.headfile import save_head
     from napari_dfl.core.heads import fit
     from napari_dfl.core.metrics import save_report_plots
@@ -83,7 +85,9 @@ def run_train(args: argparse.Namespace) -> int:
     head = fit(data.embeddings, data.labels, data.groups, config)
     path = save_head(head, args.out, extractor=data.extractor, data_summary=data.summary())
     if head.metrics:
-        save_report_plots_for(head, data, Path(path) / "validation.png", save_report_plots)
+        # The confusion matrix; PR curves need the validation probabilities, not kept.
+        save_report_plots(head.metrics, None, np.empty(0, np.int64), head.classes,
+                          Path(path) / "validation.png")
     print(f"wrote {path}: {len(head.classes)} classes {head.classes}, "
           f"{len(data.labels)} samples in {data.summary()['groups']} groups")
     if head.metrics:
@@ -91,15 +95,6 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"validation: balanced accuracy {m['balanced_accuracy']:.3f}, "
               f"Cohen kappa {m['cohen_kappa']:.3f}, weighted F1 {m['weighted_f1']:.3f}")
     return 0
-
-
-def save_report_plots_for(head, data, path: Path, save_report_plots) -> None:
-    """Plot the validation confusion matrix (PR curves need probabilities: not kept)."""
-    import numpy as np
-
-    matrix = np.asarray(head.metrics["confusion_matrix"])
-    y_true = np.repeat(np.arange(len(head.classes)), matrix.sum(axis=1))
-    save_report_plots(head.metrics, None, y_true, head.classes, path)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
