@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     import sklearn.model_selection  # noqa: F401  (imported before the baseline is taken)
 
     from napari_dfl.core.compress import compress_store
-    from napari_dfl.core.mil import MILConfig, SlideEntry, train_slide_model
+    from napari_dfl.core.mil import MILConfig, SlideEntry
+    from napari_dfl.core.mil_train import train_slide_model
     from napari_dfl.core.store import EmbeddingStore
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -24,14 +24,8 @@ from napari_dfl.core.compress import (
     pca_rgb,
     save_compressed,
 )
-from napari_dfl.core.mil import (
-    MILConfig,
-    MILError,
-    SlideEntry,
-    fit_slides,
-    read_cohort,
-    train_slide_model,
-)
+from napari_dfl.core.mil import MILConfig, MILError, SlideEntry, read_cohort
+from napari_dfl.core.mil_train import fit_slides, train_slide_model
 from napari_dfl.core.milfile import load_slide_model, save_slide_model
 from napari_dfl.core.store import EmbeddingStore
 
@@ -216,3 +210,66 @@ def test_cli_compress_train_predict(tmp_path, capsys):
     att = np.load(out / "attention" / "synth_000.npz", allow_pickle=False)
     assert att["grid"].shape == (6, 6) and abs(np.nansum(att["grid"]) - 1) < 1e-4
     assert json.loads((out / "predictions.json").read_text())[0]["slide"] == "synth_000.svs"
+
+
+def test_early_stopping_stops_restores_the_best_epoch_and_is_recorded(tmp_path):
+    import torch
+
+    from napari_dfl.core.mil_train import validation_split
+
+    rows, _ = _random_cohort(tmp_path / "stores", n=16)
+    entries = _entries(tmp_path / "stores", rows)
+    rng = np.random.default_rng(1)  # labels unrelated to the slides: validation cannot improve
+    labels = rng.permutation(["normal", "tumour"] * 8)
+    entries = [SlideEntry(e.name, e.store, str(lab), e.group)
+               for e, lab in zip(entries, labels, strict=True)]
+    config = MILConfig(epochs=60, patience=3, val_fraction=0.25, loss="ce",
+                       class_weights=False, noise=0.0, lr=5e-3, seed=2)
+    model = fit_slides(entries, ["normal", "tumour"], config)
+    stop = model.early_stopping
+    assert stop["validation"] and stop["stopped_early"], stop
+    assert stop["n_val_slides"] == 4 and stop["n_train_slides"] == 12
+    assert stop["epochs_run"] == stop["best_epoch"] + 3 < 60
+    assert len(stop["val_loss"]) == stop["epochs_run"]
+    assert stop["best_val_loss"] == min(stop["val_loss"])
+    # the restored weights are the best epoch's: their validation loss is the recorded one
+    _, val, reason = validation_split(entries, model.classes, 0.25, 2)
+    assert reason is None and {entries[i].label for i in val} == {"normal", "tumour"}
+    losses = []
+    for i in val:
+        proba, _ = model.predict_store(EmbeddingStore.open(entries[i].store))
+        losses.append(-np.log(proba[model.classes.index(entries[i].label)]))
+    assert abs(np.mean(losses) - stop["best_val_loss"]) < 1e-4
+    assert torch.isfinite(next(model.model.parameters())).all()
+
+    model.extractor = {**EXTRACTOR, "dim": 16}
+    folder = save_slide_model(model, tmp_path / "m.dflslide")
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["training"]["patience"] == 3 and card["training"]["val_fraction"] == 0.25
+    assert card["early_stopping"]["best_epoch"] == stop["best_epoch"]
+    assert load_slide_model(folder).early_stopping == stop
+
+
+def test_no_validation_split_trains_every_epoch_and_says_why(tmp_path):
+    rows, _ = _random_cohort(tmp_path / "stores", n=4)
+    entries = _entries(tmp_path / "stores", rows)
+    one_patient = [SlideEntry(e.name, e.store, e.label, e.label) for e in entries]
+    model = fit_slides(one_patient, ["normal", "tumour"], MILConfig(epochs=3, patience=1))
+    stop = model.early_stopping
+    assert not stop["validation"] and not stop["stopped_early"] and stop["epochs_run"] == 3
+    assert "fewer than 2 groups" in stop["reason"] and stop["n_train_slides"] == 4
+    off = fit_slides(entries, ["normal", "tumour"], MILConfig(epochs=2, val_fraction=0.0))
+    assert off.early_stopping["reason"] == "val_fraction is 0"
+
+
+def test_mil_config_roundtrip_with_early_stopping_fields():
+    config = MILConfig(val_fraction=0.3, patience=2, epochs=7)
+    assert MILConfig.from_dict(config.to_dict()) == config
+    old = {k: v for k, v in config.to_dict().items() if k not in ("val_fraction", "patience")}
+    assert MILConfig.from_dict(old).patience == MILConfig().patience  # cards before the fields
+    with pytest.raises(MILError, match="patience"):
+        MILConfig(patience=0)
+    with pytest.raises(MILError, match="val_fraction"):
+        MILConfig.from_dict({**config.to_dict(), "val_fraction": 0.9})
+    with pytest.raises(MILError, match="must be int"):
+        MILConfig.from_dict({**config.to_dict(), "patience": 2.5})

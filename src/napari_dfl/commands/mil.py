@@ -32,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--noise", type=float, default=0.5)
     train.add_argument("--loss", default="focal", choices=["focal", "ce"])
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--val-fraction", type=float, default=0.2,
+                       help="share of groups held out for early stopping (0: none)")
+    train.add_argument("--patience", type=int, default=5,
+                       help="epochs without validation improvement before stopping")
     train.set_defaults(handler=run_train_slides)
 
     predict = sub.add_parser("predict-slides", help="predict slides with a slide classifier")
@@ -75,16 +79,25 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def run_train_slides(args: argparse.Namespace) -> int:
     """Read the cohort, cross-validate, train on every slide and write the model folder."""
-    from napari_dfl.core.mil import MILConfig, read_cohort, train_slide_model
+    from napari_dfl.core.mil import MILConfig, read_cohort
+    from napari_dfl.core.mil_train import train_slide_model
     from napari_dfl.core.milfile import save_slide_model
 
     entries, problems = read_cohort(args.cohort, args.stores)
     for problem in problems:
         print(f"SKIPPED {problem}", file=sys.stderr)
-    config = MILConfig(epochs=args.epochs, noise=args.noise, loss=args.loss, seed=args.seed)
+    config = MILConfig(epochs=args.epochs, noise=args.noise, loss=args.loss, seed=args.seed,
+                       val_fraction=args.val_fraction, patience=args.patience)
     model = train_slide_model(entries, config, folds=args.folds)
     path = save_slide_model(model, args.out)
     print(f"wrote {path}: {len(entries)} slides, classes {model.classes}")
+    stop = model.early_stopping
+    if stop.get("validation"):
+        print(f"early stopping: best epoch {stop['best_epoch']} of {stop['epochs_run']} run "
+              f"({stop['n_val_slides']} validation slides)")
+    else:
+        print(f"no early stopping ({stop.get('reason')}): trained {stop.get('epochs_run')} "
+              "epochs")
     if model.metrics:
         m = model.metrics
         auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"

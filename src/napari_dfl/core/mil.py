@@ -1,13 +1,17 @@
 """Slide-level learning from one label per slide: gated attention MIL over tile embeddings.
 
-Saving and loading slide models lives in :mod:`napari_dfl.core.milfile`.
+Training (:func:`~napari_dfl.core.mil_train.fit_slides`, cross-validation, early stopping)
+lives in :mod:`napari_dfl.core.mil_train`; saving and loading in
+:mod:`napari_dfl.core.milfile`.
 
 A slide is a bag of tile embeddings (its store). The gated attention model of Ilse et al.
 (2018) embeds each tile, scores it with a gated attention branch, pools the tiles by their
 softmax attention and classifies the pooled vector; the attention weights explain the
 prediction (a heatmap over the slide). Training follows the tile heads (``core/heads.py``):
 embeddings standardised with training statistics, Gaussian noise added to them at every step,
-focal loss with inverse-frequency class weights, Adam, everything seeded.
+focal loss with inverse-frequency class weights, Adam, everything seeded. Optionally a
+grouped validation split stops training when its loss stops improving (the best epoch's
+weights are kept).
 
 Streaming: statistics are accumulated chunk by chunk and training reads one slide's store
 at a time, so a cohort of any size never sits in memory at once. Cross-validation is
@@ -20,9 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,8 +36,6 @@ from torch import nn
 from napari_dfl.core.compress import slide_name
 from napari_dfl.core.config import config_from_dict
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.heads import focal_loss
-from napari_dfl.core.metrics import classification_report
 from napari_dfl.core.store import EmbeddingStore, StoreError
 
 __all__ = [
@@ -44,11 +44,8 @@ __all__ = [
     "MILError",
     "SlideEntry",
     "SlideModel",
-    "cross_validate_slides",
     "extractor_of",
-    "fit_slides",
     "read_cohort",
-    "train_slide_model",
 ]
 
 _CHUNK = 8192
@@ -74,7 +71,13 @@ class MILConfig:
         weight_decay: Adam weight decay.
         epochs: passes over the training slides (one slide per step).
         max_tiles: at most this many random tiles of a slide per training step (0: all).
-        seed: seed of folds, initialisation, slide order, tile subsets, dropout and noise.
+        seed: seed of folds, initialisation, slide order, tile subsets, dropout, noise and
+            the validation split.
+        val_fraction: share of each class's groups (patients, else slides) held out to
+            validate after every epoch (0: no validation, train all ``epochs``). Skipped,
+            with the reason in the model card, when a class has fewer than two groups.
+        patience: epochs without a 0.1 % improvement of the validation loss before
+            training stops; the best epoch's weights are restored.
 
     """
 
@@ -90,16 +93,20 @@ class MILConfig:
     epochs: int = 20
     max_tiles: int = 4096
     seed: int = 0
+    val_fraction: float = 0.2
+    patience: int = 5
 
     def __post_init__(self) -> None:
         ok = (self.hidden >= 1 and self.attention >= 1 and 0 <= self.dropout < 1
               and self.loss in ("focal", "ce") and self.gamma >= 0 and self.noise >= 0
               and self.lr > 0 and self.weight_decay >= 0 and self.epochs >= 1
-              and self.max_tiles >= 0)
+              and self.max_tiles >= 0 and 0 <= self.val_fraction <= 0.5
+              and self.patience >= 1)
         if not ok:
             raise MILError(f"Invalid slide training configuration {asdict(self)}: widths and "
-                           "epochs must be >= 1, dropout in [0, 1), loss 'focal' or 'ce', "
-                           "gamma, noise, weight_decay, max_tiles >= 0 and lr > 0.")
+                           "epochs and patience must be >= 1, dropout in [0, 1), loss "
+                           "'focal' or 'ce', gamma, noise, weight_decay, max_tiles >= 0, "
+                           "val_fraction in [0, 0.5] and lr > 0.")
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (stored in the model card)."""
@@ -246,28 +253,6 @@ def read_cohort(csv_path: str | os.PathLike,
     return entries, problems
 
 
-def _stats(paths: list[Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over all tiles of the stores, streaming chunk by chunk."""
-    n, total, squares = 0, np.zeros(dim), np.zeros(dim)
-    for path in paths:
-        for _, emb in EmbeddingStore.open(path).iter_chunks(_CHUNK):
-            x = emb.astype(np.float64)
-            n += len(x)
-            total += x.sum(0)
-            squares += (x * x).sum(0)
-    mean = total / max(n, 1)
-    std = np.sqrt(np.maximum(squares / max(n, 1) - mean * mean, 0.0))
-    std[std < 1e-6] = 1.0
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-def _bag(path: Path, mean: np.ndarray, std: np.ndarray, dim: int) -> torch.Tensor:
-    store = EmbeddingStore.open(path)
-    if store.dim != dim:
-        raise MILError(f"{path}: embedding dimension {store.dim}, the model needs {dim}.")
-    return torch.from_numpy((store.embeddings() - mean) / std)
-
-
 @dataclass
 class SlideModel:
     """A trained slide classifier with what it needs to predict.
@@ -280,6 +265,8 @@ class SlideModel:
         metrics: cross-validation metrics (None without cross-validation).
         extractor: the stores' extractor identity (no slide) with ``dim``.
         summary: counts of slides per class and the number of groups.
+        early_stopping: the validation record of the final training (see
+            :func:`napari_dfl.core.mil_train.fit_slides`); empty for older models.
 
     """
 
@@ -291,6 +278,7 @@ class SlideModel:
     metrics: dict | None = None
     extractor: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    early_stopping: dict = field(default_factory=dict)
 
     def predict_embeddings(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities ``(C,)`` and attention ``(N,)`` for raw embeddings ``(N, D)``."""
@@ -314,126 +302,3 @@ class SlideModel:
                            f"trained on {len(self.mean)}-d ones: embed the slide with the "
                            "model's backbone and composition.")
         return self.predict_embeddings(store.embeddings())
-
-
-def fit_slides(entries: list[SlideEntry], classes: list[str], config: MILConfig,
-               progress: Callable[[int, float], None] | None = None) -> SlideModel:
-    """Train on ``entries`` (all of them), streaming one slide at a time.
-
-    Args:
-        entries: the training slides.
-        classes: class names in output order (every label must be one of them).
-        config: training configuration.
-        progress: called with ``(epoch, mean training loss)`` after each epoch.
-
-    Returns:
-        The trained model (``metrics`` None).
-
-    """
-    dim = EmbeddingStore.open(entries[0].store).dim
-    mean, std = _stats([e.store for e in entries], dim)
-    y = torch.tensor([classes.index(e.label) for e in entries])
-    counts = torch.bincount(y, minlength=len(classes)).double()
-    weight = None
-    if config.class_weights:
-        weight = torch.where(counts > 0, len(y) / (len(classes) * counts.clamp_min(1)), 0.0)
-        weight = weight.float()
-    gen = torch.Generator().manual_seed(int(config.seed))
-    model = build_mil(dim, len(classes), config, config.seed)
-    model.generator = gen
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        total = 0.0
-        for i in torch.randperm(len(entries), generator=gen).tolist():
-            x = _bag(entries[i].store, mean, std, dim)
-            if config.max_tiles and len(x) > config.max_tiles:
-                x = x[torch.randperm(len(x), generator=gen)[:config.max_tiles]]
-            if config.noise > 0:
-                x = x + config.noise * torch.randn(x.shape, generator=gen)
-            logits, _ = model(x)
-            target = y[i:i + 1]
-            if config.loss == "ce":
-                loss = F.cross_entropy(logits[None], target, weight=weight)
-            else:
-                loss = focal_loss(logits[None], target, config.gamma, weight)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach())
-        if progress is not None:
-            progress(epoch, total / len(entries))
-    model.generator = None
-    model.eval()
-    summary = {"n_slides": len(entries), "n_groups": len({e.group for e in entries}),
-               "counts": {c: int(k) for c, k in zip(classes, counts.long().tolist(),
-                                                    strict=True)}}
-    return SlideModel(model, list(classes), mean, std, config, None, {}, summary)
-
-
-def _auc(y: np.ndarray, proba: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(y)) < 2:
-        return None
-    if proba.shape[1] == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    return float(roc_auc_score(y, proba, multi_class="ovr", labels=list(range(proba.shape[1]))))
-
-
-def cross_validate_slides(entries: list[SlideEntry], classes: list[str], config: MILConfig,
-                          folds: int = 5) -> tuple[dict, np.ndarray]:
-    """Stratified grouped k-fold cross-validation over slides.
-
-    Returns:
-        ``(report, oof_proba)``: the report of the out-of-fold predictions
-        (:func:`classification_report` plus ``auc``, ``n_folds`` and per-fold AUCs) and the
-        ``(n_slides, C)`` out-of-fold probabilities.
-
-    Raises:
-        MILError: fewer than 2 folds, or more folds than groups of the rarest class.
-
-    """
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    y = np.array([classes.index(e.label) for e in entries])
-    groups = np.array([e.group for e in entries])
-    rarest = min(len(np.unique(groups[y == c])) for c in range(len(classes)))
-    if folds < 2 or folds > rarest:
-        raise MILError(f"{folds}-fold cross-validation needs 2 <= folds <= {rarest} (groups "
-                       f"of the rarest class): use --folds 2..{max(rarest, 2)} or add slides.")
-    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=config.seed)
-    proba = np.zeros((len(entries), len(classes)))
-    fold_aucs = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(splitter.split(y, y, groups))
-    for train, test in splits:
-        model = fit_slides([entries[i] for i in train], classes, config)
-        for i in test:
-            proba[i], _ = model.predict_store(EmbeddingStore.open(entries[i].store))
-        fold_aucs.append(_auc(y[test], proba[test]))
-    report = classification_report(y, proba.argmax(1), proba, classes)
-    report.update(auc=_auc(y, proba), fold_auc=fold_aucs, n_folds=folds)
-    return report, proba
-
-
-def train_slide_model(entries: list[SlideEntry], config: MILConfig = MILConfig(),
-                      folds: int = 5, classes: list[str] | None = None) -> SlideModel:
-    """Cross-validate (``folds`` >= 2), then train the final model on every slide.
-
-    Raises:
-        MILError: no slides, fewer than two classes, or folds the cohort cannot fill.
-
-    """
-    if not entries:
-        raise MILError("no usable slides in the cohort: check the CSV names and the stores.")
-    classes = list(classes or sorted({e.label for e in entries}))
-    if len(set(classes)) < 2 or not {e.label for e in entries} <= set(classes):
-        raise MILError(f"slide training needs at least two classes; got {classes}.")
-    metrics = cross_validate_slides(entries, classes, config, folds)[0] if folds else None
-    model = fit_slides(entries, classes, config)
-    model.metrics = metrics
-    model.extractor = extractor_of(EmbeddingStore.open(entries[0].store))
-    return model

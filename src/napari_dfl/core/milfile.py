@@ -47,7 +47,7 @@ def save_slide_model(model: SlideModel, path: str | os.PathLike) -> Path:
                              "n_classes": len(model.classes)},
             "classes": model.classes, "training": model.config.to_dict(),
             "metrics": model.metrics, "data_summary": model.summary,
-            "extractor": model.extractor}
+            "extractor": model.extractor, "early_stopping": model.early_stopping}
     text = json.dumps(card, indent=2, allow_nan=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -118,4 +118,5 @@ def load_slide_model(path: str | os.PathLike) -> SlideModel:
                            if k.startswith("model.")})
     model.eval()
     return SlideModel(model, list(classes), tensors["mean"], tensors["std"], config,
-                      card.get("metrics"), card["extractor"], card.get("data_summary") or {})
+                      card.get("metrics"), card["extractor"], card.get("data_summary") or {},
+                      card.get("early_stopping") or {})
