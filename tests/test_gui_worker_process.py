@@ -19,7 +19,8 @@ def run_to_end(job: ExtractionProcess, limit: float = 120.0) -> list[tuple[str, 
     while not job.finished and time.monotonic() < deadline:
         messages += job.poll(0.2)
     assert job.finished, "the extraction process did not finish in time"
-    job.join(10)
+    if isinstance(job, ExtractionProcess):
+        job.join(10)
     return messages
 
 
@@ -67,7 +68,43 @@ def test_a_killed_child_is_reported(sample_slide_path, tmp_path, code):
     coords = np.stack(np.meshgrid(np.arange(0, 2000, 112), np.arange(0, 2000, 112)),
                       -1).reshape(-1, 2)
     job = ExtractionProcess(request(sample_slide_path, tmp_path, coords)).start()
-    job._process.kill()
+    job.service.process.kill()
     messages = run_to_end(job)
     assert messages[-1][0] == "failed"
     assert "ended unexpectedly" in messages[-1][1]["message"]
+
+
+def test_the_service_keeps_its_child_between_jobs_and_restarts_a_dead_one(sample_slide_path,
+                                                                         tmp_path):
+    from napari_dfl.core.worker_process import ExtractionService
+
+    service = ExtractionService()
+    try:
+        first = np.array([[1000, 1500], [1112, 1500]], np.int64)
+        messages = run_to_end(service.job(request(sample_slide_path, tmp_path, first)).start())
+        assert messages[-1][0] == "finished"
+        pid = service.process.pid
+        # a job cancelled mid-way leaves late messages behind: the next job ignores them
+        many = np.stack(np.meshgrid(np.arange(0, 2000, 112), np.arange(0, 1000, 112)),
+                        -1).reshape(-1, 2)
+        cancelled = service.job(request(sample_slide_path, tmp_path, many)).start()
+        while not any(k == "progress" for k, _ in cancelled.poll(0.2)):
+            assert not cancelled.finished
+        cancelled.shutdown()
+        assert cancelled.outcome[0] == "cancelled"
+        second = np.array([[1000, 1612]], np.int64)
+        messages = run_to_end(service.job(request(sample_slide_path, tmp_path, second)).start())
+        assert [k for k, _ in messages][0] == "started" and messages[-1][0] == "finished"
+        assert service.process.pid == pid, "the warm child should serve every job"
+        store = EmbeddingStore.open(messages[-1][1]["store"])
+        assert not store.missing(np.concatenate([first, second])).any()
+        assert len(store) < len(many) + 3, "the cancelled job should have stopped early"
+
+        service.process.kill()
+        service.process.join(5)
+        third = np.array([[1112, 1612]], np.int64)
+        messages = run_to_end(service.job(request(sample_slide_path, tmp_path, third)).start())
+        assert messages[-1][0] == "finished" and service.process.pid != pid
+    finally:
+        service.close()
+    assert service.process is None

@@ -22,7 +22,7 @@ from napari_dfl.core.sampling import Composition
 from napari_dfl.core.slide import Slide
 from napari_dfl.core.store import EmbeddingStore
 from napari_dfl.core.tissue import TileGrid, tile_grid
-from napari_dfl.core.worker_process import ExtractionProcess, ExtractionRequest
+from napari_dfl.core.worker_process import ExtractionJob, ExtractionRequest, ExtractionService
 
 Event = tuple[str, object]
 
@@ -65,7 +65,7 @@ class CancelToken:
     """Cancel flag shared by the GUI and a job; forwards the cancel to a running child."""
 
     event: threading.Event = field(default_factory=threading.Event)
-    process: ExtractionProcess | None = None
+    process: ExtractionJob | None = None
 
     def cancel(self) -> None:
         """Request the job to stop."""
@@ -81,6 +81,18 @@ class CancelToken:
 
 #: Store path per :meth:`Settings.key`, learnt from the child's ``started`` message.
 _STORE_PATHS: dict[tuple, str] = {}
+_SERVICE: ExtractionService | None = None
+
+
+def extraction_service() -> ExtractionService:
+    """The GUI process's extraction child (one for all panels; it keeps its backbone)."""
+    global _SERVICE
+    if _SERVICE is None:
+        import atexit
+
+        _SERVICE = ExtractionService()
+        atexit.register(_SERVICE.close)
+    return _SERVICE
 
 
 def known_store(settings: Settings) -> EmbeddingStore | None:
@@ -118,7 +130,7 @@ def extract(settings: Settings, coords: np.ndarray, token: CancelToken,
         composition=settings.composition.to_dict(), store_dir=settings.store_dir,
         backbone=settings.backbone, weights=settings.weights,
         batch_size=settings.batch_size, order=order)
-    process = ExtractionProcess(request)
+    process = extraction_service().job(request)
     token.process = process
     if token.cancelled:
         raise JobCancelled("cancelled before extraction started.")
@@ -238,3 +250,19 @@ def predict_job(settings: Settings, head, token: CancelToken,
             committed = payload["committed"]
             yield "proba", (committed, _predict_rows(store_path, committed, head))
         yield kind, payload
+
+
+def auto_job(settings: Settings, annotations: Sequence[Annotation], classes: list[str],
+             config, token: CancelToken, centre_xy: tuple[float, float] | None = None,
+             ) -> Generator[Event, None, object]:
+    """Auto mode's one step: extract what is missing, retrain, predict the slide again.
+
+    Yields the events of :func:`train_job`, then ``("trained", head)``, then those of
+    :func:`predict_job`; returns the head.
+    """
+    head = yield from train_job(settings, annotations, classes, config, token)
+    yield "trained", head
+    if token.cancelled:
+        raise JobCancelled("cancelled after training; the new head is kept.")
+    yield from predict_job(settings, head, token, centre_xy)
+    return head

@@ -1,4 +1,4 @@
-"""Embedding extraction in a separate process, for the GUI.
+"""Embedding extraction in a separate, long-lived process, for the GUI.
 
 Why a process: with Mesa's software OpenGL (llvmpipe), importing ``torchvision.ops`` or
 ``triton`` after a napari viewer has rendered segfaults the process, and ``import timm``
@@ -6,10 +6,16 @@ imports both. The backbone therefore never lives in the GUI process: a child sta
 the ``spawn`` method (a fresh interpreter, no OpenGL context, no inherited Qt state) loads
 it, runs :func:`napari_dfl.core.embed.embed_coords` into the embedding store and reports
 over a queue. The GUI reads embeddings back from the store (``import torch`` alone is safe
-there). A crash of the child cannot take the viewer down, and cancelling is an event
-checked between batches: every committed batch stays in the store.
+there). A crash of the child cannot take the viewer down, and cancelling is checked between
+batches: every committed batch stays in the store.
 
-Messages are ``(kind, payload)`` tuples of plain Python/numpy values:
+Why long-lived: starting Python, torch and timm and loading the weights takes seconds, far
+longer than embedding the few samples a new annotation adds. An :class:`ExtractionService`
+keeps one child, and the last backbone loaded in it, between extractions, so that auto mode
+(retrain after each annotation) answers in about a second once the child is warm. One job
+runs at a time; a child that died is started again by the next job.
+
+Messages of a job are ``(kind, payload)`` tuples of plain Python/numpy values:
 
 * ``("started", {"store": str, "total": int, "backbone": dict, "dim": int})``
 * ``("progress", {"done": int, "total": int, "committed": (M, 2) int64})``
@@ -23,9 +29,13 @@ This module imports neither Qt nor napari, nor (in the parent) torch or timm.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing as mp
 import os
 import queue as queue_module
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,13 +43,15 @@ import numpy as np
 
 __all__ = [
     "TERMINAL",
+    "ExtractionJob",
     "ExtractionProcess",
     "ExtractionRequest",
+    "ExtractionService",
     "default_threads",
     "one_line",
 ]
 
-#: Message kinds after which the child sends nothing more.
+#: Message kinds after which a job sends nothing more.
 TERMINAL = ("finished", "cancelled", "failed")
 #: Niceness added to the child so that the GUI's event loop wins the CPU.
 CHILD_NICENESS = 5
@@ -90,12 +102,12 @@ class ExtractionRequest:
     order: str = "spatial"
 
 
-def _child_main(request: ExtractionRequest, messages: Any, cancel: Any) -> None:
-    """Entry point of the child process: load, extract, report; never raises."""
+# -- the child ----------------------------------------------------------------------------
+def _extract_one(request: ExtractionRequest, send: Callable[[str, dict], None],
+                 cancelled: Callable[[], bool], backbones: dict) -> None:
+    """Run one request in the child; report through ``send``; never raises."""
     store_path = None
     try:
-        with contextlib.suppress(AttributeError, OSError):  # not POSIX, or not allowed
-            os.nice(CHILD_NICENESS)
         from napari_dfl.core.backbones import load_backbone
         from napari_dfl.core.embed import (
             ExtractionCancelled,
@@ -110,76 +122,186 @@ def _child_main(request: ExtractionRequest, messages: Any, cancel: Any) -> None:
         composition = Composition.from_dict(request.composition)
         slide = Slide(request.slide_path, mpp=request.mpp)
         slide.require_mpp()
-        if cancel.is_set():
-            messages.put(("cancelled", {"store": None, "message": "extraction cancelled."}))
+        if cancelled():
+            send("cancelled", {"store": None, "message": "extraction cancelled."})
             return
-        backbone = load_backbone(request.backbone, weights=request.weights)
+        key = (request.backbone, request.weights)
+        if key not in backbones:
+            backbones.clear()  # one backbone at a time: they take hundreds of MB
+            backbones[key] = load_backbone(request.backbone, weights=request.weights)
+        backbone = backbones[key]
         store = open_store_for(slide, backbone, composition, request.store_dir)
         store_path = str(store.path)
         coords = np.asarray(request.coords, dtype=np.int64).reshape(-1, 2)
-        messages.put(("started", {"store": store_path, "total": len(coords),
-                                  "backbone": backbone.identity(), "dim": store.dim}))
+        send("started", {"store": store_path, "total": len(coords),
+                         "backbone": backbone.identity(), "dim": store.dim})
         generator = embed_coords(slide, coords, backbone, composition, store,
-                                 batch_size=request.batch_size, cancel=cancel.is_set,
+                                 batch_size=request.batch_size, cancel=cancelled,
                                  order=request.order)
         last = None
         try:
             for progress in generator:
                 last = progress
-                messages.put(("progress", {"done": progress.done, "total": progress.total,
-                                           "committed": np.asarray(progress.committed)}))
+                send("progress", {"done": progress.done, "total": progress.total,
+                                  "committed": np.asarray(progress.committed)})
         except ExtractionCancelled as exc:
-            messages.put(("cancelled", {"store": store_path, "message": one_line(exc)}))
+            send("cancelled", {"store": store_path, "message": one_line(exc)})
             return
         done, total = (last.done, last.total) if last is not None else (0, 0)
-        messages.put(("finished", {"store": store_path, "done": done, "total": total}))
+        send("finished", {"store": store_path, "done": done, "total": total})
     except BaseException as exc:  # report everything: the parent must learn why
-        messages.put(("failed", {"message": one_line(exc), "store": store_path}))
+        send("failed", {"message": one_line(exc), "store": store_path})
 
 
-class ExtractionProcess:
-    """A handle on one extraction running in a spawned child process.
+def _service_main(requests: Any, messages: Any, cancel_id: Any) -> None:
+    """Entry point of the child: run requests one by one until ``None`` arrives."""
+    with contextlib.suppress(AttributeError, OSError):  # not POSIX, or not allowed
+        os.nice(CHILD_NICENESS)
+    backbones: dict = {}
+    while True:
+        item = requests.get()
+        if item is None:
+            return
+        job_id, request = item
+
+        def send(kind: str, payload: dict, job_id: int = job_id) -> None:
+            messages.put((job_id, kind, payload))
+
+        _extract_one(request, send, lambda job_id=job_id: cancel_id.value == job_id,
+                     backbones)
+
+
+# -- the parent ---------------------------------------------------------------------------
+class ExtractionService:
+    """One long-lived extraction child that keeps its backbone loaded between jobs.
+
+    The child starts with the first job and again after it died; :meth:`close` stops it.
+    Only one job may run at a time (the panel's job runner ensures it).
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")
+        self._lock = threading.Lock()
+        self._process = None
+        self._requests = None
+        self._messages = None
+        self._cancel_id = self._ctx.Value("q", 0, lock=False)
+
+    @property
+    def process(self):
+        """The child process (None before the first job or after :meth:`close`)."""
+        return self._process
+
+    @property
+    def warm(self) -> bool:
+        """Whether a child is running (its backbone may already be loaded)."""
+        return self._process is not None and self._process.is_alive()
+
+    def job(self, request: ExtractionRequest) -> ExtractionJob:
+        """A job for ``request``, not started yet (``start()`` submits it)."""
+        return ExtractionJob(self, request, next(self._ids))
+
+    def _submit(self, job: ExtractionJob) -> None:
+        with self._lock:
+            if not self.warm:
+                self._spawn()
+            self._requests.put((job.id, job.request))
+
+    def _spawn(self) -> None:
+        self._discard_queues()
+        self._requests, self._messages = self._ctx.Queue(), self._ctx.Queue()
+        self._process = self._ctx.Process(
+            target=_service_main, args=(self._requests, self._messages, self._cancel_id),
+            name="napari-dfl-extraction", daemon=True)
+        self._process.start()
+
+    def _cancel(self, job_id: int) -> None:
+        self._cancel_id.value = job_id
+
+    def _get(self, timeout: float) -> tuple | None:
+        if self._messages is None:
+            return None
+        try:
+            return self._messages.get(timeout=timeout) if timeout > 0 else \
+                self._messages.get_nowait()
+        except (queue_module.Empty, OSError, ValueError, EOFError):
+            return None
+
+    def kill(self) -> None:
+        """Stop the child at once (a job that will not stop); the next job starts another."""
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                self._process.terminate()
+                self._process.join(2.0)
+            self._process = None
+            self._discard_queues()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ask the child to exit after its current job, then stop it if it lingers."""
+        with self._lock:
+            process = self._process
+            if process is not None and process.is_alive():
+                with contextlib.suppress(OSError, ValueError):
+                    self._requests.put(None)
+                deadline = time.monotonic() + timeout
+                while process.is_alive() and time.monotonic() < deadline:
+                    self._drain()
+                    process.join(0.1)
+                if process.is_alive():
+                    process.terminate()
+                    process.join(2.0)
+            self._process = None
+            self._discard_queues()
+
+    def _drain(self) -> None:
+        while self._get(0.0) is not None:
+            pass  # a child blocked on a full pipe could not exit
+
+    def _discard_queues(self) -> None:
+        for q in (self._requests, self._messages):
+            if q is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    q.close()
+                    q.cancel_join_thread()
+        self._requests = self._messages = None
+
+
+class ExtractionJob:
+    """A handle on one extraction run by an :class:`ExtractionService`.
 
     Example:
-        >>> job = ExtractionProcess(request)            # doctest: +SKIP
-        >>> job.start()                                 # doctest: +SKIP
+        >>> job = service.job(request).start()          # doctest: +SKIP
         >>> while not job.finished:                     # doctest: +SKIP
         ...     for kind, payload in job.poll(0.1): ...
 
     """
 
-    def __init__(self, request: ExtractionRequest) -> None:
-        ctx = mp.get_context("spawn")
-        self.request = request
-        self._messages = ctx.Queue()
-        self._cancel = ctx.Event()
-        self._process = ctx.Process(target=_child_main, args=(request, self._messages,
-                                                               self._cancel),
-                                    name="napari-dfl-extraction", daemon=True)
+    def __init__(self, service: ExtractionService, request: ExtractionRequest,
+                 job_id: int) -> None:
+        self.service, self.request, self.id = service, request, job_id
         self.finished = False
         self.outcome: tuple[str, dict] | None = None
+        self._cancelled = False
 
-    def start(self) -> ExtractionProcess:
-        """Start the child; returns self."""
-        self._process.start()
+    def start(self) -> ExtractionJob:
+        """Submit the job to the service's child (started when needed); returns self."""
+        self.service._submit(self)
         return self
-
-    @property
-    def is_alive(self) -> bool:
-        """Whether the child process is still running."""
-        return self._process.is_alive()
 
     @property
     def cancelled(self) -> bool:
         """Whether a cancel was requested."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Ask the child to stop after its current batch (what is committed stays)."""
-        self._cancel.set()
+        self._cancelled = True
+        self.service._cancel(self.id)
 
     def poll(self, timeout: float = 0.0) -> list[tuple[str, dict]]:
-        """Return the messages that arrived, waiting up to ``timeout`` s for the first one.
+        """Return this job's messages that arrived, waiting up to ``timeout`` s for one.
 
         When the child died without a final message (killed, out of memory), a
         ``("failed", ...)`` message saying so is returned and :attr:`finished` is set.
@@ -188,58 +310,70 @@ class ExtractionProcess:
         if self.finished:
             return out
         wait = timeout
-        while True:
-            try:
-                message = self._messages.get(timeout=wait) if wait > 0 else \
-                    self._messages.get_nowait()
-            except queue_module.Empty:
-                break
-            out.append(message)
+        while (item := self.service._get(wait)) is not None:
             wait = 0.0
-            if message[0] in TERMINAL:
-                self._finish(message)
+            job_id, kind, payload = item
+            if job_id != self.id:
+                continue  # a late message of an earlier, abandoned job
+            out.append((kind, payload))
+            if kind in TERMINAL:
+                self._finish((kind, payload))
                 return out
-        if not self._process.is_alive() and self._process.exitcode is not None:
-            try:  # the last messages may still be in the pipe
-                message = self._messages.get(timeout=0.5)
-                out.append(message)
-                if message[0] in TERMINAL:
-                    self._finish(message)
+        process = self.service.process
+        if process is None or not process.is_alive():
+            item = self.service._get(0.5)  # the last messages may still be in the pipe
+            if item is not None and item[0] == self.id:
+                out.append(item[1:])
+                if item[1] in TERMINAL:
+                    self._finish(item[1:])
                     return out
-            except queue_module.Empty:
-                pass
+            code = None if process is None else process.exitcode
             failure = ("failed", {"message": "the extraction process ended unexpectedly "
-                                  f"(exit code {self._process.exitcode}); what it committed "
-                                  "is kept, extract again to finish."})
+                                  f"(exit code {code}); what it committed is kept, "
+                                  "extract again to finish."})
             out.append(failure)
             self._finish(failure)
+            self.service.kill()
         return out
 
     def _finish(self, message: tuple[str, dict]) -> None:
         self.finished = True
         self.outcome = message
 
-    def _drain(self) -> None:
-        with contextlib.suppress(queue_module.Empty, OSError, ValueError):
-            while True:
-                self._messages.get_nowait()
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel and wait up to ``timeout`` s for the job to end; kill the child if not."""
+        if self.finished:
+            return
+        self.cancel()
+        deadline = time.monotonic() + timeout
+        while not self.finished and time.monotonic() < deadline:
+            self.poll(0.1)
+        if not self.finished:
+            self.service.kill()
+            self._finish(("cancelled", {"store": None, "message": "extraction stopped."}))
+
+
+class ExtractionProcess(ExtractionJob):
+    """A one-off extraction in a child of its own, stopped when the job ends (scripts, tests)."""
+
+    def __init__(self, request: ExtractionRequest) -> None:
+        service = ExtractionService()
+        super().__init__(service, request, service.job(request).id)
+
+    @property
+    def is_alive(self) -> bool:
+        """Whether the child process is still running."""
+        return self.service.warm
+
+    def _finish(self, message: tuple[str, dict]) -> None:
+        super()._finish(message)
+        self.service.close()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the child to exit."""
-        self._process.join(timeout)
+        self.service.close(timeout or 5.0)
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Cancel, wait up to ``timeout`` s, then terminate the child if it still runs."""
-        import time
-
-        self.cancel()
-        deadline = time.monotonic() + timeout
-        while self._process.is_alive() and time.monotonic() < deadline:
-            self._drain()  # a child blocked on a full pipe could not exit
-            self._process.join(0.1)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(2.0)
-        self.finished = True
-        self._messages.close()
-        self._messages.cancel_join_thread()
+        """Cancel, wait up to ``timeout`` s, then stop the child."""
+        super().shutdown(timeout)
+        self.service.close()
