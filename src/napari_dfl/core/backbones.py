@@ -452,11 +452,14 @@ def load_backbone(
     """Build a frozen backbone with real weights, never silently random ones.
 
     Args:
-        name: a preset (see :func:`available_backbones`) or any timm architecture name.
-        weights: None for the preset's own source; a local ``.safetensors``/``.pth``/
-            ``.bin`` path; a source string (``"timm"``, ``"hf-hub:<repo>"``,
-            ``"url:<url>"``, ``"package:<module>"``); or ``"random"``/``"random:<seed>"``
-            for a seeded random network (experiments and baselines only).
+        name: a preset (see :func:`available_backbones`), any timm architecture name, or
+            a fine-tuned backbone (its folder, or ``finetuned:<name>``; see
+            :mod:`napari_dfl.core.finetuned`).
+        weights: None for the preset's own source (a fine-tuned backbone: its folder's
+            file); a local ``.safetensors``/``.pth``/``.bin`` path; a source string
+            (``"timm"``, ``"hf-hub:<repo>"``, ``"url:<url>"``, ``"package:<module>"``); or
+            ``"random"``/``"random:<seed>"`` for a seeded random network (experiments and
+            baselines only).
         device: None/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         precision: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         fuse: fold batch norms into convolutions (faster, same outputs; see
@@ -470,9 +473,12 @@ def load_backbone(
             unreadable or unfitting weights file; the message says what to do.
 
     """
+    from napari_dfl.core import finetuned
     from napari_dfl.core import weights as weight_sources
 
-    spec = get_spec(name)
+    tuned = finetuned.resolve(name, weights)  # a fine-tuned folder or finetuned:<name>
+    spec = tuned[0] if tuned else get_spec(name)
+    weights = tuned[1] if tuned else weights
     target = resolve_device(device)
     resolved_precision = resolve_precision(precision, target)
     loaded = weight_sources.build(spec, spec.weights if weights is None else weights)
