@@ -1,0 +1,141 @@
+"""The slide-level model section in a real viewer, with a real MIL model and real embeddings.
+
+The sample slide's tissue tiles are embedded by the real backbone (in the extraction child,
+half of them first, through the panel's job runner); a small MIL model is trained
+headlessly on synthetic slides made of those real embeddings, saved, loaded in the panel
+and applied to the sample slide: the panel extracts the missing half and shows the
+attention on the tile grid, lined up with the tissue, and a table row.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_dfl.core.store import EmbeddingStore
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("slide_level", ROOT / "benchmarks" /
+                                               "slide_level.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def configure_fast(widget, store_dir) -> None:
+    """A small composition for the 2-core test machine: 112 px, x20 only, RGB only."""
+    widget.patch_spin.setValue(112)
+    widget.zooms_edit.setText("0.5")
+    widget.gray_check.setChecked(False)
+    widget.tissue_spin.setValue(0.5)
+    widget.store_edit.setText(str(store_dir))
+
+
+def train_model(store: EmbeddingStore, work: Path) -> Path:
+    """A real MIL model on 8 synthetic slides of the store's real tile embeddings, saved."""
+    from napari_dfl.core.mil import MILConfig, SlideEntry, extractor_of
+    from napari_dfl.core.mil_train import train_slide_model
+    from napari_dfl.core.milfile import save_slide_model
+
+    emb = store.embeddings()
+    order = np.argsort(emb @ np.linalg.svd(emb - emb.mean(0), full_matrices=False)[2][0])
+    background, planted = emb[order[: len(emb) // 2]], emb[order[-len(emb) // 4:]]
+    extractor = {k: v for k, v in extractor_of(store).items() if k != "dim"}
+    rows, _ = bench.make_cohort(work / "cohort", background, planted, extractor, 8, (6, 6),
+                                0.12)
+    entries = [SlideEntry(name, next((work / "cohort").glob(f"{Path(name).stem}__*")),
+                          label, name) for name, label in rows]
+    model = train_slide_model(entries, MILConfig(epochs=4, val_fraction=0.0), folds=0)
+    assert model.extractor == extractor_of(store)
+    return save_slide_model(model, work / "model.dflslide")
+
+
+@pytest.fixture
+def cohort_panel(make_napari_viewer, qtbot, tmp_path):
+    from napari_dfl._qt.cohort_panel import CohortPanel
+    from napari_dfl._qt.pipeline import extract
+    from napari_dfl.core.slide_predict import slide_tiles
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-dfl", "cmu1_small_region")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    configure_fast(widget, tmp_path / "stores")
+    cohort = getattr(widget, "cohort", None)
+    if cohort is None:
+        cohort = CohortPanel(widget)
+        viewer.window.add_dock_widget(cohort, name="Slide-level model")
+    settings = widget.settings()
+    grid = slide_tiles(settings.slide, settings.composition, settings.min_tissue)
+    paths = []
+    assert widget.jobs.start("Extract", lambda t: extract(settings, grid.coords[::2], t),
+                             lambda kind, payload: None, paths.append)
+    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=240_000)
+    store = EmbeddingStore.open(paths[0])
+    assert store.missing(grid.coords).sum() == len(grid) // 2
+    return viewer, widget, cohort, grid, train_model(store, tmp_path)
+
+
+def test_predict_slide_shows_attention_on_tissue_and_a_table_row(cohort_panel, qtbot, notes,
+                                                                 tmp_path):
+    from napari_dfl._qt.cohort_panel import ATTENTION_NAME
+    from napari_dfl._qt.overlays import tile_placement
+
+    viewer, widget, cohort, grid, model_path = cohort_panel
+    assert not cohort.predict_slide() and any("load a slide model" in m for m in notes)
+    assert cohort.load(model_path)
+    assert "normal, tumour" in cohort.info.text() and "patch 112 px" in cohort.info.text()
+    assert cohort.predict_slide()
+    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=240_000)
+    assert ATTENTION_NAME in viewer.layers, notes
+    layer = viewer.layers[ATTENTION_NAME]
+    [store_path] = (tmp_path / "stores").glob("*.dfl.zarr")
+    assert not EmbeddingStore.open(store_path).missing(grid.coords).any()
+
+    assert layer.data.shape == grid.grid_shape
+    placement = tile_placement(grid, widget.slide_layer)
+    np.testing.assert_allclose(layer.scale, placement["scale"])
+    np.testing.assert_allclose(layer.translate, placement["translate"])
+    on_tissue = grid.to_grid(np.ones(len(grid), bool), False)
+    assert on_tissue.sum() == len(grid) and 0 < len(grid) < on_tissue.size
+    assert (layer.data[~on_tissue] == 0).all() and (layer.data[on_tissue] > 0).all()
+    assert abs(float(layer.data[on_tissue].sum()) - 1.0) < 1e-4
+    # each tile's centre, in world coordinates, reads that tile's attention from the layer
+    attention = cohort.result.attention
+    for i in np.linspace(0, len(grid) - 1, 7).astype(int):
+        x, y = grid.centers()[i]
+        assert layer.get_value((y, x), world=True) == pytest.approx(attention[i], rel=1e-5)
+
+    assert cohort.table.rowCount() == 1
+    cells = [cohort.table.item(0, c).text() for c in range(cohort.table.columnCount())]
+    assert cells[0] == "CMU-1-Small-Region.svs" and cells[1] in ("normal", "tumour")
+    assert abs(sum(float(v) for v in cells[2:]) - 1.0) < 2e-3 and len(cells) == 4
+
+    # a model of another composition: told what to set, nothing started
+    other = tmp_path / "other.dflslide"
+    shutil.copytree(model_path, other)
+    card = json.loads((other / "model_card.json").read_text())
+    card["extractor"]["composition"]["patch_size"] = 224
+    (other / "model_card.json").write_text(json.dumps(card))
+    assert cohort.load(other)
+    assert not cohort.predict_slide() and not widget.jobs.busy
+    assert any("patch 224 px" in m and "Backbone and composition" in m for m in notes), notes
+    # same backbone name and composition, other weights: the job reports, nothing raises
+    card["extractor"]["composition"]["patch_size"] = 112
+    card["extractor"]["backbone"]["weights_sha256"] = "0" * 64
+    (other / "model_card.json").write_text(json.dumps(card))
+    assert cohort.load(other)
+    assert cohort.predict_slide()
+    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=60_000)
+    assert any("other weights" in m for m in notes), notes
+    assert cohort.table.rowCount() == 1
+
+    # a folder that is not a slide model
+    assert not cohort.load(tmp_path / "stores")
+    assert any("not a slide model folder" in m for m in notes), notes
+    assert cohort.model is not None and cohort.table.rowCount() == 1
