@@ -106,3 +106,38 @@ def test_cancel_stops_an_extraction(loop_panel, qtbot):
     assert widget.extract_button.isEnabled() and not widget.cancel_button.isEnabled()
     [store_path] = list(__import__("pathlib").Path(widget.store_edit.text()).glob("*.zarr"))
     assert len(EmbeddingStore.open(store_path)) < len(widget.samples)
+
+
+def test_auto_mode_retrains_and_predicts_after_a_new_annotation(loop_panel, qtbot):
+    from shapely.geometry import Point
+
+    from napari_dfl.core.annotations import Annotation
+
+    _viewer, widget = loop_panel
+    widget.tissue_spin.setValue(0.5)  # tissue tiles only: a quicker whole-slide prediction
+    widget.auto_check.setChecked(True)  # runs at once: the demo annotations hold 3 classes
+    qtbot.waitUntil(lambda: widget.auto.runs == 1, timeout=10000)
+    wait_idle(widget, qtbot)
+    first_head, first_overlay = widget.head, widget.overlay
+    assert first_head is not None and first_overlay is not None
+    assert first_overlay.n_predicted == len(first_overlay.prediction.grid)
+    class_layer = first_overlay.class_layer
+    n_samples = len(widget.samples)
+
+    # a new point of dermis in the middle of the tissue: auto mode trains a new head on it
+    # and refreshes the same overlay layers (no layer is added or removed)
+    layers_before = len(widget.viewer.layers)
+    widget.classes.set_active("dermis")
+    widget.add_annotations([Annotation(Point(1100.0, 1500.0), "dermis")])
+    qtbot.waitUntil(lambda: widget.auto.runs == 2, timeout=10000)
+    wait_idle(widget, qtbot)
+    assert widget.head is not first_head
+    assert len(widget.samples) == n_samples + 1
+    assert widget.overlay is first_overlay and widget.overlay.class_layer is class_layer
+    assert len(widget.viewer.layers) == layers_before
+    assert len(widget.suggestions) > 0
+
+    widget.auto_check.setChecked(False)
+    widget.add_annotations([Annotation(Point(1200.0, 1500.0), "dermis")])
+    qtbot.wait(1500)
+    assert widget.auto.runs == 2 and not widget.jobs.busy, "auto mode is off"

@@ -293,3 +293,73 @@ def test_a_damaged_autosave_is_never_overwritten(make_napari_viewer, slide_copy,
     path = recovered / core_project.ANNOTATIONS_NAME
     qtbot.waitUntil(lambda: path.is_file() and len(read_geojson(path)) == 5, timeout=5000)
     assert damaged.read_text() == '{"type": "FeatureCollection", "features": ['
+
+
+def press(keymap_provider, key: str) -> None:
+    """Run what ``key`` is bound to on a layer or viewer, as napari's key dispatch would."""
+    from app_model.types import KeyBinding
+
+    keymap_provider.keymap[KeyBinding.from_str(key)](keymap_provider)
+
+
+def test_suggestions_keys_and_a_saved_prediction(make_napari_viewer, slide_copy, tmp_path):
+    from napari_dfl._qt.overlays import CLASS_MAP_NAME
+    from napari_dfl._qt.suggestions import SUGGESTIONS_NAME
+    from napari_dfl.core.predict import SlidePrediction
+    from napari_dfl.core.suggest import annotated_tiles, margins
+    from napari_dfl.core.tissue import tile_grid
+
+    viewer, widget = open_panel(make_napari_viewer, slide_copy)
+    draw(widget)
+    grid = tile_grid(widget.current_slide(), 224, 0.5, min_tissue=0)
+    p = np.random.default_rng(3).uniform(0.5, 1.0, len(grid))
+    prediction = SlidePrediction(grid, ["tumour", "stroma"],
+                                 np.stack([p, 1 - p], axis=1).astype(np.float32))
+    widget.show_prediction(prediction)
+    assert SUGGESTIONS_NAME in viewer.layers and len(widget.suggestions) == 20
+    annotated = annotated_tiles(grid, widget.annotations())
+    assert annotated.any()
+    chosen = [np.flatnonzero((grid.centers() == c).all(axis=1))[0]
+              for c in widget.suggestions.centres]
+    assert not annotated[chosen].any(), "annotated tiles must not be suggested"
+    shown = margins(prediction.proba[chosen])
+    assert np.all(np.diff(shown) >= 0), "least certain first"
+    assert shown[0] == margins(prediction.proba)[~annotated].min()
+
+    press(widget.points, "N")  # the key, on the annotation layer a user has selected
+    x, y = widget.suggestions.current
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], (y, x))
+    widget.classes.set_active("stroma")
+    before = len(widget.points.data)
+    press(viewer, "K")
+    assert len(widget.points.data) == before + 1
+    np.testing.assert_allclose(widget.points.data[-1], (y, x))
+    assert annotation_layers.labels_of(widget.points)[-1] == "stroma"
+    assert len(widget.suggestions) == 19 and widget.suggestions.current != (x, y)
+
+    project = tmp_path / "with_prediction"
+    assert widget.save_project(project)
+    assert (project / core_project.PREDICTION_NAME).is_file()
+    widget.close()
+    viewer2 = make_napari_viewer(show=True)
+    viewer2.open(str(slide_copy), plugin="napari-dfl")
+    _, fresh = viewer2.window.add_plugin_dock_widget(*PANEL)
+    assert fresh.open_project(project)
+    assert fresh.overlay is not None and CLASS_MAP_NAME in viewer2.layers
+    np.testing.assert_array_equal(fresh.overlay.prediction.proba, prediction.proba)
+    np.testing.assert_array_equal(viewer2.layers[CLASS_MAP_NAME].data,
+                                  prediction.class_map() + 1)
+    assert len(fresh.suggestions) == 20 and SUGGESTIONS_NAME in viewer2.layers
+
+
+def test_a_head_of_another_extractor_is_refused_before_any_work(make_napari_viewer, slide_copy,
+                                                                notes):
+    _viewer, widget = open_panel(make_napari_viewer, slide_copy)
+    draw(widget)
+    widget._on_trained(small_head(("tumour", "stroma")),
+                       extractor={"backbone": "resnet50",
+                                  "composition": {"patch_size": 224, "zooms": [0.5, 2.0],
+                                                  "variants": ["rgb", "gray"]}})
+    assert not widget.predict()
+    assert not widget.jobs.busy
+    assert any("backbone resnet50" in m and "Train again" in m for m in notes), notes

@@ -94,7 +94,7 @@ def test_the_service_keeps_its_child_between_jobs_and_restarts_a_dead_one(sample
         assert cancelled.outcome[0] == "cancelled"
         second = np.array([[1000, 1612]], np.int64)
         messages = run_to_end(service.job(request(sample_slide_path, tmp_path, second)).start())
-        assert [k for k, _ in messages][0] == "started" and messages[-1][0] == "finished"
+        assert messages[0][0] == "started" and messages[-1][0] == "finished"
         assert service.process.pid == pid, "the warm child should serve every job"
         store = EmbeddingStore.open(messages[-1][1]["store"])
         assert not store.missing(np.concatenate([first, second])).any()

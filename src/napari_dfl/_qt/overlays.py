@@ -35,6 +35,14 @@ def tile_placement(grid: TileGrid, reference=None) -> dict:
     return {"scale": tuple(scale.tolist()), "translate": tuple(translate.tolist())}
 
 
+def _color_dict(classes: list[str], colors: Mapping[str, object]) -> dict:
+    """Label value -> RGBA of the class map: 0 (no tile) transparent, class i at i + 1."""
+    color_dict = {None: np.zeros(4), 0: np.zeros(4)}
+    for i, name in enumerate(classes):
+        color_dict[i + 1] = rgba(colors.get(name, "gray"))
+    return color_dict
+
+
 class PredictionOverlay:
     """Owns the two overlay layers of one prediction and refreshes them."""
 
@@ -46,9 +54,7 @@ class PredictionOverlay:
         self.prediction = SlidePrediction.empty(grid, classes)
         self.shown_class = int(shown_class)
         placement = tile_placement(grid, reference)
-        color_dict = {None: np.zeros(4), 0: np.zeros(4)}
-        for i, name in enumerate(classes):
-            color_dict[i + 1] = rgba(colors.get(name, "gray"))
+        color_dict = _color_dict(classes, colors)
         for name in (CLASS_MAP_NAME, PROBABILITY_NAME):
             if name in viewer.layers:
                 viewer.layers.remove(name)
@@ -61,6 +67,26 @@ class PredictionOverlay:
             colormap=DirectLabelColormap(color_dict=color_dict), **placement)
         self.class_layer.metadata["classes"] = list(classes)
         self.probability_layer.metadata["class"] = classes[self.shown_class]
+
+    def reusable(self, grid: TileGrid, classes: list[str]) -> bool:
+        """Whether a new prediction of ``grid`` and ``classes`` can refill these layers.
+
+        Auto mode predicts the same tiles again after each retraining: refilling the layers
+        in place avoids removing and adding two layers each time (slow under software GL).
+        """
+        layers = self.viewer.layers
+        same_grid = (self.prediction.grid.grid_shape == grid.grid_shape
+                     and len(self.prediction.grid) == len(grid)
+                     and np.array_equal(self.prediction.grid.coords, grid.coords))
+        return (same_grid and list(classes) == self.prediction.classes
+                and self.class_layer in layers and self.probability_layer in layers)
+
+    def recolor(self, colors: Mapping[str, object]) -> None:
+        """Colour the class map with the classes' current colours."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        self.class_layer.colormap = DirectLabelColormap(
+            color_dict=_color_dict(self.prediction.classes, colors))
 
     def update(self, coords: np.ndarray, proba: np.ndarray) -> None:
         """Record predictions of tiles (level-0 anchors) and refresh both layers."""

@@ -9,6 +9,7 @@ training and prediction of the small head run here, in the worker thread.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,38 @@ class Settings:
         """What identifies the embedding store (the child reports its path once)."""
         return (str(self.slide.path), self.slide.mpp, repr(self.composition.to_dict()),
                 self.backbone, self.weights, os.path.abspath(self.store_dir))
+
+
+def default_store_dir(slide_path: Path) -> str:
+    """``<slide folder>/<stem>.dfl``, or a user cache folder when that is not writable."""
+    folder = slide_path.parent
+    if os.access(folder, os.W_OK):
+        return str(folder / f"{slide_path.stem}.dfl")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        cache = Path(tempfile.gettempdir())
+    return str(cache / "napari-dfl" / f"{slide_path.stem}.dfl")
+
+
+def extractor_summary(settings: Settings) -> dict:
+    """The backbone name and composition of ``settings`` (what a head depends on)."""
+    return {"backbone": settings.backbone, "composition": settings.composition.to_dict()}
+
+
+def extractor_difference(head: dict | None, current: dict) -> str:
+    """What of the head's extractor differs from ``current``, as text ("" when the same)."""
+    if not head:
+        return ""
+    differ = []
+    if head.get("backbone") and head["backbone"] != current["backbone"]:
+        differ.append(f"backbone {head['backbone']} (panel: {current['backbone']})")
+    for key, value in (head.get("composition") or {}).items():
+        now = current["composition"].get(key)
+        if now is not None and [*np.atleast_1d(value)] != [*np.atleast_1d(now)]:
+            differ.append(f"{key} {value} (panel: {now})")
+    return ", ".join(differ)
 
 
 @dataclass

@@ -26,7 +26,7 @@ _GEOJSON_FILTER = "GeoJSON (*.geojson *.json)"
 
 def default_project_dir(slide_path: Path) -> Path | None:
     """The slide's default project folder (its store folder); None for the bundled sample."""
-    from napari_dfl._qt.widget import default_store_dir
+    from napari_dfl._qt.pipeline import default_store_dir
 
     if is_bundled_sample(slide_path):
         return None
@@ -149,7 +149,7 @@ class ProjectPanel(QWidget):
                "min_tissue": panel.tissue_spin.value(),
                "store_dir": panel.store_edit.text().strip() or None}
         if out["store_dir"] is None and slide_path is not None:
-            from napari_dfl._qt.widget import default_store_dir
+            from napari_dfl._qt.pipeline import default_store_dir
 
             out["store_dir"] = default_store_dir(Path(slide_path))
         return out
@@ -166,11 +166,13 @@ class ProjectPanel(QWidget):
             except DFLError:
                 store = None
             extractor = None if store is None else store.identity
+        overlay = panel.overlay
+        prediction = overlay.prediction if overlay is not None and overlay.n_predicted else None
         try:
             core_project.save_project(folder, annotations=panel.annotations(),
                                       settings=self.settings_dict(),
                                       colors=panel.classes.colors, head=panel.head,
-                                      extractor=extractor)
+                                      extractor=extractor, prediction=prediction)
         except (OSError, DFLError) as exc:
             self._notify("error", f"the project could not be saved to {folder} ({exc}); "
                          "choose another folder.")
@@ -203,7 +205,11 @@ class ProjectPanel(QWidget):
         self._add(project.annotations, core_project.geojson_colors(
             Path(folder) / core_project.ANNOTATIONS_NAME))
         if project.head is not None:
-            panel._on_trained(project.head)
+            panel._on_trained(project.head, extractor=_card_extractor(project.card))
+        slide = panel.slide_layer
+        if (project.prediction is not None and slide is not None
+                and str(slide.metadata["slide"].path) == project.settings.get("slide")):
+            panel.show_prediction(project.prediction)
         self.timer.stop()
         if project.problems:
             self._notify("warning", f"Project {Path(folder).name} opened with problems: "
@@ -308,6 +314,15 @@ class ProjectPanel(QWidget):
         from napari_dfl._qt.jobs import notify
 
         notify(kind, message)
+
+
+def _card_extractor(card: dict | None) -> dict | None:
+    """The backbone name and composition a saved head's model card records."""
+    extractor = (card or {}).get("extractor") or {}
+    if not extractor:
+        return None
+    return {"backbone": (extractor.get("backbone") or {}).get("name"),
+            "composition": extractor.get("composition") or {}}
 
 
 def _clear(layer) -> None:

@@ -7,50 +7,30 @@ backbone, in a child process (:mod:`napari_dfl.core.worker_process`).
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
-from superqt import QCollapsible
+import numpy as np
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import QWidget
 
 from napari_dfl._qt import layers as annotation_layers
-from napari_dfl._qt.classes_widget import ClassesWidget
+from napari_dfl._qt.auto import AutoMode
 from napari_dfl._qt.jobs import JobRunner, keep_triton_out, notify
 from napari_dfl._qt.metrics_view import metrics_html
 from napari_dfl._qt.overlays import PredictionOverlay
-from napari_dfl._qt.pipeline import Settings, extract_job, predict_job, train_job
-from napari_dfl._qt.project import ProjectPanel
-from napari_dfl.core.backbones import available_backbones
+from napari_dfl._qt.panel_layout import build_panel
+from napari_dfl._qt.pipeline import (
+    Settings,
+    auto_job,
+    default_store_dir,
+    extract_job,
+    extractor_difference,
+    extractor_summary,
+    predict_job,
+    train_job,
+)
+from napari_dfl._qt.suggestions import Suggestions, viewer_camera
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.sampling import Composition
 from napari_dfl.core.slide import Slide
-
-
-def default_store_dir(slide_path: Path) -> str:
-    """``<slide folder>/<stem>.dfl``, or a user cache folder when that is not writable."""
-    folder = slide_path.parent
-    if os.access(folder, os.W_OK):
-        return str(folder / f"{slide_path.stem}.dfl")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        cache = Path(tempfile.gettempdir())
-    return str(cache / "napari-dfl" / f"{slide_path.stem}.dfl")
 
 
 class DFLWidget(QWidget):
@@ -62,12 +42,16 @@ class DFLWidget(QWidget):
         self.viewer = napari_viewer
         self.jobs = JobRunner()
         self.head = None
+        self.head_extractor: dict | None = None  # backbone name and composition of the head
         self.samples = None
         self.overlay: PredictionOverlay | None = None
         self.regions = None
         self.points = None
         self._slides: dict[tuple, Slide] = {}
-        self._build()
+        build_panel(self)
+        self.auto = AutoMode(self)
+        self.auto_check.toggled.connect(self.auto.set_enabled)
+        self.suggestions = Suggestions(self)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.jobs.busy_changed.connect(self._on_busy)
@@ -86,77 +70,6 @@ class DFLWidget(QWidget):
         self._refresh_layers()
 
     # -- layout ----------------------------------------------------------------------------
-    def _build(self) -> None:
-        self.layer_combo = QComboBox()
-        self.mpp_spin = QDoubleSpinBox(decimals=4, minimum=0.0, maximum=100.0, singleStep=0.05)
-        self.mpp_spin.setSpecialValueText("unknown: give it")
-        self.layer_combo.currentIndexChanged.connect(self._on_slide_changed)
-        slide_box = QGroupBox("Slide")
-        form = QFormLayout(slide_box)
-        form.addRow("image layer", self.layer_combo)
-        form.addRow("µm/px", self.mpp_spin)
-
-        self.classes = ClassesWidget()
-        self.classes.active_changed.connect(self._on_active_class)
-        self.classes.changed.connect(self._recolor)
-        self.classes.renamed.connect(self._on_renamed)
-        self.classes.removed.connect(self._on_removed)
-        self.project = ProjectPanel(self)
-        self.classes.changed.connect(self.project.schedule)
-        classes_box = QGroupBox("Classes (keys 1-9 pick)")
-        QVBoxLayout(classes_box).addWidget(self.classes)
-
-        self.backbone_combo = QComboBox()
-        self.backbone_combo.addItems([spec.name for spec in available_backbones()])
-        self.patch_spin = QSpinBox(minimum=32, maximum=1024, value=224, singleStep=16)
-        self.zooms_edit = QLineEdit("0.5, 2.0")
-        self.rgb_check = QCheckBox("RGB", checked=True)
-        self.gray_check = QCheckBox("gray", checked=True)
-        self.tissue_spin = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, value=0.5,
-                                          singleStep=0.1)
-        self.store_edit = QLineEdit()
-        self.store_edit.setPlaceholderText("default: next to the slide")
-        variants = QHBoxLayout()
-        variants.addWidget(self.rgb_check)
-        variants.addWidget(self.gray_check)
-        advanced = QWidget()
-        form = QFormLayout(advanced)
-        form.addRow("backbone", self.backbone_combo)
-        form.addRow("patch px", self.patch_spin)
-        form.addRow("zooms µm/px", self.zooms_edit)
-        form.addRow("variants", variants)
-        form.addRow("min tissue", self.tissue_spin)
-        form.addRow("store folder", self.store_edit)
-        self.advanced = QCollapsible("Backbone and composition")
-        self.advanced.addWidget(advanced)
-
-        self.extract_button = QPushButton("Extract")
-        self.train_button = QPushButton("Train")
-        self.predict_button = QPushButton("Predict")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        for button in (self.extract_button, self.train_button, self.predict_button,
-                       self.cancel_button):
-            buttons.addWidget(button)
-        self.extract_button.clicked.connect(self.extract)
-        self.train_button.clicked.connect(self.train)
-        self.predict_button.clicked.connect(self.predict)
-        self.cancel_button.clicked.connect(self.jobs.cancel)
-        self.status = QLabel("Pick a slide, add classes, draw regions or points.")
-        self.status.setWordWrap(True)
-        self.metrics = QLabel()
-        self.metrics.setWordWrap(True)
-
-        layout = QVBoxLayout(self)
-        for widget in (slide_box, classes_box, self.advanced):
-            layout.addWidget(widget)
-        layout.addLayout(buttons)
-        layout.addWidget(self.project)
-        layout.addWidget(self.status)
-        layout.addWidget(self.metrics)
-        layout.addStretch(1)
-
     # -- slide -----------------------------------------------------------------------------
     def _slide_layers(self) -> list:
         return [layer for layer in self.viewer.layers
@@ -278,6 +191,11 @@ class DFLWidget(QWidget):
     def _bind_keys(self, keymap_provider) -> None:
         for key in range(1, 10):
             keymap_provider.bind_key(str(key), self._key_handler(key - 1), overwrite=True)
+        keys = {"n": lambda _t=None: self.suggestions.go(1),
+                "Shift-N": lambda _t=None: self.suggestions.go(-1),
+                "k": lambda _t=None: self.suggestions.label()}
+        for key, action in keys.items():
+            keymap_provider.bind_key(key, action, overwrite=True)
 
     def _key_handler(self, index: int):
         def pick_class(_target=None) -> None:
@@ -301,6 +219,7 @@ class DFLWidget(QWidget):
     def _on_annotations_changed(self, *_args) -> None:
         self._recolor()
         self.project.schedule()
+        self.auto.annotations_changed()
 
     def _recolor(self) -> None:
         colors = self.classes.colors
@@ -374,9 +293,29 @@ class DFLWidget(QWidget):
         annotations = self.annotations()
         config = config or TrainConfig()
         classes = self.classes.names
+        self._training_extractor = extractor_summary(settings)
         return self.jobs.start("Train",
                                lambda t: train_job(settings, annotations, classes, config, t),
                                self._on_event, self._on_trained)
+
+    def run_auto(self, config=None) -> bool:
+        """Auto mode's step: extract what is missing, retrain, predict; False if not started."""
+        from napari_dfl.core.heads import TrainConfig
+
+        settings = self._settings_or_notify()
+        if settings is None:
+            return False
+        annotations = self.annotations()
+        present = {ann.label for ann in annotations}
+        if len(present) < 2:
+            self.status.setText("Auto mode: waiting for annotations of a second class.")
+            return False
+        config = config or TrainConfig()
+        classes, centre = self.classes.names, self._view_centre()
+        self._training_extractor = extractor_summary(settings)
+        return self.jobs.start(
+            "Auto", lambda t: auto_job(settings, annotations, classes, config, t, centre),
+            self._on_event, lambda _head: self._on_predicted())
 
     def predict(self) -> bool:
         """Predict the slide's tiles, the field of view first, filling in the overlays."""
@@ -387,13 +326,22 @@ class DFLWidget(QWidget):
         settings = self._settings_or_notify()
         if settings is None:
             return False
-        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; camera before
-        camera = scene.camera if scene is not None else self.viewer.camera
-        centre = camera.center[-2:]
-        centre_xy = (float(centre[1]), float(centre[0]))
-        head = self.head
+        mismatch = extractor_difference(self.head_extractor, extractor_summary(settings))
+        if mismatch:
+            notify("error", f"the head was trained with {mismatch}: set the panel back to "
+                   "them (Backbone and composition), or Train again with these settings.")
+            return False
+        centre_xy, head = self._view_centre(), self.head
         return self.jobs.start("Predict", lambda t: predict_job(settings, head, t, centre_xy),
                                self._on_event, lambda _r: self._on_predicted())
+
+    def _view_centre(self) -> tuple[float, float]:
+        """Level-0 ``(x, y)`` of the view's centre (the prediction fills in from there)."""
+        centre = np.asarray(viewer_camera(self.viewer).center[-2:], dtype=float)
+        layer = self.slide_layer
+        if layer is not None:
+            centre = (centre - np.asarray(layer.translate[-2:])) / np.asarray(layer.scale[-2:])
+        return float(centre[1]), float(centre[0])
 
     def _on_event(self, kind: str, payload) -> None:
         if kind == "samples":
@@ -408,8 +356,13 @@ class DFLWidget(QWidget):
             bacc = payload.val_balanced_accuracy
             self.status.setText(f"Epoch {payload.epoch}: loss {payload.train_loss:.3f}"
                                 + (f", val. balanced accuracy {bacc:.2f}" if bacc else ""))
+        elif kind == "trained":
+            self._on_trained(payload)
         elif kind == "grid":
             classes = list(self.head.classes)
+            if self.overlay is not None and self.overlay.reusable(payload, classes):
+                self.overlay.recolor(self.classes.colors)  # auto mode: no new layers
+                return
             shown = classes.index(self.classes.active) if self.classes.active in classes else 0
             self.overlay = PredictionOverlay(self.viewer, payload, classes, self.classes.colors,
                                              self.slide_layer, shown)
@@ -421,8 +374,9 @@ class DFLWidget(QWidget):
     def _on_samples_done(self, samples) -> None:
         self.status.setText(f"Extracted {len(samples)} samples.")
 
-    def _on_trained(self, head) -> None:
+    def _on_trained(self, head, extractor: dict | None = None) -> None:
         self.head = head
+        self.head_extractor = extractor or getattr(self, "_training_extractor", None)
         self.metrics.setText(metrics_html(head))
         self.status.setText(f"Trained a head on {', '.join(head.classes)}.")
 
@@ -430,11 +384,34 @@ class DFLWidget(QWidget):
         if self.overlay is not None:
             counts = self.overlay.prediction.counts()
             self.status.setText("Predicted: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            self.suggestions.refresh()
+
+    def show_prediction(self, prediction) -> None:
+        """Show a finished prediction (e.g. a project's) as the overlays, with suggestions."""
+        classes = list(prediction.classes)
+        self.overlay = PredictionOverlay(self.viewer, prediction.grid, classes,
+                                         self.classes.colors, self.slide_layer)
+        self.overlay.update(prediction.grid.coords, prediction.proba)
+        self.suggestions.refresh()
 
     def _on_busy(self, busy: bool) -> None:
         for button in (self.extract_button, self.train_button, self.predict_button):
             button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
+
+    def showEvent(self, event) -> None:
+        """Watch the main window once docked: its closing writes a pending autosave."""
+        window = self.window()
+        if window is not self and not getattr(self, "_watching_window", False):
+            window.installEventFilter(self)
+            self._watching_window = True
+        super().showEvent(event)
+
+    def eventFilter(self, watched, event) -> bool:
+        """Flush the autosave when the viewer's window closes (the dock may not get it)."""
+        if event.type() == QEvent.Type.Close:
+            self.project.flush()
+        return super().eventFilter(watched, event)
 
     def closeEvent(self, event) -> None:
         """Write a pending autosave and cancel the running job when the panel closes."""

@@ -24,7 +24,9 @@ def save_arrays(prediction: SlidePrediction, path: str | os.PathLike) -> Path:
 
     Keys: ``coords`` (N, 2) level-0 anchors, ``grid_index`` (N, 2), ``proba`` (N, C),
     ``class_map`` (rows, cols) int16 (-1 = no tile), ``probability_maps`` (C, rows, cols),
-    ``tile_size`` (level-0 px per grid cell), ``classes`` (unicode array).
+    ``tile_size`` (level-0 px per grid cell), ``classes`` (unicode array), and what
+    :func:`load_arrays` needs to rebuild the grid: ``grid_shape``, ``patch_size``, ``mpp``
+    (NaN when unknown) and ``tissue_fraction``.
     """
     path = Path(path)
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
@@ -38,8 +40,50 @@ def save_arrays(prediction: SlidePrediction, path: str | os.PathLike) -> Path:
                                        for i in range(len(prediction.classes))]),
             tile_size=np.float64(prediction.grid.tile_size),
             classes=np.array(prediction.classes, dtype=str),
+            grid_shape=np.asarray(prediction.grid.grid_shape, dtype=np.int64),
+            patch_size=np.int64(prediction.grid.patch_size),
+            mpp=np.float64(np.nan if prediction.grid.mpp is None else prediction.grid.mpp),
+            tissue_fraction=np.asarray(prediction.grid.tissue_fraction, dtype=np.float32),
         )
     return path
+
+
+def load_arrays(path: str | os.PathLike) -> SlidePrediction:
+    """Read a prediction written by :func:`save_arrays` (validated; no pickles).
+
+    Raises:
+        DFLError: the file is absent, not such an archive, or inconsistent.
+
+    """
+    from napari_dfl.core.errors import DFLError
+    from napari_dfl.core.tissue import TileGrid
+
+    path = Path(path)
+    needed = ("coords", "grid_index", "proba", "tile_size", "classes", "grid_shape",
+              "patch_size", "mpp", "tissue_fraction")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in needed if k not in data.files]
+            if missing:
+                raise DFLError(f"{path.name} lacks {', '.join(missing)}: it is not a "
+                               "napari-dfl prediction; predict again.")
+            arrays = {k: data[k] for k in needed}
+    except (OSError, ValueError) as exc:
+        raise DFLError(f"{path.name} could not be read ({exc}); predict again.") from None
+    coords, proba = arrays["coords"].astype(np.int64), arrays["proba"].astype(np.float32)
+    index, shape = arrays["grid_index"].astype(np.int64), tuple(arrays["grid_shape"].tolist())
+    classes = [str(c) for c in arrays["classes"].tolist()]
+    if (coords.ndim != 2 or coords.shape[1:] != (2,) or index.shape != coords.shape
+            or proba.shape != (len(coords), len(classes)) or len(shape) != 2
+            or arrays["tissue_fraction"].shape != (len(coords),)
+            or (len(index) and (index.min() < 0 or (index.max(axis=0) >= shape).any()))):
+        raise DFLError(f"{path.name} is inconsistent (shapes do not match); predict again.")
+    mpp = float(arrays["mpp"])
+    grid = TileGrid(coords=coords, grid_index=index, grid_shape=(int(shape[0]), int(shape[1])),
+                    tile_size=float(arrays["tile_size"]), patch_size=int(arrays["patch_size"]),
+                    mpp=None if np.isnan(mpp) else mpp,
+                    tissue_fraction=arrays["tissue_fraction"].astype(np.float64))
+    return SlidePrediction(grid, classes, proba)
 
 
 def save_geojson(prediction: SlidePrediction, path: str | os.PathLike,

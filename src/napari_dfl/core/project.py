@@ -8,6 +8,8 @@
   minimum tissue share, classes and colours, and the embedding store folder.
 * ``head.dflhead/``: the trained head and its model card (:mod:`napari_dfl.core.headfile`),
   when one was trained.
+* ``prediction.npz``: the last whole-slide prediction (:func:`napari_dfl.core.outputs.
+  save_arrays`), when there was one.
 
 :func:`load_project` never raises for a damaged or moved project: it loads what it can and
 lists each missing or unreadable part, with what to do, in :attr:`Project.problems`.
@@ -28,6 +30,7 @@ from napari_dfl.core.geojson import write_json_atomic
 ANNOTATIONS_NAME = "annotations.geojson"
 SETTINGS_NAME = "project.json"
 HEAD_NAME = "head.dflhead"
+PREDICTION_NAME = "prediction.npz"
 PROJECT_FORMAT = "napari-dfl project"
 PROJECT_FORMAT_VERSION = 1
 
@@ -46,6 +49,7 @@ class Project:
         settings: the settings of ``project.json`` (empty when absent or unreadable).
         head: the trained head, or None.
         card: the head's model card, or None.
+        prediction: the saved slide prediction (``SlidePrediction``), or None.
         problems: one sentence per missing or damaged part, saying what to do.
 
     """
@@ -55,6 +59,7 @@ class Project:
     settings: dict[str, Any] = field(default_factory=dict)
     head: Any = None
     card: dict | None = None
+    prediction: Any = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -85,7 +90,8 @@ def save_annotations(folder: str | os.PathLike, annotations: list[Annotation],
 
 def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
                  settings: dict[str, Any], colors: dict[str, str] | None = None,
-                 head: Any = None, extractor: dict | None = None) -> Path:
+                 head: Any = None, extractor: dict | None = None,
+                 prediction: Any = None) -> Path:
     """Write a project folder: annotations, settings and (when given) the head.
 
     Args:
@@ -96,6 +102,7 @@ def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
         colors: ``{class: "#rrggbb"}`` in the panel's order.
         head: a trained head, saved with its model card when ``extractor`` is given.
         extractor: the embedding store's identity (needed to save the head).
+        prediction: the slide's ``SlidePrediction`` to keep with the project, or None.
 
     Returns:
         The project folder.
@@ -113,11 +120,16 @@ def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
     save_annotations(folder, annotations, colors)
     data = {"format": PROJECT_FORMAT, "format_version": PROJECT_FORMAT_VERSION, **settings,
             "classes": [{"name": k, "color": v} for k, v in colors.items()],
-            "head": HEAD_NAME if head is not None and extractor is not None else None}
-    write_json_atomic(data, folder / SETTINGS_NAME)
+            "head": HEAD_NAME if head is not None and extractor is not None else None,
+            "prediction": PREDICTION_NAME if prediction is not None else None}
     if head is not None and extractor is not None:
         save_head(head, folder / HEAD_NAME, extractor=extractor,
                   colors={k: v for k, v in colors.items() if k in head.classes})
+    if prediction is not None:
+        from napari_dfl.core.outputs import save_arrays
+
+        save_arrays(prediction, folder / PREDICTION_NAME)
+    write_json_atomic(data, folder / SETTINGS_NAME)  # last: it names what was written
     return folder
 
 
@@ -188,7 +200,51 @@ def load_project(folder: str | os.PathLike) -> Project:
         except DFLError as exc:
             problems.append(f"the trained head could not be loaded ({exc}): press Train to "
                             "train it again.")
+    if project.card is not None:
+        problems.extend(extractor_mismatch(project.card, settings))
+    if settings.get("prediction"):
+        from napari_dfl.core.outputs import load_arrays
+
+        try:
+            project.prediction = load_arrays(folder / str(settings["prediction"]))
+        except DFLError as exc:
+            problems.append(f"the saved prediction could not be loaded ({exc}).")
     return project
+
+
+def extractor_mismatch(card: dict, settings: dict[str, Any]) -> list[str]:
+    """Sentences saying where a head's extractor differs from the project's settings.
+
+    A head only applies to embeddings of its own backbone and composition; a project whose
+    settings were edited by hand (or saved by another version) would otherwise predict
+    with embeddings the head never saw.
+    """
+    extractor = card.get("extractor") or {}
+    backbone = (extractor.get("backbone") or {}).get("name")
+    composition = extractor.get("composition") or {}
+    differ = []
+    if settings.get("backbone") and backbone and settings["backbone"] != backbone:
+        differ.append(f"backbone {backbone} (settings: {settings['backbone']})")
+    if isinstance(settings.get("patch_size"), int) and composition.get("patch_size") and \
+            settings["patch_size"] != composition["patch_size"]:
+        differ.append(f"patch size {composition['patch_size']} px (settings: "
+                      f"{settings['patch_size']})")
+    zooms = settings.get("zooms")
+    if isinstance(zooms, str) and composition.get("zooms"):
+        try:
+            given = [float(z) for z in zooms.replace(";", ",").split(",") if z.strip()]
+        except ValueError:
+            given = None
+        if given != [float(z) for z in composition["zooms"]]:
+            differ.append(f"zooms {composition['zooms']} (settings: {zooms})")
+    variants = settings.get("variants")
+    if isinstance(variants, list) and composition.get("variants") and \
+            list(variants) != list(composition["variants"]):
+        differ.append(f"variants {composition['variants']} (settings: {variants})")
+    if not differ:
+        return []
+    return ["the trained head was made with " + ", ".join(differ) + ": set the panel to the "
+            "head's backbone and composition before Predict, or Train again."]
 
 
 def geojson_colors(path: str | os.PathLike) -> dict[str, str]:

@@ -1,0 +1,144 @@
+"""The "DFL suggestions" layer: where to label next, and the keys to walk through it.
+
+After each prediction the panel asks :func:`napari_dfl.core.suggest.suggest_tiles` for the
+tiles the head is least sure of (annotated tiles skipped) and shows them as square outlines
+the size of a tile. ``N`` centres the view on the next suggestion, ``Shift-N`` on the
+previous one, ``K`` labels the current one with the active class (a point annotation at the
+tile's centre, which trains like any other) and moves on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from shapely.geometry import Point
+
+from napari_dfl.core.annotations import Annotation
+from napari_dfl.core.predict import SlidePrediction
+from napari_dfl.core.suggest import annotated_tiles, margins, suggest_tiles
+
+SUGGESTIONS_NAME = "DFL suggestions"
+#: A suggested tile is shown at least this many screen pixels wide when jumped to.
+MIN_SCREEN_PX = 160.0
+
+
+def viewer_camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+class Suggestions:
+    """Owns the suggestions layer of a panel's viewer and the position in it."""
+
+    def __init__(self, panel) -> None:
+        self.panel = panel
+        self.viewer = panel.viewer
+        self.reference = None
+        self.centres = np.zeros((0, 2))  # level-0 (x, y)
+        self.position = -1
+        self.layer = None
+
+    # -- what the panel calls --------------------------------------------------------------
+    def refresh(self, n: int = 20) -> int:
+        """Suggest the least certain unannotated tiles of the panel's prediction; how many."""
+        overlay = self.panel.overlay
+        if overlay is None:
+            return 0
+        prediction = overlay.prediction
+        exclude = annotated_tiles(prediction.grid, self.panel.annotations())
+        self.reference = self.panel.slide_layer
+        self.show(prediction, suggest_tiles(prediction, n, exclude))
+        return len(self)
+
+    def go(self, direction: int = 1) -> tuple[float, float] | None:
+        """Key ``N``/``Shift-N``: centre the view on the next/previous suggestion."""
+        status = self.panel.status
+        if not len(self):
+            status.setText("No suggestions: Predict first (or every tile is labelled).")
+            return None
+        centre = self.step(direction)
+        status.setText(f"Suggestion {self.position + 1} / {len(self)}: press K to label it "
+                       f"{self.panel.classes.active or '(add a class first)'}, N for the next.")
+        return centre
+
+    def label(self) -> bool:
+        """Key ``K``: label the current suggestion with the active class, go to the next."""
+        from napari_dfl._qt.jobs import notify
+
+        name = self.panel.classes.active
+        if not name:
+            notify("warning", "add a class first: a suggestion is labelled with the active "
+                   "class (keys 1-9 pick it).")
+            return False
+        centre = self.pop_current()
+        if centre is None:
+            self.panel.status.setText("Press N to go to a suggestion first.")
+            return False
+        self.panel.add_annotations([Annotation(Point(*centre), name)])
+        self.go(1)
+        return True
+
+    # -- the layer -------------------------------------------------------------------------
+    def show(self, prediction: SlidePrediction, indices: np.ndarray) -> None:
+        """Replace the suggestions by the tiles ``indices`` of ``prediction``."""
+        grid = prediction.grid
+        self.centres = grid.centers()[indices]
+        self.position = -1
+        rows_cols = self.centres[:, ::-1]
+        features = {"margin": margins(prediction.proba[indices]) if len(indices) else
+                    np.zeros(0)}
+        if self.layer is None or self.layer not in self.viewer.layers:
+            placement = {} if self.reference is None else {
+                "scale": tuple(self.reference.scale[-2:]),
+                "translate": tuple(self.reference.translate[-2:])}
+            self.layer = self.viewer.add_points(
+                rows_cols, name=SUGGESTIONS_NAME, symbol="square", size=grid.tile_size,
+                face_color="transparent", border_color="yellow", border_width=0.06,
+                features=features, **placement)
+            self.layer.editable = False
+        else:
+            self.layer.data = rows_cols
+            self.layer.features = features
+            self.layer.size = grid.tile_size
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+    @property
+    def current(self) -> tuple[float, float] | None:
+        """Level-0 ``(x, y)`` centre of the suggestion the view was last moved to."""
+        if not 0 <= self.position < len(self.centres):
+            return None
+        x, y = self.centres[self.position]
+        return float(x), float(y)
+
+    def step(self, direction: int = 1) -> tuple[float, float] | None:
+        """Centre the view on the next (``1``) or previous (``-1``) suggestion; its centre."""
+        if not len(self.centres):
+            return None
+        self.position = (self.position + direction) % len(self.centres)
+        self._centre_on(*self.centres[self.position])
+        return self.current
+
+    def pop_current(self) -> tuple[float, float] | None:
+        """Remove the current suggestion (it was labelled); its centre, or None."""
+        centre = self.current
+        if centre is None:
+            return None
+        self.centres = np.delete(self.centres, self.position, axis=0)
+        if self.layer is not None and self.layer in self.viewer.layers:
+            self.layer.data = self.centres[:, ::-1]
+        self.position -= 1  # the next step lands on the suggestion that followed it
+        return centre
+
+    def _centre_on(self, x: float, y: float) -> None:
+        world = np.array([y, x], dtype=float)
+        if self.reference is not None:
+            world = world * np.asarray(self.reference.scale[-2:]) + \
+                np.asarray(self.reference.translate[-2:])
+        camera = viewer_camera(self.viewer)
+        camera.center = tuple(world.tolist())
+        tile = self.layer.size.max() if self.layer is not None and len(self.layer.size) else 1
+        scale = 1.0 if self.reference is None else float(self.reference.scale[-1])
+        if tile * scale * camera.zoom < MIN_SCREEN_PX:
+            camera.zoom = MIN_SCREEN_PX / (tile * scale)
