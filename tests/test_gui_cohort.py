@@ -139,3 +139,15 @@ def test_predict_slide_shows_attention_on_tissue_and_a_table_row(cohort_panel, q
     assert not cohort.load(tmp_path / "stores")
     assert any("not a slide model folder" in m for m in notes), notes
     assert cohort.model is not None and cohort.table.rowCount() == 1
+
+
+def test_the_section_never_imports_the_backbone_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_dfl._qt.cohort_panel, napari_dfl.core.milfile; "
+            "bad = [m for m in ('timm', 'torchvision') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

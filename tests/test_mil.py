@@ -273,3 +273,53 @@ def test_mil_config_roundtrip_with_early_stopping_fields():
         MILConfig.from_dict({**config.to_dict(), "val_fraction": 0.9})
     with pytest.raises(MILError, match="must be int"):
         MILConfig.from_dict({**config.to_dict(), "patience": 2.5})
+
+
+def test_slide_predict_finds_the_models_store_and_refuses_what_does_not_fit(tmp_path):
+    from napari_dfl.core.sampling import Composition
+    from napari_dfl.core.slide_predict import (
+        extractor_mismatch,
+        predict_tiles,
+        store_for_model,
+    )
+    from napari_dfl.core.store import store_path_for
+    from napari_dfl.core.tissue import TileGrid
+
+    extractor = {"kind": "napari-dfl tile embeddings", "backbone": {"name": "random"},
+                 "composition": Composition(112, (0.5,), ("rgb",)).to_dict()}
+    rows, _ = _random_cohort(tmp_path / "cohort", n=4)
+    model = fit_slides(_entries(tmp_path / "cohort", rows), ["normal", "tumour"],
+                       MILConfig(epochs=1, val_fraction=0.0))
+    model.extractor = {**extractor, "dim": 16}
+    slide = tmp_path / "slides" / "case_7.svs"
+    identity = {**extractor, "slide": {"name": slide.name}}
+    store = EmbeddingStore.create_or_open(store_path_for(tmp_path / "stores", slide, identity),
+                                          identity, 16)
+    coords = np.array([[0, 0], [224, 0], [0, 224]], np.int64)
+    store.append(coords[:2], np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32))
+    found = store_for_model(model.extractor, slide, tmp_path / "stores")
+    assert found is not None and found.path == store.path
+    assert store_for_model({**model.extractor, "dim": 8}, slide, tmp_path / "stores") is None
+    assert store_for_model(model.extractor, tmp_path / "other.svs", tmp_path / "stores") is None
+
+    assert extractor_mismatch(model.extractor, "random", Composition(112, (0.5,), ("rgb",))) \
+        is None
+    message = extractor_mismatch(model.extractor, "efficientnet-lite0",
+                                 Composition(224, (0.5, 2.0), ("rgb", "gray")))
+    assert "backbone random, patch 112 px, zooms 0.5 µm/px, rgb" in message
+    assert "Backbone and composition" in message
+
+    grid = TileGrid(coords=coords, grid_index=coords[:, ::-1] // 224, grid_shape=(3, 2),
+                    tile_size=224.0, patch_size=112, mpp=0.5,
+                    tissue_fraction=np.ones(3))
+    with pytest.raises(MILError, match="1 of the slide's 3 tiles are not embedded"):
+        predict_tiles(model, found, grid, slide.name)
+    store.append(coords[2:], np.ones((1, 16), np.float32))
+    result = predict_tiles(model, EmbeddingStore.open(store.path), grid, slide.name)
+    assert result.prediction in model.classes and abs(result.proba.sum() - 1) < 1e-5
+    att = result.attention_grid()
+    assert att.shape == (3, 2) and np.isnan(att[1:, 1]).all()
+    assert abs(np.nansum(att) - 1) < 1e-5 and att[0, 1] == result.attention[1]
+    model.extractor = {**model.extractor, "backbone": {"name": "random", "weights": "x"}}
+    with pytest.raises(MILError, match="other weights"):
+        predict_tiles(model, found, grid, slide.name)
