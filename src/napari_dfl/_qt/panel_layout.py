@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from napari_dfl._qt.classes_widget import ClassesWidget
+from napari_dfl._qt.cohort_panel import CohortPanel
 from napari_dfl._qt.project import ProjectPanel
 from napari_dfl.core.backbones import available_backbones
 
@@ -99,4 +100,8 @@ def build_panel(panel) -> None:
     layout.addWidget(panel.project)
     layout.addWidget(panel.status)
     layout.addWidget(panel.metrics)
+    panel.cohort = CohortPanel(panel)
+    panel.cohort_box = QCollapsible("Slide-level model (one label per slide)")
+    panel.cohort_box.addWidget(panel.cohort)
+    layout.addWidget(panel.cohort_box)
     layout.addStretch(1)
