@@ -299,3 +299,53 @@ def auto_job(settings: Settings, annotations: Sequence[Annotation], classes: lis
         raise JobCancelled("cancelled after training; the new head is kept.")
     yield from predict_job(settings, head, token, centre_xy)
     return head
+
+
+def _projection_child(path: str, method: str, results) -> None:
+    """Child process: project one store (cached with it); put the coordinates or an error."""
+    try:
+        from napari_dfl.core.projection import project_store_path
+
+        results.put(("ok", project_store_path(path, method)))
+    except BaseException as exc:  # report everything: the parent must learn why
+        from napari_dfl.core.worker_process import one_line
+
+        results.put(("error", one_line(exc)))
+
+
+def projection_job(store_path: str, method: str, token: CancelToken,
+                   ) -> Generator[Event, None, np.ndarray]:
+    """Project a store in a spawned child (UMAP's numba must stay out of the GUI process).
+
+    Yields ``("waiting", seconds)`` while it runs; returns the ``(N, 2)`` coordinates.
+    Cancel stops the child at once (nothing partial is cached).
+    """
+    import multiprocessing as mp
+    import queue
+    import time
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=_projection_child, args=(store_path, method, results),
+                        name="napari-dfl-projection", daemon=True)
+    child.start()
+    start = time.monotonic()
+    try:
+        while True:
+            if token.cancelled:
+                raise JobCancelled(f"{method.upper()} projection cancelled.")
+            try:
+                status, value = results.get(timeout=0.2)
+            except queue.Empty:
+                if not child.is_alive():
+                    raise DFLError(f"the {method.upper()} process ended unexpectedly "
+                                   f"(exit code {child.exitcode}).") from None
+                yield "waiting", time.monotonic() - start
+                continue
+            if status == "error":
+                raise DFLError(value)
+            return value
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join(2.0)

@@ -13,6 +13,7 @@ from qtpy.QtWidgets import QWidget
 
 from napari_dfl._qt import layers as annotation_layers
 from napari_dfl._qt.auto import AutoMode
+from napari_dfl._qt.explorer import Explorer
 from napari_dfl._qt.jobs import JobRunner, keep_triton_out, notify
 from napari_dfl._qt.metrics_view import metrics_html
 from napari_dfl._qt.overlays import PredictionOverlay
@@ -52,6 +53,7 @@ class DFLWidget(QWidget):
         self.auto = AutoMode(self)
         self.auto_check.toggled.connect(self.auto.set_enabled)
         self.suggestions = Suggestions(self)
+        self.explorer = Explorer(self)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.jobs.busy_changed.connect(self._on_busy)

@@ -161,20 +161,9 @@ def pca_rgb(slide: CompressedSlide, background: int = 255) -> np.ndarray:
         ``(rows, cols, 3)`` uint8.
 
     """
+    from napari_dfl.core.explorer import pca_colors
+
     rgb = np.full((*slide.mask.shape, 3), background, np.uint8)
-    x = slide.grid[slide.mask].astype(np.float64)
-    if len(x) < 2:
-        return rgb
-    x -= x.mean(axis=0)
-    if len(x) < x.shape[1]:  # few cells: the thin SVD is cheaper than a D x D covariance
-        vectors = np.linalg.svd(x, full_matrices=False)[2][:3].T
-    else:
-        vectors = np.linalg.eigh(x.T @ x)[1][:, ::-1][:, :3]
-    signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
-    scores = x @ (vectors * signs)
-    if scores.shape[1] < 3:
-        scores = np.pad(scores, ((0, 0), (0, 3 - scores.shape[1])))
-    lo, hi = np.percentile(scores, 1, axis=0), np.percentile(scores, 99, axis=0)
-    scaled = np.clip((scores - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
-    rgb[slide.mask] = np.round(scaled * 255).astype(np.uint8)
+    if slide.mask.sum() >= 2:
+        rgb[slide.mask] = pca_colors(slide.grid[slide.mask])
     return rgb

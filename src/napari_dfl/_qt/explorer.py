@@ -1,0 +1,337 @@
+"""The embedding explorer: a second napari window with the slide's tiles in 2-D, linked.
+
+The projection (PCA at once, UMAP in a child process) of the tiles in the slide's store is
+drawn as a density image (:class:`napari_dfl.core.explorer.EmbeddingMap`) with the
+selection as a second image on top, so 100,000 tiles draw and recolour as fast as a few.
+Linked both ways:
+
+* a lasso (or any polygon) drawn on the ``lasso`` layer of the explorer selects those
+  tiles; they light up on the slide in the ``DFL selected tiles`` layer;
+* a polygon drawn on the slide's ``DFL explore`` layer selects the tiles whose centres it
+  holds; they light up in the explorer;
+* clicking a point centres the slide on its tile; hovering shows the tile's patch;
+* *Label selection* turns the selected tiles into point annotations of the active class.
+
+``DFL embedding colours`` shows the first three principal components of the tile
+embeddings as RGB over the slide (one value per tile).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from napari_dfl._qt.jobs import notify
+from napari_dfl._qt.layers import rgba
+from napari_dfl._qt.suggestions import viewer_camera
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.explorer import EmbeddingMap, label_colors, pca_colors, value_colors
+
+DENSITY_NAME = "embedding density"
+HIGHLIGHT_NAME = "selected"
+LASSO_NAME = "lasso"
+SLIDE_SELECTION_NAME = "DFL selected tiles"
+SLIDE_LASSO_NAME = "DFL explore"
+FALSE_COLOUR_NAME = "DFL embedding colours"
+COLOR_MODES = ("prediction", "class", "confidence", "PCA colours")
+_HIGHLIGHT = np.array([255, 255, 0, 255], np.uint8)
+
+
+class Explorer:
+    """The explorer of one panel (see the module docstring)."""
+
+    def __init__(self, panel, viewer_factory=None) -> None:
+        self.panel = panel
+        self.viewer_factory = viewer_factory
+        self.viewer = None
+        self.map: EmbeddingMap | None = None
+        self.embeddings: np.ndarray | None = None
+        self.selected = np.zeros(0, dtype=bool)
+        self.grid_shape = (1, 1)
+        self.hovered: int | None = None
+        self.controls: ExplorerControls | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+    def open(self, method: str = "pca") -> bool:
+        """Project the tiles of the slide's store and show them; False (and a note) if not.
+
+        PCA is computed at once; UMAP runs in a child process as a job of the panel (its
+        result is cached with the store, so reopening is instant).
+        """
+        from napari_dfl._qt.pipeline import known_store, projection_job
+        from napari_dfl.core.projection import cached_projection, project_stores
+
+        settings = self.panel._settings_or_notify()
+        if settings is None:
+            return False
+        store = known_store(settings)
+        if store is None or len(store) < 3:
+            notify("warning", "no embeddings of this slide with these settings yet: Extract "
+                   "or Predict first, then open the explorer.")
+            return False
+        tile = settings.composition.anchor_extent(settings.slide.require_mpp())
+        coords, embeddings = store.coords, store.embeddings()
+
+        def show(xy) -> None:
+            self.load(EmbeddingMap(xy, coords, tile), embeddings)
+
+        xy = cached_projection(store, method)
+        if xy is None and method == "pca":
+            xy = project_stores([store], "pca")[0]
+        if xy is not None:
+            show(xy)
+            return True
+        return self.panel.jobs.start("UMAP", lambda t: projection_job(str(store.path), method, t),
+                                     lambda _kind, _payload: None, show)
+
+    def load(self, emap: EmbeddingMap, embeddings: np.ndarray | None = None) -> None:
+        """Show ``emap`` (and colour it from ``embeddings`` when given)."""
+        self.map, self.embeddings = emap, embeddings
+        self.selected = np.zeros(len(emap), dtype=bool)
+        slide = self.panel.slide_layer
+        dims = slide.metadata["slide"].dimensions if slide is not None else \
+            tuple(emap.centres.max(axis=0) + emap.tile_size)
+        self.grid_shape = (max(1, int(dims[1] // emap.tile_size) + 1),
+                           max(1, int(dims[0] // emap.tile_size) + 1))
+        self._ensure_viewer()
+        self.color_by(self.controls.mode.currentText())
+        self._ensure_slide_layers()
+        self.select(self.selected)
+        viewer_camera(self.viewer).center = (emap.bins / 2, emap.bins / 2)
+
+    def _ensure_viewer(self) -> None:
+        if self.viewer is not None and self.viewer.window._qt_window is not None and \
+                DENSITY_NAME in self.viewer.layers:
+            return
+        if self.viewer is None or self.viewer.window._qt_window is None:
+            import napari
+
+            factory = self.viewer_factory or (lambda: napari.Viewer(title="DFL embeddings"))
+            self.viewer = factory()
+        n = self.map.bins
+        blank = np.zeros((n, n, 4), np.uint8)
+        self.viewer.add_image(blank, name=DENSITY_NAME, rgb=True)
+        self.viewer.add_image(blank, name=HIGHLIGHT_NAME, rgb=True)
+        lasso = self.viewer.add_shapes(name=LASSO_NAME, ndim=2, face_color=[1, 1, 0, 0.1],
+                                       edge_color="yellow", edge_width=1.5)
+        lasso.mode = "add_polygon_lasso"
+        lasso.events.data.connect(self._on_lasso)
+        self.viewer.mouse_move_callbacks.append(self._on_move)
+        self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.controls = ExplorerControls(self)
+        self.viewer.window.add_dock_widget(self.controls, name="Explorer", area="right")
+        self.viewer.reset_view()
+
+    def _ensure_slide_layers(self) -> None:
+        from napari_dfl._qt.overlays import tile_placement
+
+        viewer, reference = self.panel.viewer, self.panel.slide_layer
+        placement = tile_placement(_GridSize(self.map.tile_size), reference)
+        if SLIDE_SELECTION_NAME in viewer.layers:
+            viewer.layers.remove(SLIDE_SELECTION_NAME)
+        viewer.add_image(np.zeros((*self.grid_shape, 4), np.uint8), name=SLIDE_SELECTION_NAME,
+                         rgb=True, **placement)
+        if SLIDE_LASSO_NAME not in viewer.layers:
+            extra = {} if reference is None else {"scale": reference.scale[-2:],
+                                                  "translate": reference.translate[-2:]}
+            lasso = viewer.add_shapes(name=SLIDE_LASSO_NAME, ndim=2, face_color=[1, 1, 0, 0.1],
+                                      edge_color="yellow", edge_width=4, **extra)
+            lasso.events.data.connect(self._on_slide_lasso)
+        self.panel._bind_keys(viewer.layers[SLIDE_LASSO_NAME])
+
+    # -- colours -------------------------------------------------------------------------
+    def colors(self, mode: str) -> np.ndarray:
+        """``(N, 3)`` RGB in [0, 1] per tile for a colour mode of :data:`COLOR_MODES`."""
+        n, panel = len(self.map), self.panel
+        palette = {k: rgba(v)[:3] for k, v in panel.classes.colors.items()}
+        proba = self._proba()
+        if mode == "prediction" and proba is not None:
+            return label_colors(np.asarray(panel.head.classes)[proba.argmax(axis=1)], palette)
+        if mode == "confidence" and proba is not None:
+            return value_colors(proba.max(axis=1))
+        if mode == "PCA colours" and self.embeddings is not None:
+            return pca_colors(self.embeddings) / 255.0
+        if mode == "class" and panel.samples is not None and len(panel.samples):
+            index = {tuple(c): lab for c, lab in zip(panel.samples.coords.tolist(),
+                                                     panel.samples.labels.tolist(),
+                                                     strict=True)}
+            labels = [index.get(tuple(c), "") for c in self.map.anchors.tolist()]
+            return label_colors(labels, palette)
+        return label_colors([""] * n, palette)
+
+    def _proba(self) -> np.ndarray | None:
+        head = self.panel.head
+        if head is None or self.embeddings is None or self.embeddings.shape[1] != head.input_dim:
+            return None
+        return head.predict_proba(self.embeddings)
+
+    def color_by(self, mode: str) -> None:
+        """Recolour the density image."""
+        self.viewer.layers[DENSITY_NAME].data = self.map.density_rgba(self.colors(mode))
+
+    # -- selection -----------------------------------------------------------------------
+    def select(self, mask: np.ndarray) -> int:
+        """Select tiles (``(N,)`` bool) in both views; how many are selected."""
+        self.selected = np.asarray(mask, dtype=bool)
+        n = self.map.bins
+        flat = np.zeros(n * n, dtype=bool)
+        rc = np.clip(np.round(self.map.pixels[self.selected]).astype(np.int64), 0, n - 1)
+        flat[rc[:, 0] * n + rc[:, 1]] = True
+        image = np.zeros((n * n, 4), np.uint8)
+        image[flat] = _HIGHLIGHT
+        self.viewer.layers[HIGHLIGHT_NAME].data = image.reshape(n, n, 4)
+        grid = np.zeros((*self.grid_shape, 4), np.uint8)
+        positions = self.map.tile_grid_positions()[self.selected]
+        inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)
+        grid[positions[inside, 0], positions[inside, 1]] = _HIGHLIGHT
+        slide_layer = self.panel.viewer.layers[SLIDE_SELECTION_NAME]
+        slide_layer.data = grid
+        count = int(self.selected.sum())
+        if self.controls is not None:
+            self.controls.info.setText(f"{count} of {len(self.map)} tiles selected.")
+        return count
+
+    def _on_lasso(self, event) -> None:
+        if getattr(event, "action", "added") != "added" or not len(event.source.data):
+            return
+        self.select(self.map.in_polygon(event.source.data[-1][:, -2:]))
+
+    def _on_slide_lasso(self, event) -> None:
+        if self.map is None or getattr(event, "action", "added") != "added" or \
+                not len(event.source.data):
+            return
+        self.select(self.map.tiles_in_polygon(event.source.data[-1][:, -2:][:, ::-1]))
+
+    def label_selection(self) -> int:
+        """Make the selected tiles point annotations of the active class; how many."""
+        from shapely.geometry import Point
+
+        from napari_dfl.core.annotations import Annotation
+
+        name = self.panel.classes.active
+        if not name:
+            notify("warning", "add a class first: the selection is labelled with the active "
+                   "class (keys 1-9 pick it).")
+            return 0
+        centres = self.map.centres[self.selected]
+        if not len(centres):
+            notify("info", "nothing selected: draw a lasso around points first.")
+            return 0
+        self.panel.add_annotations([Annotation(Point(float(x), float(y)), name)
+                                    for x, y in centres])
+        notify("info", f"{len(centres)} tiles labelled {name}.")
+        return len(centres)
+
+    # -- pointer -------------------------------------------------------------------------
+    def point_at(self, position) -> int | None:
+        """The tile under an explorer world position ``(row, col)``, or None."""
+        return None if self.map is None else self.map.nearest(position[-2:])
+
+    def centre_slide_on(self, index: int) -> None:
+        """Centre the slide's view on tile ``index`` and select it alone."""
+        x, y = self.map.centres[index]
+        reference = self.panel.slide_layer
+        world = np.array([y, x]) if reference is None else \
+            np.array([y, x]) * np.asarray(reference.scale[-2:]) + reference.translate[-2:]
+        viewer_camera(self.panel.viewer).center = tuple(world.tolist())
+        mask = np.zeros(len(self.map), dtype=bool)
+        mask[index] = True
+        self.select(mask)
+
+    def patch(self, index: int) -> np.ndarray | None:
+        """The tile's first patch (RGB) as the backbone saw it, or None without a slide."""
+        try:
+            settings = self.panel.settings()
+        except DFLError:  # no slide or mpp: nothing to show
+            return None
+        comp = settings.composition
+        x, y = self.map.anchors[index]
+        return settings.slide.read_region((float(x), float(y)),
+                                          (comp.patch_size, comp.patch_size), mpp=comp.zooms[0])
+
+    def _on_move(self, _viewer, event) -> None:
+        index = self.point_at(event.position)
+        if index == self.hovered:
+            return
+        self.hovered = index
+        if index is not None and self.controls is not None:
+            self.controls.show_patch(self.patch(index), index)
+
+    def _on_click(self, viewer, event):
+        lasso = viewer.layers[LASSO_NAME] if LASSO_NAME in viewer.layers else None  # noqa: SIM401
+        if lasso is not None and viewer.layers.selection.active is lasso and \
+                lasso.mode != "pan_zoom":
+            return
+        start = np.asarray(event.position)
+        yield
+        while event.type == "mouse_move":
+            yield
+        if np.hypot(*(np.asarray(event.position) - start)[-2:]) < 2:
+            index = self.point_at(event.position)
+            if index is not None:
+                self.centre_slide_on(index)
+
+    # -- false colours -------------------------------------------------------------------
+    def false_colour_layer(self):
+        """Show the tiles' first three principal components as RGB over the slide."""
+        from napari_dfl._qt.overlays import tile_placement
+
+        if self.embeddings is None:
+            return None
+        rgb = pca_colors(self.embeddings)
+        image = np.zeros((*self.grid_shape, 4), np.uint8)
+        positions = self.map.tile_grid_positions()
+        inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)
+        image[positions[inside, 0], positions[inside, 1], :3] = rgb[inside]
+        image[positions[inside, 0], positions[inside, 1], 3] = 255
+        viewer = self.panel.viewer
+        if FALSE_COLOUR_NAME in viewer.layers:
+            viewer.layers.remove(FALSE_COLOUR_NAME)
+        return viewer.add_image(image, name=FALSE_COLOUR_NAME, rgb=True, opacity=0.6,
+                                **tile_placement(_GridSize(self.map.tile_size),
+                                                 self.panel.slide_layer))
+
+
+class _GridSize:
+    """Just the tile size, for :func:`napari_dfl._qt.overlays.tile_placement`."""
+
+    def __init__(self, tile_size: float) -> None:
+        self.tile_size = tile_size
+
+
+class ExplorerControls(QWidget):
+    """The explorer window's dock: colour mode, labelling, the hovered patch."""
+
+    def __init__(self, explorer: Explorer) -> None:
+        super().__init__()
+        self.explorer = explorer
+        self.mode = QComboBox()
+        self.mode.addItems(COLOR_MODES)
+        self.mode.currentTextChanged.connect(explorer.color_by)
+        self.label_button = QPushButton("Label selection with the active class")
+        self.label_button.clicked.connect(explorer.label_selection)
+        self.colours_button = QPushButton("Show embedding colours on the slide")
+        self.colours_button.clicked.connect(explorer.false_colour_layer)
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self.patch_view = QLabel("Hover a point to see its patch.")
+        self.patch_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.patch_view.setMinimumSize(160, 160)
+        layout = QVBoxLayout(self)
+        for widget in (QLabel("colour by"), self.mode, self.label_button, self.colours_button,
+                       self.info, self.patch_view):
+            layout.addWidget(widget)
+        layout.addStretch(1)
+
+    def show_patch(self, patch: np.ndarray | None, index: int) -> None:
+        """Show a tile's patch (or a note when it cannot be read)."""
+        if patch is None:
+            self.patch_view.setText(f"tile {index}")
+            return
+        patch = np.ascontiguousarray(patch[..., :3], dtype=np.uint8)
+        h, w = patch.shape[:2]
+        image = QImage(patch.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+        self.patch_view.setPixmap(QPixmap.fromImage(image).scaled(
+            160, 160, Qt.AspectRatioMode.KeepAspectRatio))

@@ -1,0 +1,68 @@
+"""The explorer's map (Qt-free): pixels, density image, polygon selection, nearest, colours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.explorer import EmbeddingMap, label_colors, pca_colors, value_colors
+
+
+def clusters(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    which = rng.integers(0, 3, n)
+    xy = centres[which] + rng.normal(scale=1.0, size=(n, 2))
+    return xy, which
+
+
+def test_pixels_keep_the_layout_and_the_density_counts_every_point():
+    xy, which = clusters()
+    anchors = np.stack([np.arange(len(xy)) % 50, np.arange(len(xy)) // 50], 1) * 100
+    emap = EmbeddingMap(xy, anchors, tile_size=100.0, bins=128)
+    assert (emap.pixels >= 0).all() and (emap.pixels <= 127).all()
+    # x grows to the right (columns), y grows up the screen (rows decrease)
+    right, up = emap.pixels[which == 1].mean(0), emap.pixels[which == 2].mean(0)
+    left = emap.pixels[which == 0].mean(0)
+    assert right[1] > left[1] + 40 and up[0] < left[0] - 40
+    palette = {"0": (1, 0, 0), "1": (0, 1, 0), "2": (0, 0, 1)}
+    image = emap.density_rgba(label_colors(which.astype(str), palette))
+    assert image.shape == (128, 128, 4) and image.dtype == np.uint8
+    rc = np.round(emap.pixels[which == 1]).astype(int)
+    greens = image[rc[:, 0], rc[:, 1]]
+    assert (greens[:, 1] > 200).mean() > 0.9 and (greens[:, 3] > 0).all()
+    assert (image[..., 3] > 0).sum() == len({tuple(p) for p in np.round(emap.pixels).astype(int)})
+
+
+def test_polygon_selection_nearest_point_and_tiles_on_the_slide():
+    xy, _which = clusters()
+    anchors = np.stack([np.arange(len(xy)) % 50, np.arange(len(xy)) // 50], 1) * 100
+    emap = EmbeddingMap(xy, anchors, tile_size=100.0, bins=256)
+    cols = emap.pixels[:, 1]
+    box = np.array([[-1, -1], [-1, 150], [300, 150], [300, -1]], float)
+    np.testing.assert_array_equal(emap.in_polygon(box), cols < 150)
+    assert not emap.in_polygon(box[:2]).any()
+    i = 123
+    assert emap.nearest(emap.pixels[i] + 0.01) == i
+    assert emap.nearest([-500.0, -500.0]) is None
+    slide_box = np.array([[0, 0], [1000, 0], [1000, 1000], [0, 1000]], float)  # (x, y)
+    inside = emap.tiles_in_polygon(slide_box)
+    np.testing.assert_array_equal(inside, (emap.centres < 1000).all(axis=1))
+    np.testing.assert_array_equal(emap.tile_grid_positions(), anchors[:, ::-1] // 100)
+    with pytest.raises(DFLError, match="project the embeddings"):
+        EmbeddingMap(xy[:10], anchors[:9], tile_size=100.0)
+
+
+def test_colours_are_reproducible_and_meaningful():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(200, 16))
+    base[:100, 0] += 8.0  # two groups along one direction
+    colours = pca_colors(base)
+    assert colours.shape == (200, 3) and colours.dtype == np.uint8
+    np.testing.assert_array_equal(colours, pca_colors(base.copy()))
+    gap = np.abs(colours[:100].astype(float).mean(0) - colours[100:].astype(float).mean(0))
+    assert gap.max() > 150  # the first component separates the two groups
+    confidence = value_colors(np.array([0.0, 1.0, np.nan]))
+    assert not np.allclose(confidence[0], confidence[1])
+    np.testing.assert_allclose(confidence[2], (0.55, 0.55, 0.55))
