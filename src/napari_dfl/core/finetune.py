@@ -68,6 +68,8 @@ class FinetuneConfig:
         stain: H&E stain jitter strength (0 disables it).
         val_fraction: share of the groups held out for early stopping.
         seed: seed of the split, shuffling, augmentation and head.
+        restore_best: keep the weights of the epoch with the lowest validation loss (epoch
+            0 is the base network with the linear probe); False keeps the last epoch's.
         device: ``"cpu"``, ``"cuda"``, ``"mps"`` or None for the best available.
 
     """
@@ -82,6 +84,7 @@ class FinetuneConfig:
     stain: float = 0.05
     val_fraction: float = 0.2
     seed: int = 0
+    restore_best: bool = True
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -367,21 +370,23 @@ def finetune(
         if epoch - best_epoch >= config.patience:
             break
 
-    with torch.no_grad():
-        for name in trainable:
-            params[name].copy_(best_state[name])
-        head_model.load_state_dict({k[5:]: v for k, v in best_state.items()
-                                    if k.startswith("head.")})
+    kept = best_epoch if config.restore_best else history[-1].epoch
+    if config.restore_best:
+        with torch.no_grad():
+            for name in trainable:
+                params[name].copy_(best_state[name])
+            head_model.load_state_dict({k[5:]: v for k, v in best_state.items()
+                                        if k.startswith("head.")})
     model.requires_grad_(False).eval()
     head_model.eval().cpu()
-    best_row = history[best_epoch]
+    best_row = history[kept]
     names, counts = np.unique(labels, return_counts=True)
     summary = {
         "classes": classes,
         "per_class": {str(n): int(c) for n, c in zip(names, counts, strict=True)},
         "samples": len(labels), "groups": len(np.unique(groups)),
         "train_samples": len(train_idx), "validation_samples": len(val_idx),
-        "epochs_run": len(history) - 1, "best_epoch": best_epoch,
+        "epochs_run": len(history) - 1, "best_epoch": best_epoch, "kept_epoch": kept,
         "blocks_unfrozen": config.blocks,
         "validation": {"loss": round(best_row.val_loss, 5),
                        "balanced_accuracy": round(best_row.val_balanced_accuracy, 5),

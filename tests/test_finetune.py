@@ -1,0 +1,214 @@
+"""Fine-tuning a backbone on the bundled sample slide's annotations, and using the result."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_dfl.core.augment import augment_patches, dihedral, hed_jitter
+from napari_dfl.core.backbones import load_backbone
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.finetune import (
+    FinetuneConfig,
+    FinetuneError,
+    finetune_patches,
+    load_patches,
+    save_finetuned,
+    trainable_names,
+)
+from napari_dfl.core.finetuned import (
+    FinetunedBackboneError,
+    list_finetuned,
+    read_card,
+    register_finetuned,
+)
+from napari_dfl.core.sampling import Composition
+
+PATCH = Composition(112, (0.5,), ("rgb",))  # 56 um patches: more samples per region
+
+
+@pytest.fixture(scope="module")
+def sample_patches(sample_slide_path):
+    """Real labelled patches of the sample slide (3 classes, 3-4 regions each), subsampled."""
+    data = load_patches([sample_slide_path], PATCH)
+    rng = np.random.default_rng(0)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(data["labels"] == c))[:16]
+                                   for c in np.unique(data["labels"])]))
+    return {**data, "patches": data["patches"][keep], "labels": data["labels"][keep],
+            "groups": data["groups"][keep]}
+
+
+@pytest.fixture(scope="module")
+def tuned(sample_patches, tmp_path_factory):
+    """Lite0 fine-tuned (last block) for a few epochs, and its saved folder."""
+    config = FinetuneConfig(blocks=1, epochs=2, patience=2, batch_size=16, lr=1e-3,
+                            restore_best=False)
+    epochs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = finetune_patches(sample_patches["patches"], sample_patches["labels"],
+                                  sample_patches["groups"], config=config,
+                                  progress=epochs.append)
+    folder = save_finetuned(result, tmp_path_factory.mktemp("ft") / "skin-lite0",
+                            config=config, dataset={"sources": sample_patches["sources"]})
+    return result, folder, epochs
+
+
+def test_patches_are_real_and_grouped(sample_patches):
+    patches = sample_patches["patches"]
+    assert patches.dtype == np.uint8 and patches.shape[1:] == (112, 112, 3)
+    assert set(sample_patches["labels"]) == {"background", "dermis", "epidermis"}
+    assert len(set(sample_patches["groups"])) >= 6
+    assert patches.std() > 10  # tissue, not padding
+
+
+def test_only_unfrozen_blocks_change(tuned):
+    result, _, epochs = tuned
+    base = load_backbone(fuse=False, precision="fp32")
+    before = dict(base.model.named_parameters())
+    after = dict(result.backbone.model.named_parameters())
+    assert result.summary["kept_epoch"] == len(epochs) - 1 >= 1
+    changed = {n for n in after if not np.array_equal(before[n].detach().numpy(),
+                                                      after[n].detach().numpy())}
+    assert changed, "no weight changed"
+    assert changed <= set(result.trainable)
+    assert all(n.startswith(("blocks.6.0.", "conv_head.", "bn2.")) for n in result.trainable)
+    assert any(n.startswith("blocks.6.0.") for n in changed)
+    # batch-norm statistics stay frozen everywhere
+    base_buffers = dict(base.model.named_buffers())
+    for name, value in result.backbone.model.named_buffers():
+        assert np.array_equal(value.numpy(), base_buffers[name].numpy()), name
+    assert [e.epoch for e in epochs] == list(range(len(epochs))) and epochs[0].epoch == 0
+    best = result.summary["best_epoch"]
+    assert result.history[best].val_loss == min(e.val_loss for e in result.history)
+
+
+def test_trainable_names_counts_blocks(tuned):
+    model = tuned[0].backbone.model
+    one, two = trainable_names(model, 1), trainable_names(model, 2)
+    assert set(one) < set(two)
+    assert any(n.startswith("blocks.5.3.") for n in two) and not any(
+        n.startswith("blocks.5.") for n in one)
+    with pytest.raises(FinetuneError, match="blocks"):
+        trainable_names(model, 99)
+
+
+def test_saved_folder_is_safetensors_with_a_valid_card(tuned, sample_patches):
+    _, folder, _ = tuned
+    weights = folder / "model.safetensors"
+    with open(weights, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_len))
+    assert "conv_stem.weight" in header and not any(k.startswith("classifier") for k in header)
+    card = read_card(folder)
+    assert card["name"] == "skin-lite0"
+    assert card["base"]["name"] == "efficientnet-lite0"
+    assert card["classes"] == ["background", "dermis", "epidermis"]
+    names, counts = np.unique(sample_patches["labels"], return_counts=True)
+    assert card["per_class"] == dict(zip(names.tolist(), counts.tolist(), strict=True))
+    assert card["blocks_unfrozen"] == 1 and card["epochs_run"] >= 1
+    assert 0.0 <= card["validation"]["balanced_accuracy"] <= 1.0
+    assert card["history"][0]["train_loss"] is None  # epoch 0 is the linear probe
+    assert card["weights_sha256"] != card["base"]["weights_sha256"]
+
+
+def test_reloaded_backbone_has_its_own_identity_and_embeddings(tuned, sample_patches):
+    result, folder, _ = tuned
+    patches = sample_patches["patches"][:6]
+    base = load_backbone(precision="fp32")
+    first = load_backbone(str(folder), precision="fp32")
+    second = load_backbone(str(folder), precision="fp32")
+    assert first.identity()["name"] == "finetuned:skin-lite0"
+    assert first.weights_sha256 == read_card(folder)["weights_sha256"] != base.weights_sha256
+    a, b = first.embed(patches), second.embed(patches)
+    np.testing.assert_array_equal(a, b)  # deterministic
+    assert np.abs(a - base.embed(patches)).max() > 1e-2  # not the base network
+    # the fused, reloaded network computes what the tuned one did in memory
+    np.testing.assert_allclose(a, result.backbone.embed(patches), rtol=1e-3, atol=1e-3)
+
+
+def test_finetuned_name_lookup_and_listing(tuned, monkeypatch, tmp_path):
+    _, folder, _ = tuned
+    monkeypatch.setenv("NAPARI_DFL_BACKBONES", str(folder.parent))
+    entries = list_finetuned()
+    assert [e["name"] for e in entries] == ["skin-lite0"]
+    assert entries[0]["base"] == "efficientnet-lite0" and len(entries[0]["classes"]) == 3
+    by_name = load_backbone("finetuned:skin-lite0", precision="fp32")
+    assert by_name.weights_sha256 == read_card(folder)["weights_sha256"]
+    with pytest.raises(FinetunedBackboneError, match="No fine-tuned backbone named"):
+        load_backbone("finetuned:absent")
+    monkeypatch.setenv("NAPARI_DFL_BACKBONES", str(tmp_path))
+    copy = shutil.copytree(folder, tmp_path / "elsewhere")
+    assert register_finetuned(copy) == "finetuned:skin-lite0"
+    assert load_backbone("finetuned:skin-lite0").weights_sha256 == by_name.weights_sha256
+
+
+def test_modified_weights_are_refused(tuned, tmp_path):
+    _, folder, _ = tuned
+    copy = shutil.copytree(folder, tmp_path / "tampered")
+    with open(copy / "model.safetensors", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(FinetunedBackboneError, match="modified"):
+        load_backbone(str(copy))
+    (copy / "backbone_card.json").write_text("{not json")
+    with pytest.raises(FinetunedBackboneError, match="not valid JSON"):
+        load_backbone(str(copy))
+
+
+def test_bad_input_gives_clear_errors(sample_patches, tmp_path):
+    from napari_dfl.cli import main
+
+    patches, labels = sample_patches["patches"][:8], sample_patches["labels"][:8]
+    with pytest.raises(FinetuneError, match="at least two classes"):
+        finetune_patches(patches, np.array(["a"] * 8), sample_patches["groups"][:8])
+    with pytest.raises(FinetuneError, match="two groups"):
+        finetune_patches(patches, np.array(["a", "b"] * 4), np.array(["g"] * 8))
+    with pytest.raises(FinetuneError, match="uint8"):
+        finetune_patches(patches.astype(np.float32), labels, sample_patches["groups"][:8])
+    with pytest.raises(FinetuneError, match="blocks"):
+        FinetuneConfig(blocks=0)
+    with pytest.raises(DFLError):
+        load_patches([tmp_path / "missing.csv"], PATCH)
+    assert main(["finetune", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_refuses_to_overwrite_a_foreign_folder(tuned, tmp_path):
+    result, _, _ = tuned
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FinetuneError, match="not a fine-tuned backbone"):
+        save_finetuned(result, foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_augmentation_is_dihedral_and_stain_only(sample_patches):
+    patch = sample_patches["patches"][0]
+    forms = {dihedral(patch, k).tobytes() for k in range(8)}
+    assert len(forms) == 8  # the eight symmetries of the square are distinct
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(hed_jitter(sample_patches["patches"][:4], 0.0, rng),
+                                  sample_patches["patches"][:4])
+    out = augment_patches(sample_patches["patches"][:4], rng, stain=0.05)
+    assert out.shape == (4, 112, 112, 3) and out.dtype == np.uint8
+    assert not np.array_equal(out, sample_patches["patches"][:4])
+    # stain jitter moves colours a little, not a lot
+    white = np.full((1, 8, 8, 3), 255, np.uint8)
+    assert hed_jitter(white, 0.05, rng).min() > 200
+
+
+def test_pipeline_embeds_with_the_finetuned_backbone(tuned, sample_slide_path, tmp_path):
+    from napari_dfl.core.cohort import EmbedConfig
+    from napari_dfl.core.pipeline import embed_labelled
+
+    _, folder, _ = tuned
+    data = embed_labelled([sample_slide_path], EmbedConfig(backbone=str(folder),
+                                                           composition=PATCH), tmp_path)
+    assert data.extractor["backbone"]["name"] == "finetuned:skin-lite0"
+    assert data.extractor["backbone"]["weights_sha256"] == read_card(folder)["weights_sha256"]
+    assert data.embeddings.shape[1] == 1280 and np.isfinite(data.embeddings).all()
