@@ -36,8 +36,11 @@ TARGET_P99_MS = 100.0
 PHASES = ("extract", "train", "predict")
 
 
-def reexec_under_xvfb() -> int | None:
-    """Run this script again under ``xvfb-run -a`` when there is no display; its exit code."""
+def reexec_under_xvfb(script: str | None = None) -> int | None:
+    """Run ``script`` (default: this one) again under ``xvfb-run -a`` without a display.
+
+    Returns its exit code, or None when there is a display (or this is the re-run).
+    """
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or \
             os.environ.get("DFL_LATENCY_CHILD"):
         return None
@@ -48,7 +51,7 @@ def reexec_under_xvfb() -> int | None:
         return 2
     env = dict(os.environ, DFL_LATENCY_CHILD="1")
     command = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable,
-               str(Path(__file__).resolve()), *sys.argv[1:]]
+               str(Path(script or __file__).resolve()), *sys.argv[1:]]
     return subprocess.call(command, env=env)
 
 

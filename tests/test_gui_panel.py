@@ -130,3 +130,26 @@ def test_tile_overlay_is_centred_on_its_tiles():
     assert place["scale"] == (100.0, 100.0)
     # tile (0, 0) spans level-0 pixels 0..99, whose centres average 49.5
     assert place["translate"] == (49.5, 49.5)
+
+
+def test_fine_tuned_backbones_are_offered(make_napari_viewer, tmp_path, monkeypatch):
+    import json
+
+    from napari_dfl.core.finetuned import CARD_FILE, CARD_FORMAT, FOLDER_ENV, WEIGHTS_FILE
+
+    tuned = tmp_path / "backbones" / "crc-lite0"
+    tuned.mkdir(parents=True)
+    (tuned / WEIGHTS_FILE).write_bytes(b"weights")
+    card = {"format": CARD_FORMAT, "version": 1, "name": "crc-lite0", "weights_sha256": "0",
+            "base": {"name": "efficientnet-lite0", "timm_name": "efficientnet_lite0"},
+            "classes": ["a", "b"], "created": "2026-11-22"}
+    (tuned / CARD_FILE).write_text(json.dumps(card))
+    broken = tmp_path / "backbones" / "broken"
+    broken.mkdir()
+    (broken / CARD_FILE).write_text("{")
+    monkeypatch.setenv(FOLDER_ENV, str(tmp_path / "backbones"))
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    items = [widget.backbone_combo.itemText(i) for i in range(widget.backbone_combo.count())]
+    assert items[0] == "efficientnet-lite0" and items[-1] == "finetuned:crc-lite0"
+    assert not any("broken" in item for item in items)

@@ -26,6 +26,7 @@ from napari_dfl._qt.classes_widget import ClassesWidget
 from napari_dfl._qt.cohort_panel import CohortPanel
 from napari_dfl._qt.project import ProjectPanel
 from napari_dfl.core.backbones import available_backbones
+from napari_dfl.core.finetuned import PREFIX, list_finetuned
 
 
 def build_panel(panel) -> None:
@@ -50,7 +51,8 @@ def build_panel(panel) -> None:
     QVBoxLayout(classes_box).addWidget(panel.classes)
 
     panel.backbone_combo = QComboBox()
-    panel.backbone_combo.addItems([spec.name for spec in available_backbones()])
+    panel.backbone_combo.addItems([spec.name for spec in available_backbones()]
+                                  + [PREFIX + entry["name"] for entry in list_finetuned()])
     panel.patch_spin = QSpinBox(minimum=32, maximum=1024, value=224, singleStep=16)
     panel.zooms_edit = QLineEdit("0.5, 2.0")
     panel.rgb_check = QCheckBox("RGB", checked=True)
