@@ -49,8 +49,10 @@ SIGMAS = (0.0, 0.5, 1.0, 2.0, 4.0)
 LABELS_PER_CLASS = (10, 30, 100, 300, 1000)
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
              "efficientnet-lite0@random")
-FULL = {"main": 1250, "sub": 600, "halves": 500, "folds": 5, "seeds": 2}
-QUICK = {"main": 40, "sub": 40, "halves": 40, "folds": 2, "seeds": 1}
+FULL = {"main": 1250, "sub": 600, "halves": 500, "folds": 5, "seeds": 2, "images": None,
+        "backbones": BACKBONES}
+QUICK = {"main": 24, "sub": 24, "halves": 24, "folds": 2, "seeds": 1, "images": 12,
+         "backbones": BACKBONES[:1] + BACKBONES[-1:]}
 _T0 = time.perf_counter()
 
 
@@ -317,12 +319,12 @@ def section_tuning(rows, main, main_rows, p, work: Path, quick: bool) -> dict:
             runs[name] = finetune_half(train, test, out, name, work, quick)
             runs_path.write_text(json.dumps(runs, default=float))
         tuned.append(str(out))
-    embeddings = {b: embed(bb_rows, b, x20, work, "halves") for b in BACKBONES}
+    embeddings = {b: embed(bb_rows, b, x20, work, "halves") for b in p["backbones"]}
     for h in (0, 1):
         embeddings[f"tuned{h}"] = embed(bb_rows, tuned[h], x20, work, "halves")
     probe = TrainConfig(head="linear", noise=0.0, loss="ce")
     table: dict = {}
-    for b in (*BACKBONES, "efficientnet-lite0 fine-tuned (other half)"):
+    for b in (*p["backbones"], "efficientnet-lite0 fine-tuned (other half)"):
         entry: dict = {"proxy": {}, "downstream": {}}
         for h in (0, 1):
             e = embeddings[f"tuned{h}"] if "fine-tuned" in b else embeddings[b]
@@ -394,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             (work / name).unlink(missing_ok=True)
 
     rows = crc_rows(CRC_DIR)
+    if p["images"]:  # quick: a few images only (each image is a store to open)
+        keep = sorted({r[0] for r in rows})[: p["images"]]
+        rows = [r for r in rows if r[0] in keep]
     main_rows = [r for r in rows if r[4] < p["main"]]
     sub_mask = np.array([r[4] < p["sub"] for r in main_rows])
     main = embed(main_rows, "efficientnet-lite0", Composition(), work, "main")

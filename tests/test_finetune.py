@@ -212,3 +212,32 @@ def test_pipeline_embeds_with_the_finetuned_backbone(tuned, sample_slide_path, t
     assert data.extractor["backbone"]["name"] == "finetuned:skin-lite0"
     assert data.extractor["backbone"]["weights_sha256"] == read_card(folder)["weights_sha256"]
     assert data.embeddings.shape[1] == 1280 and np.isfinite(data.embeddings).all()
+
+
+@pytest.mark.slow
+def test_evidence_quick_run_writes_the_report(tmp_path):
+    """benchmarks/evidence.py --quick on 12 CRC images (skipped without the shared data)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import shared_file
+
+    shared_file("crchisto/nuclei_labels.csv")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "evidence.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--workdir", str(tmp_path / "work"),
+         "--doc", str(tmp_path / "evidence.md"), "--images", str(tmp_path / "images")],
+        capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    headline = json.loads(done.stdout.strip().splitlines()[-1])
+    verdicts = {c["verdict"] for c in headline["claims"]}
+    assert len(headline["claims"]) == 8 and verdicts <= {
+        "holds", "does not hold", "not shown", "holds approximately", "see section 6"}
+    text = (tmp_path / "evidence.md").read_text()
+    for section in ("## 1. Gaussian noise", "## 2. Composition", "## 3. Head and loss",
+                    "## 4. Backbones", "## 5. Deep feature learning", "## 6. Learning curve"):
+        assert section in text
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        "evidence_backbones.png", "evidence_learning_curve.png", "evidence_noise.png"]
+    assert list((tmp_path / "work" / "quick").glob("crc-lite0-half*/backbone_card.json"))

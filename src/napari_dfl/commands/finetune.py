@@ -19,8 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train a linear head on the frozen backbone, then unfreeze its last "
                     "blocks at a low learning rate with flips, quarter turns and H&E stain "
                     "jitter; early stopping on a grouped validation split. The folder "
-                    "written is a backbone: pass it to --backbone of embed, train, predict "
-                    "and select-backbone.")
+                    "written is a backbone: pass it to --backbone of embed, train, evaluate "
+                    "and select-backbone; predict finds it through the head.")
     parser.add_argument("datasets", nargs="+",
                         help="SLIDE[:ANNOTATIONS.geojson], a folder of class subfolders, or a CSV")
     parser.add_argument("--out", required=True, help="folder to write (the new backbone)")

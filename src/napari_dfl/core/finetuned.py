@@ -122,8 +122,9 @@ def _find(name: str) -> Path:
         if entry["name"] == name:
             return Path(entry["path"])
     raise FinetunedBackboneError(
-        f"No fine-tuned backbone named '{name}' in {root}: pass its folder path instead "
-        f"(--backbone PATH), or put it there (or set {FOLDER_ENV}).")
+        f"No fine-tuned backbone named '{name}' in {root}: pass its folder instead "
+        f"(--backbone FOLDER; for predict, --weights FOLDER), or move it there (or set "
+        f"{FOLDER_ENV}).")
 
 
 def resolve(name: str | os.PathLike, weights: str | os.PathLike | None = None):
