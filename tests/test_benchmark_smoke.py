@@ -31,3 +31,18 @@ def test_slide_open_benchmark_prints_json(tmp_path):
     assert set(result["pass"]) == set(result["targets"])
     assert all(isinstance(value, bool) for value in result["pass"].values())
     assert list(tmp_path.glob("mosaic_*.tif")), "the mosaic was not built in --workdir"
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_explorer_benchmark_prints_json():
+    script = SCRIPT.with_name("explorer_scale.py")
+    done = subprocess.run([sys.executable, str(script), "--sizes", "3000", "--umap-sizes"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("select_3k_ms", "highlight_3k_ms", "frame_3k_ms", "bare_points_frame_3k_ms",
+                "draw_ratio_3k"):
+        assert isinstance(result[key], float) and result[key] > 0, (key, result[key])
+    assert 0 < result["selected_last_lasso_3k"] < 3000
+    assert result["targets"]["draw_ratio_100k"] == 1.5 and result["pass"] == {}
