@@ -24,7 +24,8 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    demo = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "out" / "demo"
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    demo = Path(args[0]) if args else ROOT / "out" / "demo"
     IMAGES.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1200, 900)
@@ -57,8 +58,43 @@ def main() -> int:
     widget.add_annotations(read_geojson(SAMPLE_ANNOTATIONS))
     _settle(QApplication)
     viewer.screenshot(str(IMAGES / "panel.png"), canvas_only=False, flash=False)
+    if "--explorer" in sys.argv:
+        explorer_screenshots(viewer, widget, QApplication)
     viewer.close()
     return 0
+
+
+def explorer_screenshots(viewer, widget, app_type) -> None:
+    """Train, predict, open the explorer with a lasso drawn, and show the PCA colours."""
+    import time
+
+    from napari_dfl._qt.explorer import LASSO_NAME
+
+    widget.store_edit.setText(str(ROOT / "out" / "screenshots"))
+    for job in (widget.train, widget.predict):
+        if not job():
+            raise SystemExit("the panel refused to start a job (see the notifications)")
+        while widget.jobs.busy:
+            app_type.processEvents()
+            time.sleep(0.05)
+    explorer = widget.explorer
+    if not explorer.open("pca"):
+        raise SystemExit("the explorer found no embeddings")
+    explorer.viewer.window._qt_window.resize(1200, 900)
+    rows, cols = explorer.map.pixels[:, 0], explorer.map.pixels[:, 1]
+    r0, c0 = np.percentile(rows, 10), np.percentile(cols, 10)
+    r1, c1 = np.percentile(rows, 45), np.percentile(cols, 45)
+    explorer.viewer.layers[LASSO_NAME].add_polygons(
+        [np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]])])
+    explorer.viewer.reset_view()
+    _settle(app_type)
+    explorer.viewer.screenshot(str(IMAGES / "explorer.png"), canvas_only=False, flash=False)
+    explorer.false_colour_layer()
+    for name in ("DFL class map", "DFL probability", "DFL selected tiles"):
+        if name in viewer.layers:
+            viewer.layers[name].visible = False
+    _settle(app_type)
+    viewer.screenshot(str(IMAGES / "embedding_colours.png"), canvas_only=True, flash=False)
 
 
 def _settle(app_type) -> None:

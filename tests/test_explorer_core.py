@@ -20,7 +20,7 @@ def clusters(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def test_pixels_keep_the_layout_and_the_density_counts_every_point():
     xy, which = clusters()
     anchors = np.stack([np.arange(len(xy)) % 50, np.arange(len(xy)) // 50], 1) * 100
-    emap = EmbeddingMap(xy, anchors, tile_size=100.0, bins=128)
+    emap = EmbeddingMap(xy, anchors, tile_size=100.0, bins=128, radius=0)
     assert (emap.pixels >= 0).all() and (emap.pixels <= 127).all()
     # x grows to the right (columns), y grows up the screen (rows decrease)
     right, up = emap.pixels[which == 1].mean(0), emap.pixels[which == 2].mean(0)
@@ -66,3 +66,22 @@ def test_colours_are_reproducible_and_meaningful():
     confidence = value_colors(np.array([0.0, 1.0, np.nan]))
     assert not np.allclose(confidence[0], confidence[1])
     np.testing.assert_allclose(confidence[2], (0.55, 0.55, 0.55))
+
+
+def test_few_points_paint_larger_squares_and_the_selection_follows():
+    xy, _which = clusters(n=60)
+    anchors = np.zeros((60, 2), np.int64)
+    emap = EmbeddingMap(xy, anchors, tile_size=100.0, bins=256)
+    assert emap.radius == 4
+    many = EmbeddingMap(*clusters(n=100_000)[:1], np.zeros((100_000, 2)), tile_size=1.0)
+    assert many.radius == 0
+    image = emap.density_rgba(np.ones((60, 3)) * 0.5)
+    painted = image[..., 3] > 0
+    assert 60 * 9 < painted.sum() <= 60 * 81  # squares of 9 x 9, some overlapping
+    r, c = np.round(emap.pixels[0]).astype(int)
+    assert painted[r - 4:r + 5, c - 4:c + 5].all()
+    np.testing.assert_array_equal(image[painted][:, :3], 128)
+    selected = np.zeros(60, bool)
+    selected[0] = True
+    mask = emap.highlight_mask(selected)
+    assert mask[r - 4:r + 5, c - 4:c + 5].all() and mask.sum() == 81

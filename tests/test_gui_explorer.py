@@ -83,7 +83,8 @@ def test_a_region_on_the_slide_lights_up_its_points(explored):
     highlight = explorer.viewer.layers[HIGHLIGHT_NAME].data[..., 3] == 255
     rc = np.round(emap.pixels).astype(int)
     assert highlight[rc[expected, 0], rc[expected, 1]].all()
-    assert highlight.sum() <= expected.sum()
+    assert highlight.sum() <= expected.sum() * (2 * emap.radius + 1) ** 2
+    assert not highlight[rc[~expected, 0], rc[~expected, 1]].all()
 
 
 def test_click_centres_the_slide_and_hover_shows_the_patch(explored):

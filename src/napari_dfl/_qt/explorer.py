@@ -176,12 +176,9 @@ class Explorer:
         """Select tiles (``(N,)`` bool) in both views; how many are selected."""
         self.selected = np.asarray(mask, dtype=bool)
         n = self.map.bins
-        flat = np.zeros(n * n, dtype=bool)
-        rc = np.clip(np.round(self.map.pixels[self.selected]).astype(np.int64), 0, n - 1)
-        flat[rc[:, 0] * n + rc[:, 1]] = True
-        image = np.zeros((n * n, 4), np.uint8)
-        image[flat] = _HIGHLIGHT
-        self.viewer.layers[HIGHLIGHT_NAME].data = image.reshape(n, n, 4)
+        image = np.zeros((n, n, 4), np.uint8)
+        image[self.map.highlight_mask(self.selected)] = _HIGHLIGHT
+        self.viewer.layers[HIGHLIGHT_NAME].data = image
         grid = np.zeros((*self.grid_shape, 4), np.uint8)
         positions = self.map.tile_grid_positions()[self.selected]
         inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)

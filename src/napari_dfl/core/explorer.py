@@ -32,6 +32,8 @@ class EmbeddingMap:
         anchors: ``(N, 2)`` level-0 ``(x, y)`` sample anchors of the same tiles.
         tile_size: level-0 side of a tile (a sample's first patch).
         bins: side of the density image.
+        radius: half-side in pixels of the square each point paints (None: from the number
+            of points, so that a few dozen tiles stay visible and 100,000 stay sharp).
 
     """
 
@@ -39,6 +41,7 @@ class EmbeddingMap:
     anchors: np.ndarray
     tile_size: float
     bins: int = BINS
+    radius: int | None = None
     pixels: np.ndarray = field(init=False, repr=False)
     _tree: object = field(init=False, default=None, repr=False)
 
@@ -57,6 +60,8 @@ class EmbeddingMap:
         col = (self.xy[:, 0] - self.origin[0]) * self.scale
         row = (self.bins - 1) - (self.xy[:, 1] - self.origin[1]) * self.scale
         self.pixels = np.stack([row, col], axis=1)
+        if self.radius is None:
+            self.radius = int(np.clip(round(self.bins / (4 * np.sqrt(max(len(self), 1)))), 0, 4))
 
     def __len__(self) -> int:
         return len(self.xy)
@@ -76,17 +81,40 @@ class EmbeddingMap:
         """
         n = self.bins
         flat = _flat_index(self.pixels, n)
-        counts = np.bincount(flat, minlength=n * n).astype(np.float64)
-        out = np.zeros((n * n, 4), dtype=np.float64)
         colors = np.asarray(colors, dtype=np.float64).reshape(len(self), 3)
+        sums = [np.bincount(flat, minlength=n * n).astype(np.float64)]
+        sums += [np.bincount(flat, weights=colors[:, c], minlength=n * n) for c in range(3)]
+        planes = [self._splat(plane.reshape(n, n)) for plane in sums]
+        counts = planes[0]
+        filled = counts > 1e-9
+        out = np.zeros((n, n, 4), dtype=np.float64)
         for channel in range(3):
-            out[:, channel] = np.bincount(flat, weights=colors[:, channel], minlength=n * n)
-        filled = counts > 0
-        out[filled, :3] /= counts[filled, None]
+            out[..., channel][filled] = planes[channel + 1][filled] / counts[filled]
         if filled.any():
-            out[:, 3] = np.where(filled, 0.35 + 0.65 * np.log1p(counts) / np.log1p(counts.max()),
-                                 0.0)
-        return np.round(out.reshape(n, n, 4) * 255).astype(np.uint8)
+            out[..., 3] = np.where(filled, 0.35 + 0.65 * np.log1p(counts) / np.log1p(counts.max()),
+                                   0.0)
+        return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+    def highlight_mask(self, selected: np.ndarray) -> np.ndarray:
+        """``(bins, bins)`` bool: the pixels the selected points paint."""
+        n = self.bins
+        mask = np.zeros(n * n, dtype=bool)
+        mask[_flat_index(self.pixels[np.asarray(selected, dtype=bool)], n)] = True
+        mask = mask.reshape(n, n)
+        if self.radius:
+            from scipy.ndimage import maximum_filter
+
+            mask = maximum_filter(mask, size=2 * self.radius + 1)
+        return mask
+
+    def _splat(self, plane: np.ndarray) -> np.ndarray:
+        """Spread each pixel's sum over a square of side ``2 radius + 1`` (sums preserved)."""
+        if not self.radius:
+            return plane
+        from scipy.ndimage import uniform_filter
+
+        side = 2 * self.radius + 1
+        return uniform_filter(plane, size=side, mode="constant") * side * side
 
     # -- selection -----------------------------------------------------------------------
     def in_polygon(self, vertices_rc: np.ndarray) -> np.ndarray:
