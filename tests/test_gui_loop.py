@@ -71,7 +71,7 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     assert len(set(fills)) >= 2, "the overlay should fill in progressively"
     assert CLASS_MAP_NAME in viewer.layers and PROBABILITY_NAME in viewer.layers
     class_layer = viewer.layers[CLASS_MAP_NAME]
-    assert class_layer.data.shape == grid.grid_shape
+    assert class_layer.data.shape == (*grid.grid_shape, 4)
 
     # Line up: sample the class map at the world position of each tile's centre and
     # compare with the slide's brightness there.
@@ -81,7 +81,10 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     background = overlay.prediction.classes.index("background")
     centres = grid.centers()  # level-0 (x, y)
     world = np.stack([centres[:, 1], centres[:, 0]], axis=1)
-    labels = np.array([class_layer.get_value(w, world=True) for w in world]) - 1
+    values = np.array([class_layer.get_value(w, world=True) for w in world])
+    lut = overlay.lut  # one distinct RGBA per class; row 0 is "no tile"
+    assert len({tuple(row) for row in lut}) == len(lut)
+    labels = np.array([np.flatnonzero((lut == v).all(axis=1))[0] for v in values]) - 1
     assert (labels == overlay.prediction.labels).all()
     glass = thumb.min(axis=-1) > 215
     white = np.array([glass[int(y / down):int((y + grid.tile_size) / down) + 1,

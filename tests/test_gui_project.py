@@ -348,7 +348,7 @@ def test_suggestions_keys_and_a_saved_prediction(make_napari_viewer, slide_copy,
     assert fresh.overlay is not None and CLASS_MAP_NAME in viewer2.layers
     np.testing.assert_array_equal(fresh.overlay.prediction.proba, prediction.proba)
     np.testing.assert_array_equal(viewer2.layers[CLASS_MAP_NAME].data,
-                                  prediction.class_map() + 1)
+                                  fresh.overlay.lut[prediction.class_map() + 1])
     assert len(fresh.suggestions) == 20 and SUGGESTIONS_NAME in viewer2.layers
 
 

@@ -1,8 +1,10 @@
-"""Prediction overlays: a class map (Labels) and a probability heatmap (Image).
+"""Prediction overlays: a class map (RGBA image) and a probability heatmap (Image).
 
 Both hold one value per tile of the working grid, a small array placed on the slide with
 ``scale`` = tile size and ``translate``, never upsampled to the slide's size. They fill in
-as tiles are predicted.
+as tiles are predicted. The class map is an RGBA image coloured through a small lookup
+table rather than a Labels layer: napari colours Labels through numba functions compiled on
+first use, which froze the event loop for about 1.5 s when the first prediction appeared.
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ def tile_placement(grid: TileGrid, reference=None) -> dict:
     return {"scale": tuple(scale.tolist()), "translate": tuple(translate.tolist())}
 
 
-def _color_dict(classes: list[str], colors: Mapping[str, object]) -> dict:
-    """Label value -> RGBA of the class map: 0 (no tile) transparent, class i at i + 1."""
-    color_dict = {None: np.zeros(4), 0: np.zeros(4)}
+def class_lut(classes: list[str], colors: Mapping[str, object]) -> np.ndarray:
+    """``(C + 1, 4)`` uint8 RGBA per class-map value + 1: row 0 (no tile) is transparent."""
+    lut = np.zeros((len(classes) + 1, 4), dtype=np.uint8)
     for i, name in enumerate(classes):
-        color_dict[i + 1] = rgba(colors.get(name, "gray"))
-    return color_dict
+        lut[i + 1] = np.round(rgba(colors.get(name, "gray")) * 255)
+    return lut
 
 
 class PredictionOverlay:
@@ -48,13 +50,11 @@ class PredictionOverlay:
 
     def __init__(self, viewer, grid: TileGrid, classes: list[str],
                  colors: Mapping[str, object], reference=None, shown_class: int = 0) -> None:
-        from napari.utils.colormaps import DirectLabelColormap
-
         self.viewer = viewer
         self.prediction = SlidePrediction.empty(grid, classes)
         self.shown_class = int(shown_class)
+        self.lut = class_lut(list(classes), colors)
         placement = tile_placement(grid, reference)
-        color_dict = _color_dict(classes, colors)
         for name in (CLASS_MAP_NAME, PROBABILITY_NAME):
             if name in viewer.layers:
                 viewer.layers.remove(name)
@@ -62,9 +62,9 @@ class PredictionOverlay:
             np.zeros(grid.grid_shape, dtype=np.float32), name=PROBABILITY_NAME,
             colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.5,
             blending="translucent", **placement)
-        self.class_layer = viewer.add_labels(
-            np.zeros(grid.grid_shape, dtype=np.int32), name=CLASS_MAP_NAME, opacity=0.5,
-            colormap=DirectLabelColormap(color_dict=color_dict), **placement)
+        self.class_layer = viewer.add_image(
+            np.zeros((*grid.grid_shape, 4), dtype=np.uint8), name=CLASS_MAP_NAME, rgb=True,
+            opacity=0.5, **placement)
         self.class_layer.metadata["classes"] = list(classes)
         self.probability_layer.metadata["class"] = classes[self.shown_class]
 
@@ -83,10 +83,8 @@ class PredictionOverlay:
 
     def recolor(self, colors: Mapping[str, object]) -> None:
         """Colour the class map with the classes' current colours."""
-        from napari.utils.colormaps import DirectLabelColormap
-
-        self.class_layer.colormap = DirectLabelColormap(
-            color_dict=_color_dict(self.prediction.classes, colors))
+        self.lut = class_lut(self.prediction.classes, colors)
+        self.refresh()
 
     def update(self, coords: np.ndarray, proba: np.ndarray) -> None:
         """Record predictions of tiles (level-0 anchors) and refresh both layers."""
@@ -95,7 +93,7 @@ class PredictionOverlay:
 
     def refresh(self) -> None:
         """Push the prediction's current state into the layers."""
-        self.class_layer.data = (self.prediction.class_map().astype(np.int32) + 1)
+        self.class_layer.data = self.lut[self.prediction.class_map().astype(np.int64) + 1]
         heat = np.nan_to_num(self.prediction.probability_map(self.shown_class), nan=0.0)
         self.probability_layer.data = heat
 
