@@ -240,7 +240,7 @@ def test_crash_before_commit_keeps_old_rows(tmp_path, monkeypatch):
     def crash(*_args):
         raise RuntimeError("simulated crash before commit")
 
-    monkeypatch.setattr(store_mod, "_write_commit", crash)
+    monkeypatch.setattr(store_mod, "write_commit", crash)
     junk = feats(9, seed=99)
     with pytest.raises(RuntimeError, match="simulated"):
         store.append(grid(9, 1000), junk)
@@ -271,7 +271,7 @@ import os, numpy as np
 from napari_dfl.core import store as m
 s = m.EmbeddingStore.create_or_open({str(path)!r}, {{"k": 1}}, 4, chunk_rows=8)
 s.append(np.array([[0, 0], [1, 0], [2, 0]]), np.ones((3, 4), np.float32))
-m._write_commit = lambda *a: os._exit(3)
+m.write_commit = lambda *a: os._exit(3)
 s.append(np.array([[3, 0], [4, 0]]), np.full((2, 4), 7, np.float32))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)

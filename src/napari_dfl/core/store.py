@@ -18,10 +18,8 @@ Layout of ``<name>.dfl.zarr/`` (a zarr v3 group)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -31,8 +29,32 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_dfl.core.atomic import atomic_path
-from napari_dfl.core.errors import DFLError
+from napari_dfl.core.store_format import (
+    COMMIT_FILE,
+    COORDS_CHUNK_ROWS,
+    FORMAT_NAME,
+    META_FILE,
+    STORE_FORMAT_VERSION,
+    CorruptStoreError,
+    MissingEmbeddingsError,
+    ReadOnlyStoreError,
+    StoreError,
+    StoreMismatchError,
+    StoreNotFoundError,
+    as_coords,
+    auto_chunk_rows,
+    check_arrays,
+    check_meta,
+    json_diff,
+    normalise_json,
+    pack_coords,
+    positive_int,
+    read_json,
+    show_value,
+    store_path_for,
+    write_commit,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import dask.array
@@ -48,164 +70,6 @@ __all__ = [
     "StoreNotFoundError",
     "store_path_for",
 ]
-
-STORE_FORMAT_VERSION = 1
-META_FILE = "dfl_store.json"
-COMMIT_FILE = "dfl_commit.json"
-_FORMAT_NAME = "napari-dfl embedding store"
-_COORDS_CHUNK_ROWS = 8192
-_TARGET_CHUNK_BYTES = 4 * 2**20
-_INT32 = (-(2**31), 2**31 - 1)
-_ABSENT = object()
-
-
-class StoreError(DFLError):
-    """Base class of embedding-store errors."""
-
-
-class StoreNotFoundError(StoreError, FileNotFoundError):
-    """There is no store at the given path."""
-
-
-class CorruptStoreError(StoreError):
-    """The store's metadata or arrays are missing or unreadable."""
-
-
-class ReadOnlyStoreError(StoreError):
-    """A write was attempted on a store opened with ``EmbeddingStore.open``."""
-
-
-class StoreMismatchError(StoreError):
-    """An existing store was written by another extractor (identity or dim differ).
-
-    Attributes:
-        differences: ``(dotted_key, stored_value, requested_value)`` for each difference.
-
-    """
-
-    def __init__(self, message: str, differences: list[tuple[str, Any, Any]]) -> None:
-        super().__init__(message)
-        self.differences = differences
-
-
-class MissingEmbeddingsError(StoreError, KeyError):
-    """Some requested coordinates have no embedding in the store.
-
-    Attributes:
-        missing: (K, 2) int64 coordinates that are not in the store.
-
-    """
-
-    def __init__(self, message: str, missing: np.ndarray) -> None:
-        super().__init__(message)
-        self.missing = missing
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-# --------------------------------------------------------------------------- JSON helpers
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _normalise_json(value: Any, what: str) -> Any:
-    """Return ``value`` as it reads back from JSON (tuples become lists, numpy scalars numbers)."""
-    try:
-        text = json.dumps(value, default=_json_default, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(
-            f"The store {what} must be JSON-serialisable (str, int, float, bool, None, lists "
-            f"and dicts with str keys; no NaN): {exc}."
-        ) from exc
-    return json.loads(text)
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically: temporary file, then ``os.replace``."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
-
-
-def _write_commit(store_dir: Path, count: int) -> None:
-    """Record ``count`` committed rows (the single point where appended rows become visible)."""
-    _atomic_write_json(store_dir / COMMIT_FILE, {"count": int(count)})
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b  # JSON numbers: 2 and 2.0 are the same number
-    return type(a) is type(b) and a == b
-
-
-def _diff(stored: Any, wanted: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Dotted paths (into nested dicts) where ``stored`` and ``wanted`` differ."""
-    if isinstance(stored, dict) and isinstance(wanted, dict):
-        out: list[tuple[str, Any, Any]] = []
-        for key in sorted(set(stored) | set(wanted)):
-            path = f"{prefix}.{key}" if prefix else str(key)
-            out.extend(_diff(stored.get(key, _ABSENT), wanted.get(key, _ABSENT), path))
-        return out
-    if stored is not _ABSENT and wanted is not _ABSENT and _equal(stored, wanted):
-        return []
-    return [(prefix or "identity", stored, wanted)]
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    if value is _ABSENT:
-        return "(absent)"
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------- coordinates
-
-
-def _as_coords(coords: Any, what: str = "coords") -> np.ndarray:
-    arr = np.asarray(coords)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise StoreError(f"{what} must have shape (N, 2) of level-0 (x, y); got {arr.shape}.")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise StoreError(f"{what} must be integers (level-0 pixels); got dtype {arr.dtype}.")
-    return arr.astype(np.int64, copy=False)
-
-
-def _pack(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One int64 key per (x, y), and a mask of coords inside the int32 range keys can hold."""
-    inside = np.all((coords >= _INT32[0]) & (coords <= _INT32[1]), axis=1)
-    safe = np.where(inside[:, None], coords, 0)
-    keys = (safe[:, 0] << 32) | (safe[:, 1] & 0xFFFFFFFF)
-    return keys, inside
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value > 0
-
-
-def _auto_chunk_rows(dim: int) -> int:
-    rows = max(1, _TARGET_CHUNK_BYTES // (4 * dim))
-    return int(min(4096, max(64, 2 ** int(np.floor(np.log2(rows))))))
-
-
-# --------------------------------------------------------------------------- the store
 
 
 class EmbeddingStore:
@@ -264,27 +128,27 @@ class EmbeddingStore:
 
         """
         path = Path(path)
-        identity = _normalise_json(identity, "identity")
+        identity = normalise_json(identity, "identity")
         if not isinstance(identity, dict):
             raise StoreError(f"The store identity must be a dict; got {type(identity).__name__}.")
-        if not _positive_int(dim):
+        if not positive_int(dim):
             raise StoreError(f"Embedding dim must be a positive integer; got {dim!r}.")
         dim = int(dim)
-        if chunk_rows is not None and not _positive_int(chunk_rows):
+        if chunk_rows is not None and not positive_int(chunk_rows):
             raise StoreError(f"chunk_rows must be a positive integer; got {chunk_rows!r}.")
         if not (path / META_FILE).exists():
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()  # an empty folder: create the store in its place
             if not path.exists():
-                rows = int(chunk_rows) if chunk_rows else _auto_chunk_rows(dim)
+                rows = int(chunk_rows) if chunk_rows else auto_chunk_rows(dim)
                 cls._create(path, identity, dim, rows)
         store = cls._open(path, read_only=False)
-        differences = _diff(store.identity, identity)
+        differences = json_diff(store.identity, identity)
         if store.dim != dim:
             differences.append(("dim", store.dim, dim))
         if differences:
             listed = "; ".join(
-                f"{key} is {_show(old)} in the store but {_show(new)} now"
+                f"{key} is {show_value(old)} in the store but {show_value(new)} now"
                 for key, old, new in differences
             )
             raise StoreMismatchError(
@@ -328,20 +192,20 @@ class EmbeddingStore:
             group.create_array(
                 "coords",
                 shape=(0, 2),
-                chunks=(_COORDS_CHUNK_ROWS, 2),
+                chunks=(COORDS_CHUNK_ROWS, 2),
                 dtype="int64",
                 compressors=codec,
             )
             meta = {
-                "format": _FORMAT_NAME,
+                "format": FORMAT_NAME,
                 "format_version": STORE_FORMAT_VERSION,
                 "identity": identity,
                 "dim": dim,
                 "chunk_rows": chunk_rows,
                 "attrs": {},
             }
-            _atomic_write_json(tmp / META_FILE, meta)
-            _atomic_write_json(tmp / COMMIT_FILE, {"count": 0})
+            write_json(tmp / META_FILE, meta)
+            write_json(tmp / COMMIT_FILE, {"count": 0})
             try:
                 os.rename(tmp, path)  # the store appears complete or not at all
             except OSError:
@@ -366,9 +230,9 @@ class EmbeddingStore:
                 f"{path} is a {kind} without {META_FILE}, not a napari-dfl embedding store. "
                 + advice
             )
-        meta = _read_json(path / META_FILE, advice)
-        commit = _read_json(path / COMMIT_FILE, advice)
-        problem = _check_meta(meta, commit)
+        meta = read_json(path / META_FILE, advice)
+        commit = read_json(path / COMMIT_FILE, advice)
+        problem = check_meta(meta, commit)
         if problem:
             raise CorruptStoreError(f"Embedding store {path} is damaged: {problem}. " + advice)
         if meta["format_version"] > STORE_FORMAT_VERSION:
@@ -386,7 +250,7 @@ class EmbeddingStore:
             raise CorruptStoreError(
                 f"Embedding store {path} has unreadable arrays ({exc}). " + advice
             ) from exc
-        problem = _check_arrays(path, emb, crd, dim, count)
+        problem = check_arrays(path, emb, crd, dim, count)
         if problem:
             raise CorruptStoreError(f"Embedding store {path} is damaged: {problem}. " + advice)
         return cls(path, meta, count, (emb, crd), read_only)
@@ -487,8 +351,8 @@ class EmbeddingStore:
             (M,) int64.
 
         """
-        coords = _as_coords(coords)
-        keys, inside = _pack(coords)
+        coords = as_coords(coords)
+        keys, inside = pack_coords(coords)
         with self._lock:
             index = self._load_index()
             found = np.fromiter(
@@ -508,7 +372,7 @@ class EmbeddingStore:
             MissingEmbeddingsError: some coordinates are not in the store (a KeyError).
 
         """
-        coords = _as_coords(coords)
+        coords = as_coords(coords)
         rows = self.lookup(coords)
         absent = rows < 0
         if absent.any():
@@ -563,7 +427,7 @@ class EmbeddingStore:
 
         """
         self._check_writable()
-        coords = _as_coords(coords)
+        coords = as_coords(coords)
         emb = np.asarray(embeddings)
         if emb.ndim != 2 or emb.shape != (len(coords), self.dim):
             raise StoreError(
@@ -580,7 +444,7 @@ class EmbeddingStore:
                 f"coords {tuple(coords[~finite][0].tolist())}); nothing was written. Check the "
                 "backbone's weights and input normalisation."
             )
-        keys, inside = _pack(coords)
+        keys, inside = pack_coords(coords)
         if not inside.all():
             raise StoreError("coords must lie within the int32 range of level-0 pixels.")
         with self._lock:
@@ -598,7 +462,7 @@ class EmbeddingStore:
                         rows = arr.chunks[0]
                         arr.resize((-(-stop // rows) * rows, arr.shape[1]))
                     arr[start:stop] = data
-                _write_commit(self.path, stop)
+                write_commit(self.path, stop)
             except OSError as exc:
                 raise StoreError(
                     f"Could not write to the embedding store {self.path}: {exc}. Rows committed "
@@ -612,11 +476,11 @@ class EmbeddingStore:
     def set_attrs(self, **attrs: Any) -> None:
         """Merge JSON-serialisable user attributes into the store's metadata, atomically."""
         self._check_writable()
-        new = _normalise_json(attrs, "attrs")
+        new = normalise_json(attrs, "attrs")
         with self._lock:
-            meta = _read_json(self.path / META_FILE, "")
+            meta = read_json(self.path / META_FILE, "")
             meta["attrs"] = {**self._attrs, **new}
-            _atomic_write_json(self.path / META_FILE, meta)
+            write_json(self.path / META_FILE, meta)
             self._attrs = meta["attrs"]
 
     # ---- internals ----------------------------------------------------------------------
@@ -656,89 +520,6 @@ class EmbeddingStore:
 
     def _load_index(self) -> dict[int, int]:
         if self._index is None:
-            keys, _ = _pack(self._load_coords()[: self._count])
+            keys, _ = pack_coords(self._load_coords()[: self._count])
             self._index = dict(zip(keys.tolist(), range(self._count), strict=True))
         return self._index
-
-
-def _read_json(path: Path, advice: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError as exc:
-        raise CorruptStoreError(f"Embedding store file {path} is missing. {advice}") from exc
-    except (OSError, ValueError) as exc:
-        raise CorruptStoreError(
-            f"Embedding store file {path} is garbled ({exc}). {advice}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise CorruptStoreError(f"Embedding store file {path} is not a JSON object. {advice}")
-    return data
-
-
-def _check_meta(meta: dict[str, Any], commit: dict[str, Any]) -> str | None:
-    if meta.get("format") != _FORMAT_NAME:
-        return f"{META_FILE} does not describe a napari-dfl embedding store"
-    for key, kind in (
-        ("format_version", int),
-        ("dim", int),
-        ("chunk_rows", int),
-        ("identity", dict),
-        ("attrs", dict),
-    ):
-        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
-            return f"{META_FILE} has no valid {key!r}"
-    if meta["dim"] <= 0 or meta["chunk_rows"] <= 0:
-        return f"{META_FILE} has a non-positive dim or chunk_rows"
-    count = commit.get("count")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        return f"{COMMIT_FILE} has no valid 'count'"
-    return None
-
-
-def _check_arrays(path: Path, emb: Any, crd: Any, dim: int, count: int) -> str | None:
-    if emb.ndim != 2 or emb.shape[1] != dim or emb.dtype != np.float32:
-        return f"'embeddings' is {emb.dtype} {emb.shape}, expected float32 (N, {dim})"
-    if crd.ndim != 2 or crd.shape[1] != 2 or crd.dtype != np.int64:
-        return f"'coords' is {crd.dtype} {crd.shape}, expected int64 (N, 2)"
-    if emb.shape[0] < count or crd.shape[0] < count:
-        return f"the arrays hold fewer rows than the {count} committed"
-    for name, arr in (("embeddings", emb), ("coords", crd)):
-        for i in range(-(-count // arr.chunks[0])):
-            if not (path / name / "c" / str(i) / "0").is_file():
-                return f"chunk {i} of {name!r} is missing"
-    return None
-
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def store_path_for(
-    out_dir: str | os.PathLike[str], slide_path: str | os.PathLike[str], identity: dict[str, Any]
-) -> Path:
-    """Deterministic store folder for one slide and one extractor.
-
-    The name is ``<slide stem>__<backbone name>__<hash>.dfl.zarr``: the backbone name is
-    ``identity["backbone"]["name"]`` (or ``identity["backbone"]`` when it is a string), and the
-    hash is the first 12 hex digits of the sha256 of the canonical JSON of ``identity`` without
-    its top-level ``"slide"`` key, so all slides embedded by the same extractor share it.
-    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``.
-
-    Args:
-        out_dir: the output folder.
-        slide_path: the slide file.
-        identity: the extractor identity given to ``EmbeddingStore.create_or_open``.
-
-    Returns:
-        ``out_dir / name``.
-
-    """
-    identity = _normalise_json(identity, "identity")
-    backbone = identity.get("backbone") if isinstance(identity, dict) else None
-    if isinstance(backbone, dict):
-        backbone = backbone.get("name") or backbone.get("id")
-    name = _SAFE.sub("_", str(backbone)) if backbone else "unknown"
-    rest = {k: v for k, v in identity.items() if k != "slide"}
-    digest = hashlib.sha256(_canonical(rest).encode()).hexdigest()[:12]
-    stem = _SAFE.sub("_", Path(slide_path).stem) or "slide"
-    return Path(out_dir) / f"{stem}__{name}__{digest}.dfl.zarr"
