@@ -162,9 +162,12 @@ def test_colour_modes_and_umap_for_real(explored, qtbot):
     alpha = images["prediction"][..., 3]
     assert (alpha > 0).sum() > len(explorer.map) // 4
 
+    first = explorer.viewer
+    first.close()  # the user closed the explorer window: opening again makes a new one
     assert explorer.open("umap")
     qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=240000)
     store = known_store(panel.settings())
     xy = cached_projection(store, "umap")
     assert xy is not None and xy.shape == (len(store), 2)
     np.testing.assert_allclose(explorer.map.xy, xy)
+    assert explorer.is_open and explorer.viewer is not first

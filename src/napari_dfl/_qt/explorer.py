@@ -102,10 +102,9 @@ class Explorer:
         viewer_camera(self.viewer).center = (emap.bins / 2, emap.bins / 2)
 
     def _ensure_viewer(self) -> None:
-        if self.viewer is not None and self.viewer.window._qt_window is not None and \
-                DENSITY_NAME in self.viewer.layers:
+        if self.is_open and DENSITY_NAME in self.viewer.layers:
             return
-        if self.viewer is None or self.viewer.window._qt_window is None:
+        if not self.is_open:
             import napari
 
             factory = self.viewer_factory or (lambda: napari.Viewer(title="DFL embeddings"))
@@ -123,6 +122,18 @@ class Explorer:
         self.controls = ExplorerControls(self)
         self.viewer.window.add_dock_widget(self.controls, name="Explorer", area="right")
         self.viewer.reset_view()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the explorer window exists (napari drops its Qt window on close)."""
+        return self.viewer is not None and \
+            getattr(self.viewer.window, "_qt_window", None) is not None
+
+    def close(self) -> None:
+        """Close the explorer window (with the panel); the slide's layers stay."""
+        if self.is_open:
+            self.viewer.close()
+        self.viewer, self.controls = None, None
 
     def _ensure_slide_layers(self) -> None:
         from napari_dfl._qt.overlays import tile_placement

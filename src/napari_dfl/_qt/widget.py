@@ -419,4 +419,5 @@ class DFLWidget(QWidget):
         """Write a pending autosave and cancel the running job when the panel closes."""
         self.project.flush()
         self.jobs.shutdown()
+        self.explorer.close()
         super().closeEvent(event)
