@@ -232,8 +232,8 @@ def test_evidence_quick_run_writes_the_report(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     headline = json.loads(done.stdout.strip().splitlines()[-1])
     verdicts = {c["verdict"] for c in headline["claims"]}
-    assert len(headline["claims"]) == 8 and verdicts <= {
-        "holds", "does not hold", "not shown", "holds approximately", "see section 6"}
+    assert len(headline["claims"]) == 11 and verdicts <= {
+        "holds", "does not hold", "not shown", "holds approximately"}
     text = (tmp_path / "evidence.md").read_text()
     for section in ("## 1. Gaussian noise", "## 2. Composition", "## 3. Head and loss",
                     "## 4. Backbones", "## 5. Deep feature learning", "## 6. Learning curve"):
