@@ -19,7 +19,7 @@ Embeddings go through the product's own pipeline (CSV dataset -> per-image store
 ``embed_labelled``), cached in ``--workdir`` (default ``$TMPDIR/napari-dfl-evidence``), so a
 second run only retrains heads. Results of each section are cached in
 ``<workdir>/results.json`` (``--fresh`` recomputes them). About 35 minutes on 2 CPU cores the
-first time; ``--quick`` is a smoke run on a few dozen nuclei per class (about 2 minutes),
+first time; ``--quick`` is a smoke run on 24 nuclei per class from 12 images (under a minute),
 written to ``--doc``/``--images`` (give temporary paths then).
 
 The last stdout line is one JSON object with the headline figures.
@@ -63,18 +63,22 @@ def log(message: str) -> None:
 
 
 # -- data ----------------------------------------------------------------------------------
-def crc_rows(root: Path, seed: int = 0) -> list[tuple[str, float, float, str, int]]:
+def crc_rows(root: Path, seed: int = 0,
+             images: int | None = None) -> list[tuple[str, float, float, str, int]]:
     """Every labelled nucleus as ``(image, x, y, label, rank)``.
 
     ``rank`` is the nucleus's place in a seeded random order of its class: the first ``n``
     ranks of each class are a random sample of ``n`` per class, and smaller samples are
-    subsets of larger ones.
+    subsets of larger ones. ``images`` keeps only the first images (sorted by name).
     """
     import csv
 
     with open(root / "nuclei_labels.csv", newline="", encoding="utf-8") as handle:
         rows = [(r["image"], float(r["x"]), float(r["y"]), r["label"])
                 for r in csv.DictReader(handle)]
+    if images:
+        keep = set(sorted({r[0] for r in rows})[:images])
+        rows = [r for r in rows if r[0] in keep]
     rng = np.random.default_rng(seed)
     out = []
     for label in sorted({r[3] for r in rows}):
@@ -190,11 +194,11 @@ def natural_mask(rows, main_rows, n_max: int) -> np.ndarray:
     """Samples of the largest set kept in the data set's own class proportions.
 
     The most frequent class keeps ``n_max`` nuclei; the others keep the same fraction of
-    their own count (CRC: about 3.8 epithelial nuclei per "others" nucleus).
+    their own count (CRC: about 3.8 epithelial nuclei per "others" nucleus), at least 12.
     """
     counts = {c: sum(r[3] == c for r in rows) for c in {r[3] for r in rows}}
     top = max(counts.values())
-    quota = {c: max(2, round(n_max * n / top)) for c, n in counts.items()}
+    quota = {c: max(12, round(n_max * n / top)) for c, n in counts.items()}
     return np.array([r[4] < quota[r[3]] for r in main_rows])
 
 
@@ -412,10 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("finetune_runs.json",):
             (work / name).unlink(missing_ok=True)
 
-    rows = crc_rows(CRC_DIR)
-    if p["images"]:  # quick: a few images only (each image is a store to open)
-        keep = sorted({r[0] for r in rows})[: p["images"]]
-        rows = [r for r in rows if r[0] in keep]
+    rows = crc_rows(CRC_DIR, images=p["images"])  # quick: a few images (a store each)
     main_rows = [r for r in rows if r[4] < p["main"]]
     sub_mask = np.array([r[4] < p["sub"] for r in main_rows])
     main = embed(main_rows, "efficientnet-lite0", Composition(), work, "main")
