@@ -259,6 +259,7 @@ def finetune_half(train_rows, test_rows, out: Path, name: str, work: Path,
     from napari_dfl.core.backbones import load_backbone
     from napari_dfl.core.finetune import (
         FinetuneConfig,
+        embed_patches,
         finetune_patches,
         load_patches,
         save_finetuned,
@@ -287,8 +288,7 @@ def finetune_half(train_rows, test_rows, out: Path, name: str, work: Path,
     # the frozen route's training cost on the same patches: embed once, fit the head
     base = load_backbone()
     start = time.perf_counter()
-    frozen = np.concatenate([base.embed(train["patches"][i:i + 64])
-                             for i in range(0, len(train["patches"]), 64)])
+    frozen = embed_patches(base, train["patches"])
     embed_s = time.perf_counter() - start
     start = time.perf_counter()
     with warnings.catch_warnings():

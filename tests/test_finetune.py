@@ -142,6 +142,11 @@ def test_finetuned_name_lookup_and_listing(tuned, monkeypatch, tmp_path):
     assert by_name.weights_sha256 == read_card(folder)["weights_sha256"]
     with pytest.raises(FinetunedBackboneError, match="No fine-tuned backbone named"):
         load_backbone("finetuned:absent")
+    # what predict does with a head's backbone name and --weights FOLDER
+    moved = load_backbone("finetuned:skin-lite0", weights=str(folder))
+    assert moved.weights_sha256 == by_name.weights_sha256
+    with pytest.raises(FinetunedBackboneError, match="not 'other'"):
+        load_backbone("finetuned:other", weights=str(folder))
     monkeypatch.setenv("NAPARI_DFL_BACKBONES", str(tmp_path))
     copy = shutil.copytree(folder, tmp_path / "elsewhere")
     assert register_finetuned(copy) == "finetuned:skin-lite0"
@@ -175,6 +180,21 @@ def test_bad_input_gives_clear_errors(sample_patches, tmp_path):
     with pytest.raises(DFLError):
         load_patches([tmp_path / "missing.csv"], PATCH)
     assert main(["finetune", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_cli_writes_a_backbone_folder(sample_slide_path, tmp_path, capsys):
+    from napari_dfl.cli import main
+
+    out = tmp_path / "cli-lite0"
+    code = main(["finetune", str(sample_slide_path), "--out", str(out), "--patch-size", "112",
+                 "--epochs", "1", "--blocks", "1", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert f"use it with --backbone {out}" in printed.out
+    assert "linear probe:" in printed.err and "epoch 1/1" in printed.err
+    card = read_card(out)
+    assert card["name"] == "cli-lite0" and card["config"]["epochs"] == 1
+    assert card["dataset"]["patch"] == {"size": 112, "mpp": 0.5}
 
 
 def test_refuses_to_overwrite_a_foreign_folder(tuned, tmp_path):

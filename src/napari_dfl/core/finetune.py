@@ -41,6 +41,7 @@ __all__ = [
     "FinetuneError",
     "FinetuneProgress",
     "FinetuneResult",
+    "embed_patches",
     "finetune",
     "finetune_patches",
     "load_patches",
@@ -138,7 +139,7 @@ class FinetuneResult:
 
     def predict_proba(self, patches: np.ndarray, batch: int = 64) -> np.ndarray:
         """Class probabilities of uint8 RGB patches by the tuned backbone and head."""
-        return self.head.predict_proba(_embed(self.backbone, patches, batch))
+        return self.head.predict_proba(embed_patches(self.backbone, patches, batch))
 
 
 def _blocks(model) -> list[str]:
@@ -206,7 +207,8 @@ def load_patches(specs: Sequence[str | os.PathLike], composition, *, mpp: float 
             "patch": {"size": single.patch_size, "mpp": single.zooms[0]}}
 
 
-def _embed(backbone, patches: np.ndarray, batch: int = 64) -> np.ndarray:
+def embed_patches(backbone, patches: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Embeddings ``(N, D)`` float32 of uint8 RGB patches, ``batch`` at a time."""
     return np.concatenate([backbone.embed(patches[i:i + batch])
                            for i in range(0, len(patches), batch)]) if len(patches) else \
         np.zeros((0, backbone.embed_dim), np.float32)
@@ -290,7 +292,7 @@ def finetune(
     start = time.perf_counter()
 
     # step 1: a linear head on the frozen embeddings
-    frozen = _embed(backbone, patches)
+    frozen = embed_patches(backbone, patches)
     head = fit(frozen[train_idx], labels[train_idx], groups[train_idx],
                TrainConfig(head="linear", loss="ce", noise=0.0, seed=config.seed),
                classes=classes)
