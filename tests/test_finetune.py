@@ -145,6 +145,8 @@ def test_finetuned_name_lookup_and_listing(tuned, monkeypatch, tmp_path):
     # what predict does with a head's backbone name and --weights FOLDER
     moved = load_backbone("finetuned:skin-lite0", weights=str(folder))
     assert moved.weights_sha256 == by_name.weights_sha256
+    as_weights = load_backbone("efficientnet-lite0", weights=str(folder))  # GUI weights field
+    assert as_weights.identity()["name"] == "finetuned:skin-lite0"
     with pytest.raises(FinetunedBackboneError, match="not 'other'"):
         load_backbone("finetuned:other", weights=str(folder))
     monkeypatch.setenv("NAPARI_DFL_BACKBONES", str(tmp_path))

@@ -131,7 +131,8 @@ def resolve(name: str | os.PathLike, weights: str | os.PathLike | None = None):
     """Turn a fine-tuned backbone reference into ``(spec, weights file, card)``.
 
     Args:
-        name: ``finetuned:<name>`` or a folder path; any other name returns None.
+        name: ``finetuned:<name>`` or a folder path; any other name returns None, unless
+            ``weights`` is a fine-tuned folder (then that folder is loaded).
         weights: optionally the folder (or its ``model.safetensors``) to use instead of the
             lookup (e.g. ``predict --weights`` for a head trained on a moved backbone).
 
@@ -147,7 +148,9 @@ def resolve(name: str | os.PathLike, weights: str | os.PathLike | None = None):
     from napari_dfl.core.backbones import BackboneSpec, get_spec, weights_sha256
 
     if not is_finetuned(name):
-        return None
+        if weights is None or os.fspath(weights).startswith(PREFIX) or not is_finetuned(weights):
+            return None
+        name, weights = weights, None  # a preset name with a fine-tuned folder as weights
     text = os.fspath(name)
     if weights is not None:
         folder = Path(weights).expanduser()
