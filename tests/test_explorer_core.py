@@ -85,3 +85,39 @@ def test_few_points_paint_larger_squares_and_the_selection_follows():
     selected[0] = True
     mask = emap.highlight_mask(selected)
     assert mask[r - 4:r + 5, c - 4:c + 5].all() and mask.sum() == 81
+
+
+def test_cohort_stores_are_those_of_the_same_extractor(tmp_path):
+    from napari_dfl.core.explorer import cohort_stores, slide_colors
+    from napari_dfl.core.projection import cached_projection, project_stores
+    from napari_dfl.core.store import EmbeddingStore, store_path_for
+
+    extractor = {"backbone": {"name": "b", "weights_sha256": "1"}, "composition": {"z": 1}}
+    other_weights = {"backbone": {"name": "b", "weights_sha256": "2"}, "composition": {"z": 1}}
+    rng = np.random.default_rng(0)
+
+    def make(slide: str, ex: dict, rows: int = 5, dim: int = 4) -> EmbeddingStore:
+        identity = {**ex, "slide": {"name": slide}}
+        store = EmbeddingStore.create_or_open(store_path_for(tmp_path, slide, identity),
+                                              identity, dim)
+        if rows:
+            store.append(np.stack([np.arange(rows), np.zeros(rows)], 1).astype(np.int64),
+                         rng.normal(size=(rows, dim)).astype(np.float32))
+        return store
+
+    first = make("a.svs", extractor)
+    second = make("b.svs", extractor)
+    make("c.svs", other_weights)       # another extractor: not in the cohort
+    make("d.svs", extractor, rows=0)   # empty: skipped
+    make("e.svs", extractor, dim=6)    # another dimension: skipped
+    cohort = cohort_stores(first)
+    assert [s.path for s in cohort] == [first.path, second.path]
+
+    alone = project_stores([first], "pca")[0]
+    together = project_stores(cohort, "pca")
+    assert [len(p) for p in together] == [5, 5]
+    # the joint projection is cached apart from the slide's own
+    np.testing.assert_array_equal(cached_projection([first], "pca")[0], alone)
+    np.testing.assert_array_equal(cached_projection(cohort, "pca")[1], together[1])
+    colours = slide_colors(np.array([0, 0, 1, 2]))
+    assert np.allclose(colours[0], colours[1]) and not np.allclose(colours[1], colours[2])

@@ -167,7 +167,66 @@ def test_colour_modes_and_umap_for_real(explored, qtbot):
     assert explorer.open("umap")
     qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=240000)
     store = known_store(panel.settings())
-    xy = cached_projection(store, "umap")
-    assert xy is not None and xy.shape == (len(store), 2)
+    [xy] = cached_projection([store], "umap")
+    assert xy.shape == (len(store), 2)
     np.testing.assert_allclose(explorer.map.xy, xy)
     assert explorer.is_open and explorer.viewer is not first
+
+
+def test_a_cohort_view_colours_by_slide_and_labels_only_the_open_slide(explored, tmp_path,
+                                                                       notes):
+    import shutil
+
+    from napari_dfl._qt.explorer import DENSITY_NAME
+    from napari_dfl.core.worker_process import ExtractionProcess, ExtractionRequest
+
+    viewer, panel, explorer = explored
+    settings = panel.settings()
+    other = tmp_path / "other-slide.svs"
+    shutil.copyfile(settings.slide.path, other)
+    coords = np.array([[1000, 1500], [1112, 1500], [1000, 1612], [1112, 1612]], np.int64)
+    job = ExtractionProcess(ExtractionRequest(
+        slide_path=str(other), mpp=None, coords=coords,
+        composition=settings.composition.to_dict(), store_dir=settings.store_dir)).start()
+    while not job.finished:
+        job.poll(0.2)
+    assert job.outcome[0] == "finished", job.outcome
+
+    single = len(explorer.map)
+    assert explorer.open("pca", cohort=True)
+    emap = explorer.map
+    assert emap.slides[0] == settings.slide.path.name and "other-slide.svs" in emap.slides
+    assert len(emap) == single + len(coords)
+    assert (emap.slide_ids != 0).sum() == len(coords)
+    explorer.controls.mode.setCurrentText("slide")
+    per_tile = explorer.colors("slide")
+    ours = {tuple(c) for c in per_tile[emap.slide_ids == 0]}
+    theirs = {tuple(c) for c in per_tile[emap.slide_ids != 0]}
+    assert len(ours) == len(theirs) == 1 and ours != theirs
+    image = explorer.viewer.layers[DENSITY_NAME].data
+    r, c = np.round(emap.pixels[emap.slide_ids != 0][0]).astype(int)
+    assert image[r, c, 3] > 0 and tuple(image[r, c, :3]) != (0, 0, 0)
+    # the copy's tiles are the same pixels as the open slide's: one space, same places
+    for anchor, xy in zip(emap.anchors[emap.slide_ids != 0], emap.xy[emap.slide_ids != 0],
+                          strict=True):
+        twins = (emap.anchors == anchor).all(axis=1) & (emap.slide_ids == 0)
+        if twins.any():
+            np.testing.assert_allclose(emap.xy[twins][0], xy, atol=1e-3)
+
+    elsewhere = int(np.flatnonzero(emap.slide_ids != 0)[0])
+    before_centre = tuple(viewer.scene.camera.center)
+    explorer.centre_slide_on(elsewhere)
+    assert tuple(viewer.scene.camera.center) == before_centre
+    assert any("other-slide.svs" in m for m in notes)
+    x, y = emap.anchors[elsewhere]
+    from napari_dfl.core.slide import Slide
+
+    expected = Slide(other).read_region((float(x), float(y)), (112, 112), mpp=0.5)
+    np.testing.assert_array_equal(explorer.patch(elsewhere), expected)
+
+    chosen = np.zeros(len(emap), bool)
+    chosen[[0, 1, elsewhere]] = True
+    explorer.select(chosen)
+    panel.classes.set_active("dermis")
+    assert explorer.label_selection() == 2
+    assert any("belong to other slides" in m for m in notes)

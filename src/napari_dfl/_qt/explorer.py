@@ -26,8 +26,16 @@ from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QVBoxLayout, QWidget
 from napari_dfl._qt.jobs import notify
 from napari_dfl._qt.layers import rgba
 from napari_dfl._qt.suggestions import viewer_camera
+from napari_dfl.core.compress import slide_name
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.explorer import EmbeddingMap, label_colors, pca_colors, value_colors
+from napari_dfl.core.explorer import (
+    EmbeddingMap,
+    cohort_stores,
+    label_colors,
+    pca_colors,
+    slide_colors,
+    value_colors,
+)
 
 DENSITY_NAME = "embedding density"
 HIGHLIGHT_NAME = "selected"
@@ -35,7 +43,7 @@ LASSO_NAME = "lasso"
 SLIDE_SELECTION_NAME = "DFL selected tiles"
 SLIDE_LASSO_NAME = "DFL explore"
 FALSE_COLOUR_NAME = "DFL embedding colours"
-COLOR_MODES = ("prediction", "class", "confidence", "PCA colours")
+COLOR_MODES = ("prediction", "class", "confidence", "slide", "PCA colours")
 _HIGHLIGHT = np.array([255, 255, 0, 255], np.uint8)
 
 
@@ -52,13 +60,17 @@ class Explorer:
         self.grid_shape = (1, 1)
         self.hovered: int | None = None
         self.controls: ExplorerControls | None = None
+        self._slide_paths: list[tuple[str | None, float | None]] = []  # per slide id
+        self._other_slides: dict[int, object] = {}
 
     # -- opening ---------------------------------------------------------------------------
-    def open(self, method: str = "pca") -> bool:
+    def open(self, method: str = "pca", cohort: bool = False) -> bool:
         """Project the tiles of the slide's store and show them; False (and a note) if not.
 
-        PCA is computed at once; UMAP runs in a child process as a job of the panel (its
-        result is cached with the store, so reopening is instant).
+        With ``cohort``, the other slides' stores of the same store folder and extractor are
+        projected with it (one shared space, colour by slide). PCA is computed at once; UMAP
+        runs in a child process as a job of the panel. Projections are cached with the
+        stores, so reopening is instant.
         """
         from napari_dfl._qt.pipeline import known_store, projection_job
         from napari_dfl.core.projection import cached_projection, project_stores
@@ -71,19 +83,27 @@ class Explorer:
             notify("warning", "no embeddings of this slide with these settings yet: Extract "
                    "or Predict first, then open the explorer.")
             return False
+        stores = cohort_stores(store) if cohort else [store]
         tile = settings.composition.anchor_extent(settings.slide.require_mpp())
-        coords, embeddings = store.coords, store.embeddings()
+        coords = np.concatenate([s.coords for s in stores])
+        ids = np.concatenate([np.full(len(s), i) for i, s in enumerate(stores)])
+        names = [slide_name(s) for s in stores]
+        embeddings = np.concatenate([s.embeddings() for s in stores])
+        self._slide_paths = [(s.attrs.get("slide_path"), s.attrs.get("mpp")) for s in stores]
+        self._other_slides = {}
 
-        def show(xy) -> None:
-            self.load(EmbeddingMap(xy, coords, tile), embeddings)
+        def show(parts) -> None:
+            self.load(EmbeddingMap(np.concatenate(parts), coords, tile, slide_ids=ids,
+                                   slides=names), embeddings)
 
-        xy = cached_projection(store, method)
-        if xy is None and method == "pca":
-            xy = project_stores([store], "pca")[0]
-        if xy is not None:
-            show(xy)
+        parts = cached_projection(stores, method)
+        if parts is None and method == "pca":
+            parts = project_stores(stores, "pca")
+        if parts is not None:
+            show(parts)
             return True
-        return self.panel.jobs.start("UMAP", lambda t: projection_job(str(store.path), method, t),
+        paths = [str(s.path) for s in stores]
+        return self.panel.jobs.start("UMAP", lambda t: projection_job(paths, method, t),
                                      lambda _kind, _payload: None, show)
 
     def load(self, emap: EmbeddingMap, embeddings: np.ndarray | None = None) -> None:
@@ -162,13 +182,16 @@ class Explorer:
             return label_colors(np.asarray(panel.head.classes)[proba.argmax(axis=1)], palette)
         if mode == "confidence" and proba is not None:
             return value_colors(proba.max(axis=1))
+        if mode == "slide":
+            return slide_colors(self.map.slide_ids)
         if mode == "PCA colours" and self.embeddings is not None:
             return pca_colors(self.embeddings) / 255.0
         if mode == "class" and panel.samples is not None and len(panel.samples):
             index = {tuple(c): lab for c, lab in zip(panel.samples.coords.tolist(),
                                                      panel.samples.labels.tolist(),
                                                      strict=True)}
-            labels = [index.get(tuple(c), "") for c in self.map.anchors.tolist()]
+            labels = [index.get(tuple(c), "") if here else "" for c, here in
+                      zip(self.map.anchors.tolist(), self.map.on_open_slide, strict=True)]
             return label_colors(labels, palette)
         return label_colors([""] * n, palette)
 
@@ -191,7 +214,7 @@ class Explorer:
         image[self.map.highlight_mask(self.selected)] = _HIGHLIGHT
         self.viewer.layers[HIGHLIGHT_NAME].data = image
         grid = np.zeros((*self.grid_shape, 4), np.uint8)
-        positions = self.map.tile_grid_positions()[self.selected]
+        positions = self.map.tile_grid_positions()[self.selected & self.map.on_open_slide]
         inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)
         grid[positions[inside, 0], positions[inside, 1]] = _HIGHLIGHT
         slide_layer = self.panel.viewer.layers[SLIDE_SELECTION_NAME]
@@ -210,7 +233,8 @@ class Explorer:
         if self.map is None or getattr(event, "action", "added") != "added" or \
                 not len(event.source.data):
             return
-        self.select(self.map.tiles_in_polygon(event.source.data[-1][:, -2:][:, ::-1]))
+        inside = self.map.tiles_in_polygon(event.source.data[-1][:, -2:][:, ::-1])
+        self.select(inside & self.map.on_open_slide)
 
     def label_selection(self) -> int:
         """Make the selected tiles point annotations of the active class; how many."""
@@ -223,9 +247,13 @@ class Explorer:
             notify("warning", "add a class first: the selection is labelled with the active "
                    "class (keys 1-9 pick it).")
             return 0
-        centres = self.map.centres[self.selected]
+        centres = self.map.centres[self.selected & self.map.on_open_slide]
+        elsewhere = int((self.selected & ~self.map.on_open_slide).sum())
+        if elsewhere:
+            notify("info", f"{elsewhere} selected tiles belong to other slides and were not "
+                   "labelled: open those slides to label their tiles.")
         if not len(centres):
-            notify("info", "nothing selected: draw a lasso around points first.")
+            notify("info", "nothing selected on this slide: draw a lasso around points first.")
             return 0
         self.panel.add_annotations([Annotation(Point(float(x), float(y)), name)
                                     for x, y in centres])
@@ -239,13 +267,18 @@ class Explorer:
 
     def centre_slide_on(self, index: int) -> None:
         """Centre the slide's view on tile ``index`` and select it alone."""
+        mask = np.zeros(len(self.map), dtype=bool)
+        mask[index] = True
+        if not self.map.on_open_slide[index]:
+            self.select(mask)
+            notify("info", f"this tile is on {self.map.slides[self.map.slide_ids[index]]}: "
+                   "open that slide to see it in place.")
+            return
         x, y = self.map.centres[index]
         reference = self.panel.slide_layer
         world = np.array([y, x]) if reference is None else \
             np.array([y, x]) * np.asarray(reference.scale[-2:]) + reference.translate[-2:]
         viewer_camera(self.panel.viewer).center = tuple(world.tolist())
-        mask = np.zeros(len(self.map), dtype=bool)
-        mask[index] = True
         self.select(mask)
 
     def patch(self, index: int) -> np.ndarray | None:
@@ -254,10 +287,28 @@ class Explorer:
             settings = self.panel.settings()
         except DFLError:  # no slide or mpp: nothing to show
             return None
-        comp = settings.composition
+        comp, slide = settings.composition, settings.slide
+        slide_id = int(self.map.slide_ids[index])
+        if slide_id:
+            slide = self._other_slide(slide_id)
+            if slide is None:
+                return None
         x, y = self.map.anchors[index]
-        return settings.slide.read_region((float(x), float(y)),
-                                          (comp.patch_size, comp.patch_size), mpp=comp.zooms[0])
+        return slide.read_region((float(x), float(y)), (comp.patch_size, comp.patch_size),
+                                 mpp=comp.zooms[0])
+
+    def _other_slide(self, slide_id: int):
+        """Another slide of the cohort view, opened lazily (None when it cannot be read)."""
+        from napari_dfl.core.image_slide import open_slide
+
+        cache = self._other_slides
+        if slide_id not in cache:
+            path, mpp = self._slide_paths[slide_id]
+            try:
+                cache[slide_id] = open_slide(path, mpp=mpp) if path else None
+            except DFLError:
+                cache[slide_id] = None
+        return cache[slide_id]
 
     def _on_move(self, _viewer, event) -> None:
         index = self.point_at(event.position)
@@ -288,10 +339,11 @@ class Explorer:
 
         if self.embeddings is None:
             return None
-        rgb = pca_colors(self.embeddings)
+        rgb = pca_colors(self.embeddings)  # over every slide shown: comparable colours
         image = np.zeros((*self.grid_shape, 4), np.uint8)
         positions = self.map.tile_grid_positions()
         inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)
+        inside &= self.map.on_open_slide
         image[positions[inside, 0], positions[inside, 1], :3] = rgb[inside]
         image[positions[inside, 0], positions[inside, 1], 3] = 255
         viewer = self.panel.viewer

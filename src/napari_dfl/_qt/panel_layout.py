@@ -103,10 +103,16 @@ def build_panel(panel) -> None:
     explore.addWidget(QLabel("Explore embeddings:"))
     panel.explore_pca_button = QPushButton("PCA")
     panel.explore_umap_button = QPushButton("UMAP")
-    panel.explore_pca_button.clicked.connect(lambda: panel.explorer.open("pca"))
-    panel.explore_umap_button.clicked.connect(lambda: panel.explorer.open("umap"))
-    explore.addWidget(panel.explore_pca_button)
-    explore.addWidget(panel.explore_umap_button)
+    panel.explore_cohort_check = QCheckBox("all slides of the store folder")
+    panel.explore_cohort_check.setToolTip(
+        "Project the other slides embedded with the same backbone and composition too, in "
+        "one space (colour by slide)")
+    for button, method in ((panel.explore_pca_button, "pca"),
+                           (panel.explore_umap_button, "umap")):
+        button.clicked.connect(lambda _checked=False, m=method: panel.explorer.open(
+            m, cohort=panel.explore_cohort_check.isChecked()))
+        explore.addWidget(button)
+    explore.addWidget(panel.explore_cohort_check)
     layout.addLayout(explore)
     layout.addWidget(panel.project)
     layout.addWidget(panel.status)

@@ -301,23 +301,24 @@ def auto_job(settings: Settings, annotations: Sequence[Annotation], classes: lis
     return head
 
 
-def _projection_child(path: str, method: str, results) -> None:
-    """Child process: project one store (cached with it); put the coordinates or an error."""
+def _projection_child(paths: list[str], method: str, results) -> None:
+    """Child process: project stores together (cached with them); put the parts or an error."""
     try:
-        from napari_dfl.core.projection import project_store_path
+        from napari_dfl.core.projection import project_store_paths
 
-        results.put(("ok", project_store_path(path, method)))
+        results.put(("ok", project_store_paths(paths, method)))
     except BaseException as exc:  # report everything: the parent must learn why
         from napari_dfl.core.worker_process import one_line
 
         results.put(("error", one_line(exc)))
 
 
-def projection_job(store_path: str, method: str, token: CancelToken,
-                   ) -> Generator[Event, None, np.ndarray]:
-    """Project a store in a spawned child (UMAP's numba must stay out of the GUI process).
+def projection_job(store_paths: list[str], method: str, token: CancelToken,
+                   ) -> Generator[Event, None, list[np.ndarray]]:
+    """Project stores in a spawned child (UMAP's numba must stay out of the GUI process).
 
-    Yields ``("waiting", seconds)`` while it runs; returns the ``(N, 2)`` coordinates.
+    Yields ``("waiting", seconds)`` while it runs; returns the ``(N_i, 2)`` coordinates of
+    each store.
     Cancel stops the child at once (nothing partial is cached).
     """
     import multiprocessing as mp
@@ -326,7 +327,7 @@ def projection_job(store_path: str, method: str, token: CancelToken,
 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    child = ctx.Process(target=_projection_child, args=(store_path, method, results),
+    child = ctx.Process(target=_projection_child, args=(list(store_paths), method, results),
                         name="napari-dfl-projection", daemon=True)
     child.start()
     start = time.monotonic()

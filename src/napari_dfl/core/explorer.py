@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.store import EmbeddingStore
 
 #: Side of the density image, in pixels.
 BINS = 512
@@ -34,6 +36,8 @@ class EmbeddingMap:
         bins: side of the density image.
         radius: half-side in pixels of the square each point paints (None: from the number
             of points, so that a few dozen tiles stay visible and 100,000 stay sharp).
+        slide_ids: ``(N,)`` index into ``slides`` of each tile's slide (None: all slide 0).
+        slides: the slides' names; slide 0 is the one open in the viewer.
 
     """
 
@@ -42,6 +46,8 @@ class EmbeddingMap:
     tile_size: float
     bins: int = BINS
     radius: int | None = None
+    slide_ids: np.ndarray | None = None
+    slides: list[str] = field(default_factory=lambda: ["slide"])
     pixels: np.ndarray = field(init=False, repr=False)
     _tree: object = field(init=False, default=None, repr=False)
 
@@ -60,11 +66,20 @@ class EmbeddingMap:
         col = (self.xy[:, 0] - self.origin[0]) * self.scale
         row = (self.bins - 1) - (self.xy[:, 1] - self.origin[1]) * self.scale
         self.pixels = np.stack([row, col], axis=1)
+        self.slide_ids = np.zeros(len(self.xy), np.int64) if self.slide_ids is None else \
+            np.asarray(self.slide_ids, dtype=np.int64).reshape(-1)
+        if len(self.slide_ids) != len(self.xy):
+            raise DFLError(f"{len(self.slide_ids)} slide labels for {len(self.xy)} tiles.")
         if self.radius is None:
             self.radius = int(np.clip(round(self.bins / (4 * np.sqrt(max(len(self), 1)))), 0, 4))
 
     def __len__(self) -> int:
         return len(self.xy)
+
+    @property
+    def on_open_slide(self) -> np.ndarray:
+        """``(N,)`` bool: tiles of the slide open in the viewer (slide 0)."""
+        return self.slide_ids == 0
 
     @property
     def centres(self) -> np.ndarray:
@@ -151,6 +166,30 @@ class EmbeddingMap:
         return np.floor(self.centres[:, ::-1] / self.tile_size).astype(np.int64)
 
 
+def cohort_stores(store: EmbeddingStore) -> list[EmbeddingStore]:
+    """``store`` first, then the other stores of its folder made by the same extractor.
+
+    Same extractor: equal identities once the slide is left out (backbone and its weights,
+    composition), so that their embeddings share one space. Unreadable or empty stores are
+    skipped.
+    """
+    def extractor(identity: dict) -> dict:
+        return {k: v for k, v in identity.items() if k != "slide"}
+
+    wanted, here = extractor(store.identity), Path(store.path).resolve()
+    found = [store]
+    for path in sorted(here.parent.glob("*.dfl.zarr")):
+        if path.resolve() == here:
+            continue
+        try:
+            other = EmbeddingStore.open(path)
+        except DFLError:
+            continue
+        if len(other) and other.dim == store.dim and extractor(other.identity) == wanted:
+            found.append(other)
+    return found
+
+
 def _flat_index(pixels: np.ndarray, n: int) -> np.ndarray:
     rc = np.clip(np.round(pixels).astype(np.int64), 0, n - 1)
     return rc[:, 0] * n + rc[:, 1]
@@ -164,6 +203,15 @@ def label_colors(labels: Sequence[str], palette: Mapping[str, Sequence[float]]) 
     for name, rgb in palette.items():
         out[labels == name] = np.asarray(rgb, dtype=np.float64)[:3]
     return out
+
+
+def slide_colors(slide_ids: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` RGB in [0, 1]: one qualitative colour per slide (tab10, then tab20)."""
+    from matplotlib import colormaps
+
+    ids = np.asarray(slide_ids, dtype=np.int64)
+    table = colormaps["tab10" if ids.max(initial=0) < 10 else "tab20"]
+    return np.asarray(table(ids % table.N))[:, :3]
 
 
 def value_colors(values: np.ndarray, colormap: str = "viridis") -> np.ndarray:

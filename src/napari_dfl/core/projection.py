@@ -7,6 +7,7 @@ so reopening is instant and a store that grew is projected again.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,42 +52,61 @@ def project(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np.nd
     return reducer.fit_transform(x).astype(np.float32)
 
 
-def cached_projection(store: EmbeddingStore, method: str, seed: int = 0) -> np.ndarray | None:
-    """The store's cached projection when it is up to date, else None (never computes)."""
-    return _load_cache(store, method, seed)
+def cached_projection(stores: Sequence[EmbeddingStore], method: str,
+                      seed: int = 0) -> list[np.ndarray] | None:
+    """The stores' cached joint projection when it is up to date, else None (never computes)."""
+    group = _group(stores)
+    cached = [_load_cache(store, method, seed, group) for store in stores]
+    return cached if all(c is not None for c in cached) else None  # type: ignore[return-value]
 
 
-def project_store_path(path: str, method: str, seed: int = 0) -> np.ndarray:
-    """Project one store given by its path, caching the result (entry of a child process)."""
-    return project_stores([EmbeddingStore.open(path)], method, seed)[0]
+def project_store_paths(paths: Sequence[str], method: str, seed: int = 0) -> list[np.ndarray]:
+    """Project stores given by their paths, caching the result (entry of a child process)."""
+    return project_stores([EmbeddingStore.open(path) for path in paths], method, seed)
 
 
 def project_stores(stores: Sequence[EmbeddingStore], method: str = "pca",
                    seed: int = 0) -> list[np.ndarray]:
-    """Project several stores together (one shared embedding space); cached per store."""
-    cached = [_load_cache(store, method, seed) for store in stores]
-    if all(c is not None for c in cached):
-        return cached  # type: ignore[return-value]
+    """Project several stores together (one shared embedding space); cached per store.
+
+    The cache of a store projected alone and that of the same store projected with others
+    are different files (the group of stores is part of the name), so a cohort projection
+    never replaces a slide's own.
+    """
+    stores = list(stores)
+    cached = cached_projection(stores, method, seed)
+    if cached is not None:
+        return cached
     dims = {store.dim for store in stores}
     if len(dims) != 1:
         raise DFLError(f"stores of different embedding dimensions {sorted(dims)} cannot share "
                        "a projection; project stores of one backbone and composition.")
     coords = project(np.concatenate([store.embeddings() for store in stores]), method, seed)
-    parts, start = [], 0
+    parts, start, group = [], 0, _group(stores)
     for store in stores:
         part = coords[start : start + len(store)]
         start += len(store)
-        _save_cache(store, method, seed, part)
+        _save_cache(store, method, seed, part, group)
         parts.append(part)
     return parts
 
 
-def _cache_path(store: EmbeddingStore, method: str) -> Path:
-    return Path(store.path) / f"projection_{method}.npz"
+def _group(stores: Sequence[EmbeddingStore]) -> str:
+    """'' for one store; else a digest of the stores' folder names (order-independent)."""
+    if len(stores) <= 1:
+        return ""
+    names = sorted(Path(store.path).name for store in stores)
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()[:10]
 
 
-def _load_cache(store: EmbeddingStore, method: str, seed: int) -> np.ndarray | None:
-    path = _cache_path(store, method)
+def _cache_path(store: EmbeddingStore, method: str, group: str = "") -> Path:
+    suffix = f"_{group}" if group else ""
+    return Path(store.path) / f"projection_{method}{suffix}.npz"
+
+
+def _load_cache(store: EmbeddingStore, method: str, seed: int,
+                group: str = "") -> np.ndarray | None:
+    path = _cache_path(store, method, group)
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as data:
@@ -95,9 +115,10 @@ def _load_cache(store: EmbeddingStore, method: str, seed: int) -> np.ndarray | N
         return data["xy"]
 
 
-def _save_cache(store: EmbeddingStore, method: str, seed: int, xy: np.ndarray) -> None:
+def _save_cache(store: EmbeddingStore, method: str, seed: int, xy: np.ndarray,
+                group: str = "") -> None:
     try:
-        with atomic_path(_cache_path(store, method)) as tmp, open(tmp, "wb") as handle:
+        with atomic_path(_cache_path(store, method, group)) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, xy=xy, rows=np.int64(len(store)), seed=np.int64(seed))
     except OSError:  # a read-only store folder: the projection is simply not cached
         pass
