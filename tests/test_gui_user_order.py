@@ -57,6 +57,12 @@ def main(store_dir: str) -> int:
     widget.regions.add_rectangles([[1200, 800], [1500, 1100]])
     widget.classes.add_class("glass")
     widget.points.add([[300, 300], [2900, 2100]])
+    import threading
+
+    warm_up = [t for t in threading.enumerate() if t.name == "napari-dfl-warm-up"]
+    for thread in warm_up:
+        thread.join(60)
+    dynamo_before_train = "torch._dynamo" in sys.modules
     widget.extract_button.click()
     started = widget.jobs.busy
     deadline = time.monotonic() + 240
@@ -76,6 +82,9 @@ def main(store_dir: str) -> int:
         "coords": [] if samples is None else samples.coords.tolist(),
         "trained": widget.head is not None,
         "timm_in_gui": "timm" in sys.modules,
+        "triton_blocked": sys.modules.get("triton", "absent") is None,
+        "warm_up_threads": len(warm_up),
+        "dynamo_before_train": dynamo_before_train,
         "notifications": notes,
     }
     print(json.dumps(result), flush=True)
@@ -100,6 +109,9 @@ def test_extract_after_the_viewer_rendered_survives(tmp_path, qapp):
     assert result["rendered_mean"] > 30, "the viewer did not render"
     assert result["started"] and not result["busy_at_end"]
     assert not result["timm_in_gui"]
+    assert result["triton_blocked"], "triton must stay out of the GUI process"
+    # the optimizer warm-up ran in its thread when the panel opened, before any Train
+    assert result["warm_up_threads"] <= 1 and result["dynamo_before_train"]
     assert result["n_samples"] > 3 and result["trained"]
     [store_path] = list(tmp_path.glob("*.zarr"))
     store = EmbeddingStore.open(store_path)

@@ -9,6 +9,7 @@ notification; :meth:`JobRunner.shutdown` (viewer closing) cancels and waits brie
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable, Generator
@@ -38,6 +39,24 @@ def keep_triton_out() -> bool:
         return sys.modules["triton"] is None
     sys.modules["triton"] = None  # type: ignore[assignment]  # import raises ImportError
     return True
+
+
+def warm_up_training() -> threading.Thread:
+    """Create a throw-away torch optimizer in a background thread; returns the thread.
+
+    The first optimizer of a process imports ``torch._dynamo`` (about a second of imports
+    that hold the GIL in bursts). Doing it while the user is still annotating keeps that
+    out of the first Train, where it stalled the event loop for ~300 ms.
+    """
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # a warm-up must never break the panel
+            import torch
+
+            torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+
+    thread = threading.Thread(target=warm, name="napari-dfl-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def notify(kind: str, message: str) -> None:

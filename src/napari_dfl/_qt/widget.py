@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QWidget
 from napari_dfl._qt import layers as annotation_layers
 from napari_dfl._qt.auto import AutoMode
 from napari_dfl._qt.explorer import Explorer
-from napari_dfl._qt.jobs import JobRunner, keep_triton_out, notify
+from napari_dfl._qt.jobs import JobRunner, keep_triton_out, notify, warm_up_training
 from napari_dfl._qt.metrics_view import metrics_html
 from napari_dfl._qt.overlays import PredictionOverlay
 from napari_dfl._qt.panel_layout import build_panel
@@ -40,6 +40,7 @@ class DFLWidget(QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         keep_triton_out()
+        warm_up_training()
         self.viewer = napari_viewer
         self.jobs = JobRunner()
         self.head = None
