@@ -108,3 +108,22 @@ def test_the_service_keeps_its_child_between_jobs_and_restarts_a_dead_one(sample
     finally:
         service.close()
     assert service.process is None
+
+
+def test_preloading_loads_the_backbone_before_the_first_job(sample_slide_path, tmp_path):
+    from napari_dfl.core.worker_process import ExtractionService
+
+    service = ExtractionService()
+    try:
+        service.preload("no-such-backbone")  # reported, never fatal to the child
+        service.preload("efficientnet-lite0")
+        bad = service.wait_preloaded("no-such-backbone", 120)
+        assert bad is not None and not bad["ok"] and "no-such-backbone" in bad["message"]
+        good = service.wait_preloaded("efficientnet-lite0", 120)
+        assert good == {"backbone": "efficientnet-lite0", "ok": True}
+        pid = service.process.pid
+        coords = np.array([[1000, 1500]], np.int64)
+        messages = run_to_end(service.job(request(sample_slide_path, tmp_path, coords)).start())
+        assert messages[-1][0] == "finished" and service.process.pid == pid
+    finally:
+        service.close()

@@ -23,6 +23,7 @@ from napari_dfl._qt.pipeline import (
     auto_job,
     default_store_dir,
     extract_job,
+    extraction_service,
     extractor_difference,
     extractor_summary,
     predict_job,
@@ -53,6 +54,7 @@ class DFLWidget(QWidget):
         build_panel(self)
         self.auto = AutoMode(self)
         self.auto_check.toggled.connect(self.auto.set_enabled)
+        self.backbone_combo.currentTextChanged.connect(self._preload_backbone)
         self.suggestions = Suggestions(self)
         self.explorer = Explorer(self)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
@@ -116,9 +118,15 @@ class DFLWidget(QWidget):
         self._bind_keys(layer)  # the image layer's own 1-9 mode keys would shadow the viewer's
         self.mpp_spin.setValue(slide.mpp or 0.0)
         self.ensure_annotation_layers()
+        self._preload_backbone()
         if slide.mpp is None:
             notify("warning", f"{slide.path.name} does not record its pixel size: give its "
                    "µm/px in the panel's field (0.25 is typical at x40, 0.5 at x20).")
+
+    def _preload_backbone(self, *_args) -> None:
+        """Have the extraction child load the chosen backbone while the user annotates."""
+        if self.slide_layer is not None and not self.jobs.busy:
+            extraction_service().preload(self.backbone_combo.currentText())
 
     def current_slide(self) -> Slide:
         """The chosen slide with the mpp of the panel's field.

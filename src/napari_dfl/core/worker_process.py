@@ -55,6 +55,8 @@ __all__ = [
 TERMINAL = ("finished", "cancelled", "failed")
 #: Niceness added to the child so that the GUI's event loop wins the CPU.
 CHILD_NICENESS = 5
+#: Request kind that loads a backbone ahead of the first job.
+PRELOAD = "preload"
 
 
 def default_threads() -> int:
@@ -153,6 +155,23 @@ def _extract_one(request: ExtractionRequest, send: Callable[[str, dict], None],
         send("failed", {"message": one_line(exc), "store": store_path})
 
 
+def _preload(backbone: str, weights: str | None, backbones: dict) -> dict:
+    """Load a backbone into the child's cache ahead of the first job; never raises."""
+    try:
+        from napari_dfl.core.backbones import load_backbone
+        from napari_dfl.core.embed import configure_torch_threads
+
+        configure_torch_threads(default_threads())
+        key = (backbone, weights)
+        if key not in backbones:
+            loaded = load_backbone(backbone, weights=weights)
+            backbones.clear()
+            backbones[key] = loaded
+        return {"backbone": backbone, "ok": True}
+    except BaseException as exc:  # the job that needs it will report the error
+        return {"backbone": backbone, "ok": False, "message": one_line(exc)}
+
+
 def _service_main(requests: Any, messages: Any, cancel_id: Any) -> None:
     """Entry point of the child: run requests one by one until ``None`` arrives."""
     with contextlib.suppress(AttributeError, OSError):  # not POSIX, or not allowed
@@ -162,6 +181,9 @@ def _service_main(requests: Any, messages: Any, cancel_id: Any) -> None:
         item = requests.get()
         if item is None:
             return
+        if item[0] == PRELOAD:
+            messages.put((0, "preloaded", _preload(item[1], item[2], backbones)))
+            continue
         job_id, request = item
 
         def send(kind: str, payload: dict, job_id: int = job_id) -> None:
@@ -188,6 +210,7 @@ class ExtractionService:
         self._requests = None
         self._messages = None
         self._cancel_id = self._ctx.Value("q", 0, lock=False)
+        self.preloaded: dict[str, dict] = {}  # backbone -> the child's preload report
 
     @property
     def process(self):
@@ -198,6 +221,25 @@ class ExtractionService:
     def warm(self) -> bool:
         """Whether a child is running (its backbone may already be loaded)."""
         return self._process is not None and self._process.is_alive()
+
+    def preload(self, backbone: str, weights: str | None = None) -> None:
+        """Start the child (if needed) and load ``backbone`` in it while the user annotates.
+
+        The first extraction then starts embedding at once instead of after the seconds
+        it takes to import torch and timm and load the weights. Failures are silent here:
+        the job that needs the backbone reports them.
+        """
+        with self._lock:
+            if not self.warm:
+                self._spawn()
+            self._requests.put((PRELOAD, backbone, weights))
+
+    def wait_preloaded(self, backbone: str, timeout: float) -> dict | None:
+        """Wait (no job running) until the child reports ``backbone`` preloaded; its report."""
+        deadline = time.monotonic() + timeout
+        while backbone not in self.preloaded and time.monotonic() < deadline:
+            self._get(0.2)
+        return self.preloaded.get(backbone)
 
     def job(self, request: ExtractionRequest) -> ExtractionJob:
         """A job for ``request``, not started yet (``start()`` submits it)."""
@@ -211,6 +253,7 @@ class ExtractionService:
 
     def _spawn(self) -> None:
         self._discard_queues()
+        self.preloaded = {}
         self._requests, self._messages = self._ctx.Queue(), self._ctx.Queue()
         self._process = self._ctx.Process(
             target=_service_main, args=(self._requests, self._messages, self._cancel_id),
@@ -221,13 +264,19 @@ class ExtractionService:
         self._cancel_id.value = job_id
 
     def _get(self, timeout: float) -> tuple | None:
+        """The next job message; the child's own reports (job id 0) are recorded, skipped."""
         if self._messages is None:
             return None
-        try:
-            return self._messages.get(timeout=timeout) if timeout > 0 else \
-                self._messages.get_nowait()
-        except (queue_module.Empty, OSError, ValueError, EOFError):
-            return None
+        while True:
+            try:
+                item = self._messages.get(timeout=timeout) if timeout > 0 else \
+                    self._messages.get_nowait()
+            except (queue_module.Empty, OSError, ValueError, EOFError):
+                return None
+            if item[0] != 0:
+                return item
+            if item[1] == "preloaded":
+                self.preloaded[item[2]["backbone"]] = item[2]
 
     def kill(self) -> None:
         """Stop the child at once (a job that will not stop); the next job starts another."""
