@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-COMMAND_MODULES = ("info", "embed", "h5", "train", "predict", "select", "projection", "demo", "mil",
-                   "finetune")
+COMMAND_MODULES = ("info", "backbones", "embed", "h5", "train", "predict", "select", "projection",
+                   "demo", "mil", "finetune")
 
 
 def positive_float(text: str) -> float:
