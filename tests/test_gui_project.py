@@ -222,6 +222,23 @@ def test_core_project_keeps_the_head(tmp_path):
                                atol=1e-6)
 
 
+def test_a_head_card_is_checked_against_the_project_settings():
+    card = {"extractor": {"backbone": {"name": "efficientnet-lite0"},
+                          "composition": {"patch_size": 224, "zooms": [0.5, 2.0],
+                                          "variants": ["rgb", "gray"]}}}
+    same = {"backbone": "efficientnet-lite0", "patch_size": 224, "zooms": "0.5, 2",
+            "variants": ["rgb", "gray"]}
+    assert core_project.extractor_mismatch(card, same) == []
+    assert core_project.extractor_mismatch(card, {}) == []  # nothing said, nothing compared
+    [problem] = core_project.extractor_mismatch(
+        card, {**same, "backbone": "resnet50", "zooms": "0.5", "variants": ["rgb"]})
+    assert "backbone efficientnet-lite0 (now: resnet50)" in problem
+    assert "zooms [0.5, 2.0] (now: [0.5])" in problem and "variants" in problem
+    assert "patch_size" not in problem and "Train again" in problem
+    [garbled] = core_project.extractor_mismatch(card, {**same, "zooms": "half"})
+    assert "zooms" in garbled
+
+
 def test_prediction_exports_as_detections(make_napari_viewer, slide_copy, tmp_path):
     from napari_dfl._qt.overlays import PredictionOverlay
     from napari_dfl.core.tissue import TileGrid
@@ -252,7 +269,7 @@ def test_a_saved_head_reopens_in_the_panel(make_napari_viewer, slide_copy, tmp_p
     monkeypatch.setattr(pipeline, "known_store", lambda _s: SimpleNamespace(identity=EXTRACTOR))
     _viewer, widget = open_panel(make_napari_viewer, slide_copy)
     draw(widget)
-    widget._on_trained(small_head(("tumour", "stroma")))
+    widget._on_trained(small_head(("tumour", "stroma")), None)
     project = tmp_path / "trained.dflproject"
     assert widget.save_project(project)
     assert (project / core_project.HEAD_NAME / "model_card.json").is_file()

@@ -79,20 +79,6 @@ def extractor_summary(settings: Settings) -> dict:
     return {"backbone": settings.backbone, "composition": settings.composition.to_dict()}
 
 
-def extractor_difference(head: dict | None, current: dict) -> str:
-    """What of the head's extractor differs from ``current``, as text ("" when the same)."""
-    if not head:
-        return ""
-    differ = []
-    if head.get("backbone") and head["backbone"] != current["backbone"]:
-        differ.append(f"backbone {head['backbone']} (panel: {current['backbone']})")
-    for key, value in (head.get("composition") or {}).items():
-        now = current["composition"].get(key)
-        if now is not None and [*np.atleast_1d(value)] != [*np.atleast_1d(now)]:
-            differ.append(f"{key} {value} (panel: {now})")
-    return ", ".join(differ)
-
-
 @dataclass
 class CancelToken:
     """Cancel flag shared by the GUI and a job; forwards the cancel to a running child."""

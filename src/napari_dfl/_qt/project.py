@@ -205,7 +205,7 @@ class ProjectPanel(QWidget):
         self._add(project.annotations, core_project.geojson_colors(
             Path(folder) / core_project.ANNOTATIONS_NAME))
         if project.head is not None:
-            panel._on_trained(project.head, extractor=_card_extractor(project.card))
+            panel._on_trained(project.head, core_project.card_extractor(project.card))
         slide = panel.slide_layer
         if (project.prediction is not None and slide is not None
                 and str(slide.metadata["slide"].path) == project.settings.get("slide")):
@@ -314,15 +314,6 @@ class ProjectPanel(QWidget):
         from napari_dfl._qt.jobs import notify
 
         notify(kind, message)
-
-
-def _card_extractor(card: dict | None) -> dict | None:
-    """The backbone name and composition a saved head's model card records."""
-    extractor = (card or {}).get("extractor") or {}
-    if not extractor:
-        return None
-    return {"backbone": (extractor.get("backbone") or {}).get("name"),
-            "composition": extractor.get("composition") or {}}
 
 
 def _clear(layer) -> None:

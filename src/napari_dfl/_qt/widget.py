@@ -24,13 +24,13 @@ from napari_dfl._qt.pipeline import (
     default_store_dir,
     extract_job,
     extraction_service,
-    extractor_difference,
     extractor_summary,
     predict_job,
     train_job,
 )
 from napari_dfl._qt.suggestions import Suggestions, viewer_camera
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.project import extractor_differences
 from napari_dfl.core.sampling import Composition
 from napari_dfl.core.slide import Slide
 
@@ -303,11 +303,10 @@ class DFLWidget(QWidget):
             return False
         annotations = self.annotations()
         config = config or TrainConfig()
-        classes = self.classes.names
-        self._training_extractor = extractor_summary(settings)
+        classes, extractor = self.classes.names, extractor_summary(settings)
         return self.jobs.start("Train",
                                lambda t: train_job(settings, annotations, classes, config, t),
-                               self._on_event, self._on_trained)
+                               self._on_event, lambda head: self._on_trained(head, extractor))
 
     def run_auto(self, config=None) -> bool:
         """Auto mode's step: extract what is missing, retrain, predict; False if not started."""
@@ -323,10 +322,17 @@ class DFLWidget(QWidget):
             return False
         config = config or TrainConfig()
         classes, centre = self.classes.names, self._view_centre()
-        self._training_extractor = extractor_summary(settings)
+        extractor = extractor_summary(settings)
+
+        def on_event(kind: str, payload) -> None:
+            if kind == "trained":  # the new head, before its prediction
+                self._on_trained(payload, extractor)
+            else:
+                self._on_event(kind, payload)
+
         return self.jobs.start(
             "Auto", lambda t: auto_job(settings, annotations, classes, config, t, centre),
-            self._on_event, lambda _head: self._on_predicted())
+            on_event, lambda _head: self._on_predicted())
 
     def predict(self) -> bool:
         """Predict the slide's tiles, the field of view first, filling in the overlays."""
@@ -337,10 +343,11 @@ class DFLWidget(QWidget):
         settings = self._settings_or_notify()
         if settings is None:
             return False
-        mismatch = extractor_difference(self.head_extractor, extractor_summary(settings))
+        mismatch = extractor_differences(self.head_extractor, extractor_summary(settings))
         if mismatch:
-            notify("error", f"the head was trained with {mismatch}: set the panel back to "
-                   "them (Backbone and composition), or Train again with these settings.")
+            notify("error", f"the head was trained with {', '.join(mismatch)}: set the panel "
+                   "back to them (Backbone and composition), or Train again with these "
+                   "settings.")
             return False
         centre_xy, head = self._view_centre(), self.head
         return self.jobs.start("Predict", lambda t: predict_job(settings, head, t, centre_xy),
@@ -367,8 +374,6 @@ class DFLWidget(QWidget):
             bacc = payload.val_balanced_accuracy
             self.status.setText(f"Epoch {payload.epoch}: loss {payload.train_loss:.3f}"
                                 + (f", val. balanced accuracy {bacc:.2f}" if bacc else ""))
-        elif kind == "trained":
-            self._on_trained(payload)
         elif kind == "grid":
             classes = list(self.head.classes)
             if self.overlay is not None and self.overlay.reusable(payload, classes):
@@ -385,9 +390,10 @@ class DFLWidget(QWidget):
     def _on_samples_done(self, samples) -> None:
         self.status.setText(f"Extracted {len(samples)} samples.")
 
-    def _on_trained(self, head, extractor: dict | None = None) -> None:
+    def _on_trained(self, head, extractor: dict | None) -> None:
+        """Use a trained head; ``extractor`` is the backbone and composition it was made on."""
         self.head = head
-        self.head_extractor = extractor or getattr(self, "_training_extractor", None)
+        self.head_extractor = extractor
         self.metrics.setText(metrics_html(head))
         self.status.setText(f"Trained a head on {', '.join(head.classes)}.")
 

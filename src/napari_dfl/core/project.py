@@ -212,6 +212,62 @@ def load_project(folder: str | os.PathLike) -> Project:
     return project
 
 
+def card_extractor(card: dict | None) -> dict | None:
+    """``{"backbone": name, "composition": dict}`` recorded by a head's model card, or None."""
+    extractor = (card or {}).get("extractor") or {}
+    if not extractor:
+        return None
+    return {"backbone": (extractor.get("backbone") or {}).get("name"),
+            "composition": extractor.get("composition") or {}}
+
+
+def settings_extractor(settings: dict[str, Any]) -> dict:
+    """The backbone name and composition that a project's ``project.json`` settings give.
+
+    Zooms are stored as the panel's text (``"0.5, 2.0"``); unreadable values are left out,
+    so that only what the settings really say is compared.
+    """
+    composition: dict[str, Any] = {}
+    if isinstance(settings.get("patch_size"), int):
+        composition["patch_size"] = settings["patch_size"]
+    zooms = settings.get("zooms")
+    if isinstance(zooms, str):
+        try:
+            composition["zooms"] = [float(z) for z in zooms.replace(";", ",").split(",")
+                                    if z.strip()]
+        except ValueError:
+            composition["zooms"] = zooms  # differs from any head's: reported as it is
+    if isinstance(settings.get("variants"), list):
+        composition["variants"] = list(settings["variants"])
+    return {"backbone": settings.get("backbone"), "composition": composition}
+
+
+def extractor_differences(trained: dict | None, current: dict) -> list[str]:
+    """Where a head's extractor differs from ``current``, as ``"<what> <head's> (now: ...)"``.
+
+    Both are ``{"backbone": name, "composition": dict}``; what either side does not say
+    is not compared.
+    """
+    if not trained:
+        return []
+    differ = []
+    if trained.get("backbone") and current.get("backbone") and \
+            trained["backbone"] != current["backbone"]:
+        differ.append(f"backbone {trained['backbone']} (now: {current['backbone']})")
+    now = current.get("composition") or {}
+    for key, value in (trained.get("composition") or {}).items():
+        if key in now and _as_list(value) != _as_list(now[key]):
+            differ.append(f"{key} {value} (now: {now[key]})")
+    return differ
+
+
+def _as_list(value: Any) -> list:
+    """Scalars and sequences alike as a list (numbers as floats) for comparison."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    return [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for v in items]
+
+
 def extractor_mismatch(card: dict, settings: dict[str, Any]) -> list[str]:
     """Sentences saying where a head's extractor differs from the project's settings.
 
@@ -219,28 +275,7 @@ def extractor_mismatch(card: dict, settings: dict[str, Any]) -> list[str]:
     settings were edited by hand (or saved by another version) would otherwise predict
     with embeddings the head never saw.
     """
-    extractor = card.get("extractor") or {}
-    backbone = (extractor.get("backbone") or {}).get("name")
-    composition = extractor.get("composition") or {}
-    differ = []
-    if settings.get("backbone") and backbone and settings["backbone"] != backbone:
-        differ.append(f"backbone {backbone} (settings: {settings['backbone']})")
-    if isinstance(settings.get("patch_size"), int) and composition.get("patch_size") and \
-            settings["patch_size"] != composition["patch_size"]:
-        differ.append(f"patch size {composition['patch_size']} px (settings: "
-                      f"{settings['patch_size']})")
-    zooms = settings.get("zooms")
-    if isinstance(zooms, str) and composition.get("zooms"):
-        try:
-            given = [float(z) for z in zooms.replace(";", ",").split(",") if z.strip()]
-        except ValueError:
-            given = None
-        if given != [float(z) for z in composition["zooms"]]:
-            differ.append(f"zooms {composition['zooms']} (settings: {zooms})")
-    variants = settings.get("variants")
-    if isinstance(variants, list) and composition.get("variants") and \
-            list(variants) != list(composition["variants"]):
-        differ.append(f"variants {composition['variants']} (settings: {variants})")
+    differ = extractor_differences(card_extractor(card), settings_extractor(settings))
     if not differ:
         return []
     return ["the trained head was made with " + ", ".join(differ) + ": set the panel to the "
