@@ -98,7 +98,7 @@ def test_predict_slide_shows_attention_on_tissue_and_a_table_row(cohort_panel, q
     assert not EmbeddingStore.open(store_path).missing(grid.coords).any()
 
     assert layer.data.shape == grid.grid_shape
-    placement = tile_placement(grid, widget.slide_layer)
+    placement = tile_placement(grid.tile_size, widget.slide_layer)
     np.testing.assert_allclose(layer.scale, placement["scale"])
     np.testing.assert_allclose(layer.translate, placement["translate"])
     on_tissue = grid.to_grid(np.ones(len(grid), bool), False)

@@ -8,7 +8,6 @@ import pytest
 from napari_dfl._qt import layers as annotation_layers
 from napari_dfl._qt.overlays import tile_placement
 from napari_dfl.core.annotations import read_geojson
-from napari_dfl.core.tissue import TileGrid
 
 pytestmark = pytest.mark.gui
 
@@ -124,9 +123,7 @@ def test_a_slide_without_mpp_warns_when_picked(make_napari_viewer, no_mpp_svs_pa
 
 
 def test_tile_overlay_is_centred_on_its_tiles():
-    grid = TileGrid(np.zeros((0, 2), np.int64), np.zeros((0, 2), int), (3, 4), 100.0, 224,
-                    0.5, np.zeros(0))
-    place = tile_placement(grid)
+    place = tile_placement(100.0)
     assert place["scale"] == (100.0, 100.0)
     # tile (0, 0) spans level-0 pixels 0..99, whose centres average 49.5
     assert place["translate"] == (49.5, 49.5)

@@ -158,7 +158,7 @@ class CohortPanel(QWidget):
         layer = viewer.add_image(
             data, name=ATTENTION_NAME, colormap="magma", opacity=0.6, blending="translucent",
             contrast_limits=(0.0, float(max(data.max(), 1e-12))),
-            **tile_placement(result.grid, self.panel.slide_layer))
+            **tile_placement(result.grid.tile_size, self.panel.slide_layer))
         layer.metadata.update(slide=result.slide, classes=result.classes,
                               proba=result.proba.tolist())
         self._add_row(result)

@@ -62,6 +62,8 @@ class Explorer:
         self.controls: ExplorerControls | None = None
         self._slide_paths: list[tuple[str | None, float | None]] = []  # per slide id
         self._other_slides: dict[int, object] = {}
+        self._positions = np.zeros((0, 2), np.int64)  # grid (row, col) of every tile
+        self._proba_of: tuple = (None, None)  # (head, its probabilities of every tile)
 
     # -- opening ---------------------------------------------------------------------------
     def open(self, method: str = "pca", cohort: bool = False) -> bool:
@@ -109,6 +111,8 @@ class Explorer:
     def load(self, emap: EmbeddingMap, embeddings: np.ndarray | None = None) -> None:
         """Show ``emap`` (and colour it from ``embeddings`` when given)."""
         self.map, self.embeddings = emap, embeddings
+        self._positions = emap.tile_grid_positions()
+        self._proba_of = (None, None)
         self.selected = np.zeros(len(emap), dtype=bool)
         slide = self.panel.slide_layer
         dims = slide.metadata["slide"].dimensions if slide is not None else \
@@ -159,7 +163,7 @@ class Explorer:
         from napari_dfl._qt.overlays import tile_placement
 
         viewer, reference = self.panel.viewer, self.panel.slide_layer
-        placement = tile_placement(_GridSize(self.map.tile_size), reference)
+        placement = tile_placement(self.map.tile_size, reference)
         if SLIDE_SELECTION_NAME in viewer.layers:
             viewer.layers.remove(SLIDE_SELECTION_NAME)
         viewer.add_image(np.zeros((*self.grid_shape, 4), np.uint8), name=SLIDE_SELECTION_NAME,
@@ -199,7 +203,9 @@ class Explorer:
         head = self.panel.head
         if head is None or self.embeddings is None or self.embeddings.shape[1] != head.input_dim:
             return None
-        return head.predict_proba(self.embeddings)
+        if self._proba_of[0] is not head:  # once per head, not per recolouring
+            self._proba_of = (head, head.predict_proba(self.embeddings))
+        return self._proba_of[1]
 
     def color_by(self, mode: str) -> None:
         """Recolour the density image."""
@@ -214,15 +220,21 @@ class Explorer:
         image[self.map.highlight_mask(self.selected)] = _HIGHLIGHT
         self.viewer.layers[HIGHLIGHT_NAME].data = image
         grid = np.zeros((*self.grid_shape, 4), np.uint8)
-        positions = self.map.tile_grid_positions()[self.selected & self.map.on_open_slide]
-        inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)
-        grid[positions[inside, 0], positions[inside, 1]] = _HIGHLIGHT
+        rows, cols, _ = self._grid_cells(self.selected)
+        grid[rows, cols] = _HIGHLIGHT
         slide_layer = self.panel.viewer.layers[SLIDE_SELECTION_NAME]
         slide_layer.data = grid
         count = int(self.selected.sum())
         if self.controls is not None:
             self.controls.info.setText(f"{count} of {len(self.map)} tiles selected.")
         return count
+
+    def _grid_cells(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grid ``(rows, cols)`` of the masked tiles of the open slide, and their indices."""
+        tiles = np.flatnonzero(np.asarray(mask, dtype=bool) & self.map.on_open_slide)
+        positions = self._positions[tiles]
+        inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)
+        return positions[inside, 0], positions[inside, 1], tiles[inside]
 
     def _on_lasso(self, event) -> None:
         if getattr(event, "action", "added") != "added" or not len(event.source.data):
@@ -341,24 +353,14 @@ class Explorer:
             return None
         rgb = pca_colors(self.embeddings)  # over every slide shown: comparable colours
         image = np.zeros((*self.grid_shape, 4), np.uint8)
-        positions = self.map.tile_grid_positions()
-        inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)
-        inside &= self.map.on_open_slide
-        image[positions[inside, 0], positions[inside, 1], :3] = rgb[inside]
-        image[positions[inside, 0], positions[inside, 1], 3] = 255
+        rows, cols, tiles = self._grid_cells(np.ones(len(self.map), dtype=bool))
+        image[rows, cols, :3] = rgb[tiles]
+        image[rows, cols, 3] = 255
         viewer = self.panel.viewer
         if FALSE_COLOUR_NAME in viewer.layers:
             viewer.layers.remove(FALSE_COLOUR_NAME)
         return viewer.add_image(image, name=FALSE_COLOUR_NAME, rgb=True, opacity=0.6,
-                                **tile_placement(_GridSize(self.map.tile_size),
-                                                 self.panel.slide_layer))
-
-
-class _GridSize:
-    """Just the tile size, for :func:`napari_dfl._qt.overlays.tile_placement`."""
-
-    def __init__(self, tile_size: float) -> None:
-        self.tile_size = tile_size
+                                **tile_placement(self.map.tile_size, self.panel.slide_layer))
 
 
 class ExplorerControls(QWidget):

@@ -21,14 +21,16 @@ CLASS_MAP_NAME = "DFL class map"
 PROBABILITY_NAME = "DFL probability"
 
 
-def tile_placement(grid: TileGrid, reference=None) -> dict:
+def tile_placement(tile_size: float, reference=None) -> dict:
     """The ``scale``/``translate`` (row, col) of a per-tile array over the slide layer.
+
+    ``tile_size`` is the level-0 side of a tile (``TileGrid.tile_size``).
 
     napari centres pixel ``i`` of a layer on ``translate + i * scale``; level-0 pixel ``j``
     of the slide covers ``[j - 0.5, j + 0.5)``, so tile ``i`` (level-0 ``[i T, (i+1) T)``)
     is centred on ``(i + 0.5) T - 0.5``.
     """
-    size = float(grid.tile_size)
+    size = float(tile_size)
     base_scale = np.ones(2) if reference is None else np.asarray(reference.scale[-2:], float)
     base_shift = np.zeros(2) if reference is None else np.asarray(reference.translate[-2:],
                                                                   float)
@@ -54,7 +56,7 @@ class PredictionOverlay:
         self.prediction = SlidePrediction.empty(grid, classes)
         self.shown_class = int(shown_class)
         self.lut = class_lut(list(classes), colors)
-        placement = tile_placement(grid, reference)
+        placement = tile_placement(grid.tile_size, reference)
         for name in (CLASS_MAP_NAME, PROBABILITY_NAME):
             if name in viewer.layers:
                 viewer.layers.remove(name)

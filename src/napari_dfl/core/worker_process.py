@@ -406,8 +406,7 @@ class ExtractionProcess(ExtractionJob):
     """A one-off extraction in a child of its own, stopped when the job ends (scripts, tests)."""
 
     def __init__(self, request: ExtractionRequest) -> None:
-        service = ExtractionService()
-        super().__init__(service, request, service.job(request).id)
+        super().__init__(ExtractionService(), request, next(ExtractionService._ids))
 
     @property
     def is_alive(self) -> bool:
