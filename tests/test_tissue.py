@@ -72,3 +72,23 @@ def test_tile_grid_needs_mpp_or_pixels(no_mpp_svs_path):
         tile_grid(slide, 224, mpp=0.5)
     pixels = tile_grid(slide, 256, mpp=None)
     assert pixels.tile_size == 256 and len(pixels) > 50
+
+
+def test_a_slide_s_mask_is_computed_once_and_dropped_with_the_slide(sample_slide_path):
+    import gc
+
+    from napari_dfl.core import tissue
+
+    slide = Slide(sample_slide_path)
+    first = detect_tissue(slide)
+    assert detect_tissue(slide) is first  # a second tile grid reuses it
+    assert not first.mask.flags.writeable  # shared: nobody may edit it
+    small = detect_tissue(slide, max_size=512)
+    assert small is not first and small.mask.shape != first.mask.shape
+    other = Slide(sample_slide_path)
+    assert detect_tissue(other) is not first
+    np.testing.assert_array_equal(detect_tissue(other).mask, first.mask)
+    held = len(tissue._MASKS)
+    del slide, first, small
+    gc.collect()
+    assert len(tissue._MASKS) == held - 1, "the cache must not keep a closed slide alive"

@@ -7,6 +7,7 @@ level-0 extent; a tile is kept when enough of it is tissue.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,8 +116,16 @@ def _saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return saturation, high / 255.0
 
 
+#: Masks already computed, per open slide object and overview size: a tile grid is laid
+#: again for every prediction (auto mode: after each annotation), the mask stays the same.
+_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def detect_tissue(slide: Slide, max_size: int = MASK_MAX_SIZE) -> TissueMask:
-    """Compute the tissue mask of a slide on an overview of about ``max_size`` pixels.
+    """The tissue mask of a slide, computed on an overview of about ``max_size`` pixels.
+
+    The result is kept for as long as the slide object lives, so asking again is free;
+    its array is read-only.
 
     Args:
         slide: the slide.
@@ -126,6 +135,13 @@ def detect_tissue(slide: Slide, max_size: int = MASK_MAX_SIZE) -> TissueMask:
         The mask and its downsample relative to level 0.
 
     """
+    masks = _MASKS.setdefault(slide, {})
+    if max_size not in masks:
+        masks[max_size] = _compute_tissue(slide, max_size)
+    return masks[max_size]
+
+
+def _compute_tissue(slide: Slide, max_size: int) -> TissueMask:
     rgb, downsample = _overview(slide, max_size)
     saturation, value = _saturation_value(rgb)
     try:
@@ -139,6 +155,7 @@ def detect_tissue(slide: Slide, max_size: int = MASK_MAX_SIZE) -> TissueMask:
     min_area = max(16, mask.size // 5000)
     mask = morphology.remove_small_objects(mask, max_size=min_area)
     mask = morphology.remove_small_holes(mask, max_size=min_area)
+    mask.flags.writeable = False
     return TissueMask(mask=mask, downsample=downsample, threshold=threshold)
 
 
