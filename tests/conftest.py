@@ -72,3 +72,21 @@ def notes():
     notification_manager.notification_ready.connect(record)
     yield seen
     notification_manager.notification_ready.disconnect(record)
+
+
+def configure_fast_panel(widget, store_dir, min_tissue: float = 0.0) -> None:
+    """A composition the 2-core test machine affords: 112 px, x20 only, RGB only.
+
+    ``min_tissue`` 0 predicts glass too (to see the background class there).
+    """
+    widget.patch_spin.setValue(112)
+    widget.zooms_edit.setText("0.5")
+    widget.gray_check.setChecked(False)
+    widget.tissue_spin.setValue(min_tissue)
+    widget.store_edit.setText(str(store_dir))
+
+
+@pytest.fixture
+def configure_fast():
+    """:func:`configure_fast_panel`, for the GUI tests that run the real backbone."""
+    return configure_fast_panel

@@ -28,15 +28,6 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 
-def configure_fast(widget, store_dir) -> None:
-    """A small composition for the 2-core test machine: 112 px, x20 only, RGB only."""
-    widget.patch_spin.setValue(112)
-    widget.zooms_edit.setText("0.5")
-    widget.gray_check.setChecked(False)
-    widget.tissue_spin.setValue(0.5)
-    widget.store_edit.setText(str(store_dir))
-
-
 def train_model(store: EmbeddingStore, work: Path) -> Path:
     """A real MIL model on 8 synthetic slides of the store's real tile embeddings, saved."""
     from napari_dfl.core.mil import MILConfig, SlideEntry, extractor_of
@@ -57,7 +48,7 @@ def train_model(store: EmbeddingStore, work: Path) -> Path:
 
 
 @pytest.fixture
-def cohort_panel(make_napari_viewer, qtbot, tmp_path):
+def cohort_panel(make_napari_viewer, qtbot, tmp_path, configure_fast):
     from napari_dfl._qt.cohort_panel import CohortPanel
     from napari_dfl._qt.pipeline import extract
     from napari_dfl.core.slide_predict import slide_tiles
@@ -65,7 +56,7 @@ def cohort_panel(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-dfl", "cmu1_small_region")
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
-    configure_fast(widget, tmp_path / "stores")
+    configure_fast(widget, tmp_path / "stores", min_tissue=0.5)
     cohort = getattr(widget, "cohort", None)
     if cohort is None:
         cohort = CohortPanel(widget)

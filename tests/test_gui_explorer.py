@@ -20,18 +20,14 @@ def store_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def explored(make_napari_viewer, sample_slide_path, store_dir, qtbot):
+def explored(make_napari_viewer, sample_slide_path, store_dir, qtbot, configure_fast):
     """A panel that trained and predicted every tile, and its explorer opened with PCA."""
     from napari_dfl.core.heads import TrainConfig
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-dfl", "cmu1_small_region")
     _, panel = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
-    panel.patch_spin.setValue(112)
-    panel.zooms_edit.setText("0.5")
-    panel.gray_check.setChecked(False)
-    panel.tissue_spin.setValue(0.0)  # every tile, glass included
-    panel.store_edit.setText(str(store_dir))
+    configure_fast(panel, store_dir)  # every tile, glass included
     panel.add_annotations(read_geojson(sample_slide_path.with_suffix(".geojson")))
     for job in (lambda: panel.train(TrainConfig(max_epochs=20, patience=5)), panel.predict):
         assert job()

@@ -15,17 +15,8 @@ from napari_dfl.core.store import EmbeddingStore
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
-def configure_fast(widget, store_dir) -> None:
-    """A small composition for the 2-core test machine: 112 px, x20 only, RGB only."""
-    widget.patch_spin.setValue(112)
-    widget.zooms_edit.setText("0.5")
-    widget.gray_check.setChecked(False)
-    widget.tissue_spin.setValue(0.0)  # predict glass too, to see "background" there
-    widget.store_edit.setText(str(store_dir))
-
-
 @pytest.fixture
-def loop_panel(make_napari_viewer, sample_slide_path, tmp_path):
+def loop_panel(make_napari_viewer, sample_slide_path, tmp_path, configure_fast):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-dfl", "cmu1_small_region")
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
