@@ -150,3 +150,14 @@ def test_fine_tuned_backbones_are_offered(make_napari_viewer, tmp_path, monkeypa
     items = [widget.backbone_combo.itemText(i) for i in range(widget.backbone_combo.count())]
     assert items[0] == "efficientnet-lite0" and items[-1] == "finetuned:crc-lite0"
     assert not any("broken" in item for item in items)
+
+
+def test_opening_the_panel_module_leaves_torch_to_the_background():
+    """torch takes ~1.5 s to import: the warm-up thread imports it, not the GUI thread."""
+    import subprocess
+    import sys
+
+    code = "import sys, napari_dfl._qt.widget; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False"

@@ -9,6 +9,7 @@ The result is an attention heatmap (one value per tile) and a row of the session
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtWidgets import (
@@ -25,7 +26,6 @@ from napari_dfl._qt.jobs import notify
 from napari_dfl._qt.overlays import tile_placement
 from napari_dfl._qt.pipeline import CancelToken, Settings, extract, known_store
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.mil import SlideModel
 from napari_dfl.core.slide_predict import (
     SlidePredictionResult,
     describe_extractor,
@@ -36,6 +36,9 @@ from napari_dfl.core.slide_predict import (
 )
 from napari_dfl.core.store import EmbeddingStore
 from napari_dfl.core.worker_process import one_line
+
+if TYPE_CHECKING:  # torch: imported by the jobs that need it, not when the panel opens
+    from napari_dfl.core.mil import SlideModel
 
 ATTENTION_NAME = "DFL attention"
 

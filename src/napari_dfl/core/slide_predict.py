@@ -14,14 +14,17 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_dfl.core.mil import MILError, SlideModel, extractor_of
 from napari_dfl.core.sampling import Composition
 from napari_dfl.core.slide import Slide
 from napari_dfl.core.store import EmbeddingStore, StoreError, store_path_for
 from napari_dfl.core.tissue import TileGrid, tile_grid
+
+if TYPE_CHECKING:  # core.mil imports torch: the napari panel imports this module at start-up
+    from napari_dfl.core.mil import SlideModel
 
 __all__ = [
     "DEFAULT_MIN_TISSUE",
@@ -82,6 +85,8 @@ def store_for_model(extractor: dict, slide_path: str | os.PathLike,
     :func:`napari_dfl.core.store.store_path_for`); a store there whose extractor differs
     from the model's (or that cannot be read) counts as absent.
     """
+    from napari_dfl.core.mil import extractor_of
+
     identity = {k: v for k, v in extractor.items() if k != "dim"}
     path = store_path_for(store_dir, slide_path, identity)
     if not Path(path).exists():
@@ -105,6 +110,8 @@ def slide_tiles(slide: Slide, composition: Composition, min_tissue: float) -> Ti
         MILError: the slide has no such tile.
 
     """
+    from napari_dfl.core.mil import MILError
+
     grid = tile_grid(slide, composition.patch_size, composition.zooms[0],
                      min_tissue=min_tissue if min_tissue > 0 else DEFAULT_MIN_TISSUE)
     if not len(grid):
@@ -151,6 +158,8 @@ def predict_tiles(model: SlideModel, store: EmbeddingStore, grid: TileGrid,
             some of the tiles.
 
     """
+    from napari_dfl.core.mil import MILError, extractor_of
+
     if _plain(extractor_of(store)) != _plain(model.extractor):
         raise MILError(f"{Path(store.path).name} holds embeddings of "
                        f"{describe_extractor(extractor_of(store))} (or other weights) but "
