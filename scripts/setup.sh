@@ -29,16 +29,26 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 PIP="$VENV/bin/pip"
+# pip, without the noise of the machine's unused extra index; a failure stops the setup
+pip_install() {
+  local output status=0
+  output=$("$PIP" install -q "$@" 2>&1) || status=$?
+  printf '%s\n' "$output" | grep -v -e "is ignored" -e '^$' >&2 || true
+  if [ "$status" -ne 0 ]; then
+    echo "[setup] pip install $* failed (exit $status): see the messages above" >&2
+    exit "$status"
+  fi
+}
 # torch and torchvision: the releases that lie on this machine's disk (see README).
 if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   echo "[setup] installing torch 2.14.1 + torchvision 0.29.1 (local wheels, ~1 min)"
-  "$PIP" install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
+  pip_install torch==2.14.1 torchvision==0.29.1
 fi
 stamp="$VENV/.napari-dfl-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing napari-dfl with extras qt,test,presets,h5"
-  "$PIP" install -q -e ".[qt,test,presets,h5]" torch==2.14.1 torchvision==0.29.1 2>&1 \
-    | grep -v "is ignored" || true
+  pip_install -e ".[qt,test,presets,h5]" torch==2.14.1 torchvision==0.29.1
   "$VENV/bin/python" -c "import napari_dfl, napari, timm, PySide6" && touch "$stamp"
 fi
-echo "[setup] ready: $VENV ($("$VENV/bin/python" -c 'import napari_dfl; print("napari-dfl", napari_dfl.__version__)'))"
+version=$("$VENV/bin/python" -c 'import napari_dfl; print("napari-dfl", napari_dfl.__version__)')
+echo "[setup] ready: $VENV ($version)"
