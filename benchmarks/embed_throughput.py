@@ -41,10 +41,10 @@ def log(message: str) -> None:
 
 
 def _setup(args: argparse.Namespace, slide_path: Path):
-    from napari_dfl.core.backbones import load_backbone
-    from napari_dfl.core.sampling import Composition
-    from napari_dfl.core.slide import Slide
-    from napari_dfl.core.tissue import tile_grid
+    from napari_dfl.core.backbones.backbone import load_backbone
+    from napari_dfl.core.slides.sampling import Composition
+    from napari_dfl.core.slides.tiff import Slide
+    from napari_dfl.core.slides.tissue import tile_grid
 
     backbone = load_backbone(device=args.device, precision=args.precision)
     composition = Composition(args.patch_size, tuple(args.zooms), tuple(args.variants))
@@ -68,8 +68,8 @@ def forward_only(backbone, patches: np.ndarray, batch_samples: int, repeats: int
 
 def measure_throughput(args: argparse.Namespace, slide_path: Path) -> dict:
     """Forward-only, then end-to-end, then forward-only again, in this process."""
-    from napari_dfl.core.embed import embed_coords, open_store_for, run
-    from napari_dfl.core.sampling import sample_patches
+    from napari_dfl.core.features.engine import embed_coords, open_store_for, run
+    from napari_dfl.core.slides.sampling import sample_patches
 
     backbone, composition, slide, grid = _setup(args, slide_path)
     coords = grid.coords[: args.samples]
@@ -102,7 +102,7 @@ def measure_throughput(args: argparse.Namespace, slide_path: Path) -> dict:
 
 def worker_rss(args: argparse.Namespace, slide_path: Path) -> dict:
     """Embed every tissue tile of a slide (fresh process); report peak RSS."""
-    from napari_dfl.core.embed import embed_coords, open_store_for, run
+    from napari_dfl.core.features.engine import embed_coords, open_store_for, run
 
     backbone, composition, slide, grid = _setup(args, slide_path)
     with tempfile.TemporaryDirectory() as out:

@@ -99,8 +99,8 @@ def embed(rows, backbone: str, composition, work: Path, tag: str) -> dict:
     """Embeddings of ``rows`` (in their order) through the product pipeline, with caching."""
     import warnings
 
-    from napari_dfl.core.cohort import EmbedConfig
-    from napari_dfl.core.pipeline import embed_labelled
+    from napari_dfl.workflows.cohort_embedding import EmbedConfig
+    from napari_dfl.workflows.labelled import embed_labelled
 
     start = time.perf_counter()
     csv_path = write_csv(rows, work / f"{tag}.csv")
@@ -121,7 +121,7 @@ def cv(x, labels, groups, config, folds: int, seeds: int) -> dict:
     """Grouped CV repeated over seeds; per-fold values kept for paired comparisons."""
     import dataclasses
 
-    from napari_dfl.core.heads import cross_validate
+    from napari_dfl.core.heads.training import cross_validate
 
     start = time.perf_counter()
     reports = []
@@ -137,7 +137,7 @@ def cv(x, labels, groups, config, folds: int, seeds: int) -> dict:
 
 def section_noise(main, sub_mask, p, ctx) -> dict:
     """1. A sweep of the embedding noise sigma (default head otherwise)."""
-    from napari_dfl.core.heads import TrainConfig
+    from napari_dfl.core.heads.training import TrainConfig
 
     x, y, g = main["x"][sub_mask], main["labels"][sub_mask], main["groups"][sub_mask]
     rows = {}
@@ -151,7 +151,7 @@ def composition_columns(dim: int) -> dict[str, list[int]]:
     """Embedding columns of each ablation, sliced from the default composition's embedding.
 
     The default embedding is x20 rgb | x20 gray | x5 rgb | x5 gray
-    (:meth:`napari_dfl.core.sampling.Composition.parts`), each ``dim`` wide.
+    (:meth:`napari_dfl.core.slides.sampling.Composition.parts`), each ``dim`` wide.
     """
     part = [list(range(k * dim, (k + 1) * dim)) for k in range(4)]
     return {"x20 rgb": part[0], "x20 rgb + gray": part[0] + part[1],
@@ -161,7 +161,7 @@ def composition_columns(dim: int) -> dict[str, list[int]]:
 
 def section_composition(main, sub_mask, small, p, ctx) -> dict:
     """2. Composition ablations (default head), plus a 64 px nucleus-scale crop."""
-    from napari_dfl.core.heads import TrainConfig
+    from napari_dfl.core.heads.training import TrainConfig
 
     y, g = main["labels"][sub_mask], main["groups"][sub_mask]
     rows = {}
@@ -178,7 +178,7 @@ def section_composition(main, sub_mask, small, p, ctx) -> dict:
 
 def section_heads(main, sub_mask, p, ctx) -> dict:
     """3. Linear vs MLP head, focal loss vs cross-entropy (default composition)."""
-    from napari_dfl.core.heads import TrainConfig
+    from napari_dfl.core.heads.training import TrainConfig
 
     x, y, g = main["x"][sub_mask], main["labels"][sub_mask], main["groups"][sub_mask]
     rows = {}
@@ -214,7 +214,7 @@ def section_learning_curve(main, p, ctx) -> dict:
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from napari_dfl.core.heads import TrainConfig, fit
+    from napari_dfl.core.heads.training import TrainConfig, fit
 
     x, labels, groups = main["x"], main["labels"], main["groups"]
     classes = sorted(set(labels.tolist()))
@@ -256,17 +256,17 @@ def finetune_half(train_rows, test_rows, out: Path, name: str, work: Path,
     """Fine-tune Lite0 on ``train_rows``, test end to end on ``test_rows``; time DFL too."""
     import warnings
 
-    from napari_dfl.core.backbones import load_backbone
-    from napari_dfl.core.finetune import (
+    from napari_dfl.core.backbones.backbone import load_backbone
+    from napari_dfl.core.finetune.training import (
         FinetuneConfig,
         embed_patches,
         finetune_patches,
         load_patches,
         save_finetuned,
     )
-    from napari_dfl.core.heads import TrainConfig, fit
-    from napari_dfl.core.metrics import classification_report
-    from napari_dfl.core.sampling import Composition
+    from napari_dfl.core.heads.metrics import classification_report
+    from napari_dfl.core.heads.training import TrainConfig, fit
+    from napari_dfl.core.slides.sampling import Composition
 
     x20 = Composition(224, (0.5,), ("rgb",))
     train = load_patches([write_csv(train_rows, work / f"{name}_train.csv")], x20, mpp=0.5)
@@ -310,7 +310,7 @@ def _holdout(x, labels, groups, train, test, config) -> float:
 
     from sklearn.metrics import balanced_accuracy_score
 
-    from napari_dfl.core.heads import fit
+    from napari_dfl.core.heads.training import fit
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -321,8 +321,8 @@ def _holdout(x, labels, groups, train, test, config) -> float:
 
 def section_tuning(rows, main, main_rows, p, work: Path, quick: bool) -> dict:
     """4 and 5: backbones (proxy vs downstream) and fine-tuning against DFL, on two halves."""
-    from napari_dfl.core.heads import TrainConfig
-    from napari_dfl.core.sampling import Composition
+    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.slides.sampling import Composition
 
     x20 = Composition(224, (0.5,), ("rgb",))
     bb_rows = [r for r in rows if r[4] < p["halves"]]
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from napari_dfl.core.sampling import Composition
+    from napari_dfl.core.slides.sampling import Composition
 
     torch.set_num_threads(args.threads)
     p = QUICK if args.quick else FULL

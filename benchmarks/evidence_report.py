@@ -52,7 +52,7 @@ def _plot(path: Path, draw) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from napari_dfl.core.atomic import atomic_path
+    from napari_dfl.core.util.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
     draw(ax)
@@ -64,7 +64,7 @@ def _plot(path: Path, draw) -> None:
 
 
 def _noise(results: dict, images: Path, lines: list[str], claims: list) -> None:
-    from napari_dfl.core.heads import TrainConfig
+    from napari_dfl.core.heads.training import TrainConfig
 
     rows = results["noise"]
     default = f"{TrainConfig().noise:g}"
@@ -122,7 +122,7 @@ def _composition(results: dict, images: Path, lines: list[str], claims: list) ->
 
 
 def _heads(results: dict, lines: list[str], claims: list, key: str = "heads") -> None:
-    from napari_dfl.core.heads import TrainConfig
+    from napari_dfl.core.heads.training import TrainConfig
 
     if key not in results:
         return
@@ -306,9 +306,9 @@ def _learning_curve(results: dict, images: Path, lines: list[str], claims: list)
 
 def write_report(results: dict, doc: Path, images: Path, *, quick: bool = False) -> dict:
     """Write the Markdown report and plots; return headline figures."""
-    from napari_dfl.core.atomic import atomic_path
-    from napari_dfl.core.heads import TrainConfig
-    from napari_dfl.core.sampling import Composition
+    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.slides.sampling import Composition
+    from napari_dfl.core.util.atomic import atomic_path
 
     images.mkdir(parents=True, exist_ok=True)
     data = results["data"]

@@ -49,7 +49,7 @@ def log(message: str) -> None:
 
 def synthetic_map(n: int, seed: int = 0):
     """``EmbeddingMap`` of ``n`` clustered points on a square grid of tiles."""
-    from napari_dfl.core.explorer import EmbeddingMap
+    from napari_dfl.core.explorer.embedding_map import EmbeddingMap
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=8.0, size=(12, 2))
@@ -135,7 +135,7 @@ def measure_gui(n: int, make_viewer, qapp) -> dict:
 
 def measure_umap(sizes: list[int], dim: int) -> dict:
     """UMAP seconds per size (after a warm-up run that pays numba's compilation)."""
-    from napari_dfl.core.projection import project
+    from napari_dfl.core.explorer.projection import project
 
     rng = np.random.default_rng(2)
     start = time.perf_counter()

@@ -136,8 +136,8 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_dfl.core.annotations import read_geojson
-    from napari_dfl.core.heads import TrainConfig
+    from napari_dfl.core.annotations.annotation import read_geojson
+    from napari_dfl.core.heads.training import TrainConfig
 
     notes: list[str] = []
     from napari.utils.notifications import notification_manager

@@ -10,7 +10,7 @@ non-Gaussian, like pooled activations. Class separation is set so that the class
 For ``n`` in 10,000 and 200,000 training embeddings (plus 10,000 held-out test embeddings
 from the same distribution), it times:
 
-* ``fit`` of the default :class:`~napari_dfl.core.heads.TrainConfig` (MLP, 256 hidden,
+* ``fit`` of the default :class:`~napari_dfl.core.heads.training.TrainConfig` (MLP, 256 hidden,
   focal loss, Gaussian noise, class weights, grouped 20 % validation, early stopping): the
   whole call, split and standardisation included;
 * scikit-learn ``LogisticRegression`` (solver ``lbfgs``, multinomial, ``class_weight=
@@ -92,7 +92,7 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def bench_mlp(x, labels, groups, x_test, labels_test) -> dict:
-    from napari_dfl.core.heads import TrainConfig, fit
+    from napari_dfl.core.heads.training import TrainConfig, fit
 
     config = TrainConfig()
     start = time.perf_counter()
@@ -124,7 +124,7 @@ def bench_logreg(x, labels, x_test, labels_test, max_iter: int) -> dict:
 
 def warm_up() -> None:
     """Import and run everything once on tiny data so that timings exclude first-call costs."""
-    from napari_dfl.core.heads import TrainConfig, fit
+    from napari_dfl.core.heads.training import TrainConfig, fit
 
     x, labels, groups = Generator(seed=99).sample(600, seed=1)
     fit(x, labels, groups, TrainConfig(max_epochs=2))
@@ -149,7 +149,7 @@ def crc_embeddings(root: Path, cache: Path, per_class: int = 400, per_image: int
             return {k: data[k] for k in data.files}
     from PIL import Image
 
-    from napari_dfl.core.backbones import load_backbone
+    from napari_dfl.core.backbones.backbone import load_backbone
 
     rng = np.random.default_rng(0)
     lines = (root / "nuclei_labels.csv").read_text().splitlines()[1:]
@@ -187,7 +187,7 @@ def crc_embeddings(root: Path, cache: Path, per_class: int = 400, per_image: int
 
 def noise_sweep(sigmas: list[float], seeds: int, folds: int) -> dict:
     """Image-grouped k-fold CV of the default head on real CRC embeddings, per noise sigma."""
-    from napari_dfl.core.heads import TrainConfig, cross_validate
+    from napari_dfl.core.heads.training import TrainConfig, cross_validate
 
     if not (CRC_DIR / "nuclei_labels.csv").exists():
         raise SystemExit(f"{CRC_DIR} is absent: the noise sweep needs the CRC nuclei set.")

@@ -37,9 +37,9 @@ TILE = 224
 
 def embed_real(work: Path, n_crc: int = 8) -> tuple[np.ndarray, np.ndarray, dict]:
     """Embed the sample slide and ``n_crc`` CRC images; return background, planted, extractor."""
-    from napari_dfl.core.cohort import EmbedConfig, embed_cohort
-    from napari_dfl.core.sampling import Composition
-    from napari_dfl.core.store import EmbeddingStore
+    from napari_dfl.core.features.store import EmbeddingStore
+    from napari_dfl.core.slides.sampling import Composition
+    from napari_dfl.workflows.cohort_embedding import EmbedConfig, embed_cohort
 
     comp = Composition(112, (0.5,), ("rgb",))
     crc = sorted(glob.glob(str(CRC / "*.png")))[:n_crc]
@@ -61,7 +61,7 @@ def embed_real(work: Path, n_crc: int = 8) -> tuple[np.ndarray, np.ndarray, dict
 def write_slide(out_dir: Path, name: str, emb: np.ndarray, index: np.ndarray,
                 shape: tuple[int, int], extractor: dict):
     """Create one synthetic slide's store with its first tiles (grid ``index`` (row, col))."""
-    from napari_dfl.core.store import EmbeddingStore
+    from napari_dfl.core.features.store import EmbeddingStore
 
     identity = {**extractor, "slide": {"name": f"{name}.svs",
                                        "dimensions": [shape[1] * TILE, shape[0] * TILE]}}
@@ -128,7 +128,7 @@ def make_cohort(out_dir: Path, background, planted, extractor: dict, n_slides: i
 
 def attention_in_planted(model, stores_dir: Path, rows, masks) -> float:
     """Mean fraction of attention mass inside the planted block, over positive slides."""
-    from napari_dfl.core.store import EmbeddingStore
+    from napari_dfl.core.features.store import EmbeddingStore
 
     fractions = []
     for name, label in rows:
@@ -165,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import sklearn.model_selection  # noqa: F401  (imported before the baseline is taken)
 
-    from napari_dfl.core.compress import compress_store
-    from napari_dfl.core.mil import MILConfig, SlideEntry
-    from napari_dfl.core.mil_train import train_slide_model
-    from napari_dfl.core.store import EmbeddingStore
+    from napari_dfl.core.features.store import EmbeddingStore
+    from napari_dfl.core.slide_level.grids import compress_store
+    from napari_dfl.core.slide_level.model import MILConfig, SlideEntry
+    from napari_dfl.core.slide_level.training import train_slide_model
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()

@@ -187,8 +187,8 @@ def _level_tiles(mosaic: TissueMosaic, level: int, shape: tuple[int, int],
 
 def load_source(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read the source slide's level 0 and its tissue mask (napari-dfl's own detector)."""
-    from napari_dfl.core.slide import Slide
-    from napari_dfl.core.tissue import detect_tissue
+    from napari_dfl.core.slides.tiff import Slide
+    from napari_dfl.core.slides.tissue import detect_tissue
 
     with Slide(path) as slide:
         image = slide.read_level(0)
@@ -286,7 +286,7 @@ def rss_mb() -> float:
 
 def worker_open(path: Path) -> dict:
     """Time ``Slide(path)`` and its RSS growth, after the imports, in this fresh process."""
-    from napari_dfl.core.slide import Slide
+    from napari_dfl.core.slides.tiff import Slide
 
     gc.collect()
     before = rss_mb()
@@ -308,7 +308,7 @@ def worker_read(path: Path, reads: int, seed: int, warmup: int = 10) -> dict:
     import tifffile
     import zarr
 
-    from napari_dfl.core.slide import Slide
+    from napari_dfl.core.slides.tiff import Slide
 
     slide = Slide(path)
     direct = zarr.open_array(tifffile.TiffFile(path).series[0].aszarr(level=0), mode="r")
@@ -356,7 +356,7 @@ def worker_napari(path: Path) -> dict:
     """Time adding the slide's levels to a hidden napari viewer as one multiscale layer."""
     import napari
 
-    from napari_dfl.core.slide import Slide
+    from napari_dfl.core.slides.tiff import Slide
 
     slide = Slide(path)
     start = time.perf_counter()

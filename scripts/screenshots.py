@@ -52,7 +52,7 @@ def main() -> int:
         viewer.layers.remove(overlay)
     # The panel, with the demo annotations loaded into its layers.
     from napari_dfl._sample_data import SAMPLE_ANNOTATIONS
-    from napari_dfl.core.annotations import read_geojson
+    from napari_dfl.core.annotations.annotation import read_geojson
 
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
     widget.add_annotations(read_geojson(SAMPLE_ANNOTATIONS))

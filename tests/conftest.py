@@ -54,7 +54,7 @@ def no_mpp_svs_path() -> Path:
 @pytest.fixture(scope="session")
 def backbone():
     """The real default backbone (EfficientNet-Lite0, ImageNet weights from its package)."""
-    from napari_dfl.core.backbones import load_backbone
+    from napari_dfl.core.backbones.backbone import load_backbone
 
     return load_backbone()
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon
 
-from napari_dfl.core.annotations import (
+from napari_dfl.core.annotations.annotation import (
     Annotation,
     AnnotationError,
     AnnotationWarning,
@@ -28,7 +28,7 @@ from napari_dfl.core.annotations import (
     write_geojson,
 )
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.sampling import Composition
+from napari_dfl.core.slides.sampling import Composition
 
 # A 100 px tile grid: patch 100 px at 1 um/px on a 1 um/px slide, 6 x 6 tiles.
 GRID_COMPOSITION = Composition(patch_size=100, zooms=(1.0,), variants=("rgb",))

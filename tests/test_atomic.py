@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_dfl.core.atomic import atomic_path
+from napari_dfl.core.util.atomic import atomic_path
 
 
 def test_success_replaces_and_failure_keeps_the_old_file(tmp_path):

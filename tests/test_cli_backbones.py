@@ -10,7 +10,7 @@ from napari_dfl.cli import main
 
 
 def write_finetuned(folder, name: str = "crc-lite0") -> None:
-    from napari_dfl.core.finetuned import CARD_FILE, CARD_FORMAT, WEIGHTS_FILE
+    from napari_dfl.core.backbones.finetuned import CARD_FILE, CARD_FORMAT, WEIGHTS_FILE
 
     folder.mkdir(parents=True)
     (folder / WEIGHTS_FILE).write_bytes(b"weights")
@@ -24,8 +24,8 @@ def write_finetuned(folder, name: str = "crc-lite0") -> None:
 def test_lists_presets_and_finetuned_backbones(tmp_path, monkeypatch, capsys):
     from dataclasses import replace
 
-    from napari_dfl.core import backbones
-    from napari_dfl.core.finetuned import FOLDER_ENV
+    from napari_dfl.core.backbones import backbone as backbones
+    from napari_dfl.core.backbones.finetuned import FOLDER_ENV
 
     write_finetuned(tmp_path / "tuned" / "crc")
     monkeypatch.setenv(FOLDER_ENV, str(tmp_path / "tuned"))

@@ -10,10 +10,10 @@ import pytest
 
 from bad_files import not_an_image
 from napari_dfl.cli import main
-from napari_dfl.core.cohort import EmbedConfig, embed_cohort, parse_scheduler
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.sampling import Composition
-from napari_dfl.core.store import EmbeddingStore
+from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.workflows.cohort_embedding import EmbedConfig, embed_cohort, parse_scheduler
 
 CONFIG = EmbedConfig(composition=Composition(224, (0.5,), ("rgb",)), batch_size=8,
                      torch_threads=1)

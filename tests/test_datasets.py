@@ -13,20 +13,20 @@ from PIL import Image
 
 from conftest import shared_file
 from napari_dfl import MissingMppWarning, Slide, SlideError, tile_grid
-from napari_dfl.core.annotations import (
+from napari_dfl.core.annotations.annotation import (
     Annotation,
     AnnotationError,
     AnnotationWarning,
     write_geojson,
 )
-from napari_dfl.core.datasets import (
+from napari_dfl.core.annotations.datasets import (
     DatasetError,
     dataset_summary,
     load_dataset,
     load_datasets,
 )
-from napari_dfl.core.image_slide import ImageSlide
-from napari_dfl.core.sampling import Composition
+from napari_dfl.core.slides.image import ImageSlide
+from napari_dfl.core.slides.sampling import Composition
 
 ONE_ZOOM = Composition(224, (0.5,), ("rgb",))
 TWO_ZOOMS = Composition(224, (0.5, 2.0), ("rgb", "gray"))

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from napari_dfl import Slide, tile_grid
-from napari_dfl.core.embed import (
+from napari_dfl.core.features.engine import (
     ExtractionCancelled,
     embed_coords,
     open_store_for,
     run,
 )
-from napari_dfl.core.sampling import Composition, CompositionError, sample_patches, to_gray
-from napari_dfl.core.store import EmbeddingStore, StoreMismatchError
+from napari_dfl.core.features.store import EmbeddingStore, StoreMismatchError
+from napari_dfl.core.slides.sampling import Composition, CompositionError, sample_patches, to_gray
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.explorer import EmbeddingMap, label_colors, pca_colors, value_colors
+from napari_dfl.core.explorer.embedding_map import (
+    EmbeddingMap,
+    label_colors,
+    pca_colors,
+    value_colors,
+)
 
 
 def clusters(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +93,9 @@ def test_few_points_paint_larger_squares_and_the_selection_follows():
 
 
 def test_cohort_stores_are_those_of_the_same_extractor(tmp_path):
-    from napari_dfl.core.explorer import cohort_stores, slide_colors
-    from napari_dfl.core.projection import cached_projection, project_stores
-    from napari_dfl.core.store import EmbeddingStore, store_path_for
+    from napari_dfl.core.explorer.embedding_map import cohort_stores, slide_colors
+    from napari_dfl.core.explorer.projection import cached_projection, project_stores
+    from napari_dfl.core.features.store import EmbeddingStore, store_path_for
 
     extractor = {"backbone": {"name": "b", "weights_sha256": "1"}, "composition": {"z": 1}}
     other_weights = {"backbone": {"name": "b", "weights_sha256": "2"}, "composition": {"z": 1}}

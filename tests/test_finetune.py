@@ -10,10 +10,16 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_dfl.core.augment import augment_patches, dihedral, hed_jitter
-from napari_dfl.core.backbones import load_backbone
+from napari_dfl.core.backbones.backbone import load_backbone
+from napari_dfl.core.backbones.finetuned import (
+    FinetunedBackboneError,
+    list_finetuned,
+    read_card,
+    register_finetuned,
+)
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.finetune import (
+from napari_dfl.core.finetune.augment import augment_patches, dihedral, hed_jitter
+from napari_dfl.core.finetune.training import (
     FinetuneConfig,
     FinetuneError,
     finetune_patches,
@@ -21,13 +27,7 @@ from napari_dfl.core.finetune import (
     save_finetuned,
     trainable_names,
 )
-from napari_dfl.core.finetuned import (
-    FinetunedBackboneError,
-    list_finetuned,
-    read_card,
-    register_finetuned,
-)
-from napari_dfl.core.sampling import Composition
+from napari_dfl.core.slides.sampling import Composition
 
 PATCH = Composition(112, (0.5,), ("rgb",))  # 56 um patches: more samples per region
 
@@ -225,8 +225,8 @@ def test_augmentation_is_dihedral_and_stain_only(sample_patches):
 
 
 def test_pipeline_embeds_with_the_finetuned_backbone(tuned, sample_slide_path, tmp_path):
-    from napari_dfl.core.cohort import EmbedConfig
-    from napari_dfl.core.pipeline import embed_labelled
+    from napari_dfl.workflows.cohort_embedding import EmbedConfig
+    from napari_dfl.workflows.labelled import embed_labelled
 
     _, folder, _ = tuned
     data = embed_labelled([sample_slide_path], EmbedConfig(backbone=str(folder),

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_dfl.core.backbones import load_backbone
-from napari_dfl.core.fusion import fuse_conv_bn
+from napari_dfl.core.backbones.backbone import load_backbone
+from napari_dfl.core.backbones.fusion import fuse_conv_bn
 
 
 def test_fused_default_backbone_matches_unfused(backbone):

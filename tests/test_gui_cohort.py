@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_dfl.core.store import EmbeddingStore
+from napari_dfl.core.features.store import EmbeddingStore
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -30,9 +30,9 @@ _spec.loader.exec_module(bench)
 
 def train_model(store: EmbeddingStore, work: Path) -> Path:
     """A real MIL model on 8 synthetic slides of the store's real tile embeddings, saved."""
-    from napari_dfl.core.mil import MILConfig, SlideEntry, extractor_of
-    from napari_dfl.core.mil_train import train_slide_model
-    from napari_dfl.core.milfile import save_slide_model
+    from napari_dfl.core.slide_level.model import MILConfig, SlideEntry, extractor_of
+    from napari_dfl.core.slide_level.model_files import save_slide_model
+    from napari_dfl.core.slide_level.training import train_slide_model
 
     emb = store.embeddings()
     order = np.argsort(emb @ np.linalg.svd(emb - emb.mean(0), full_matrices=False)[2][0])
@@ -50,8 +50,8 @@ def train_model(store: EmbeddingStore, work: Path) -> Path:
 @pytest.fixture
 def cohort_panel(make_napari_viewer, qtbot, tmp_path, configure_fast):
     from napari_dfl._qt.cohort_panel import CohortPanel
-    from napari_dfl._qt.pipeline import extract
-    from napari_dfl.core.slide_predict import slide_tiles
+    from napari_dfl.core.slide_level.prediction import slide_tiles
+    from napari_dfl.workflows.panel_jobs import extract
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-dfl", "cmu1_small_region")
@@ -136,7 +136,7 @@ def test_the_section_never_imports_the_backbone_stack():
     import subprocess
     import sys
 
-    code = ("import sys, napari_dfl._qt.cohort_panel, napari_dfl.core.milfile; "
+    code = ("import sys, napari_dfl._qt.cohort_panel, napari_dfl.core.slide_level.model_files; "
             "bad = [m for m in ('timm', 'torchvision') if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

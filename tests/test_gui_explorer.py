@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_dfl.core.annotations import read_geojson
+from napari_dfl.core.annotations.annotation import read_geojson
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -22,7 +22,7 @@ def store_dir(tmp_path_factory):
 @pytest.fixture
 def explored(make_napari_viewer, sample_slide_path, store_dir, qtbot, configure_fast):
     """A panel that trained and predicted every tile, and its explorer opened with PCA."""
-    from napari_dfl.core.heads import TrainConfig
+    from napari_dfl.core.heads.training import TrainConfig
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-dfl", "cmu1_small_region")
@@ -102,7 +102,7 @@ def test_click_centres_the_slide_and_hover_shows_the_patch(explored):
 
 def test_labelling_a_selection_makes_annotations_of_those_tiles(explored):
     from napari_dfl._qt import layers as annotation_layers
-    from napari_dfl._qt.pipeline import known_store, samples_for
+    from napari_dfl.workflows.panel_jobs import known_store, samples_for
 
     _viewer, panel, explorer = explored
     emap = explorer.map
@@ -146,8 +146,8 @@ def test_the_false_colour_map_lines_up_with_the_tissue(explored):
 
 def test_colour_modes_and_umap_for_real(explored, qtbot):
     from napari_dfl._qt.explorer import COLOR_MODES, DENSITY_NAME
-    from napari_dfl._qt.pipeline import known_store
-    from napari_dfl.core.projection import cached_projection
+    from napari_dfl.core.explorer.projection import cached_projection
+    from napari_dfl.workflows.panel_jobs import known_store
 
     _viewer, panel, explorer = explored
     images = {}
@@ -174,7 +174,7 @@ def test_a_cohort_view_colours_by_slide_and_labels_only_the_open_slide(explored,
     import shutil
 
     from napari_dfl._qt.explorer import DENSITY_NAME
-    from napari_dfl.core.worker_process import ExtractionProcess, ExtractionRequest
+    from napari_dfl.workflows.extraction_service import ExtractionProcess, ExtractionRequest
 
     viewer, panel, explorer = explored
     settings = panel.settings()
@@ -215,7 +215,7 @@ def test_a_cohort_view_colours_by_slide_and_labels_only_the_open_slide(explored,
     assert tuple(viewer.scene.camera.center) == before_centre
     assert any("other-slide.svs" in m for m in notes)
     x, y = emap.anchors[elsewhere]
-    from napari_dfl.core.slide import Slide
+    from napari_dfl.core.slides.tiff import Slide
 
     expected = Slide(other).read_region((float(x), float(y)), (112, 112), mpp=0.5)
     np.testing.assert_array_equal(explorer.patch(elsewhere), expected)

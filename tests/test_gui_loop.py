@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_dfl.core.annotations import read_geojson
-from napari_dfl.core.store import EmbeddingStore
+from napari_dfl.core.annotations.annotation import read_geojson
+from napari_dfl.core.features.store import EmbeddingStore
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -31,7 +31,7 @@ def wait_idle(widget, qtbot, timeout_s: float = 240) -> None:
 
 def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     from napari_dfl._qt.overlays import CLASS_MAP_NAME, PROBABILITY_NAME
-    from napari_dfl.core.heads import TrainConfig
+    from napari_dfl.core.heads.training import TrainConfig
 
     viewer, widget = loop_panel
     assert widget.extract()
@@ -105,7 +105,7 @@ def test_cancel_stops_an_extraction(loop_panel, qtbot):
 def test_auto_mode_retrains_and_predicts_after_a_new_annotation(loop_panel, qtbot):
     from shapely.geometry import Point
 
-    from napari_dfl.core.annotations import Annotation
+    from napari_dfl.core.annotations.annotation import Annotation
 
     _viewer, widget = loop_panel
     widget.tissue_spin.setValue(0.5)  # tissue tiles only: a quicker whole-slide prediction

@@ -7,7 +7,7 @@ import pytest
 
 from napari_dfl._qt import layers as annotation_layers
 from napari_dfl._qt.overlays import tile_placement
-from napari_dfl.core.annotations import read_geojson
+from napari_dfl.core.annotations.annotation import read_geojson
 
 pytestmark = pytest.mark.gui
 
@@ -132,7 +132,7 @@ def test_tile_overlay_is_centred_on_its_tiles():
 def test_fine_tuned_backbones_are_offered(make_napari_viewer, tmp_path, monkeypatch):
     import json
 
-    from napari_dfl.core.finetuned import CARD_FILE, CARD_FORMAT, FOLDER_ENV, WEIGHTS_FILE
+    from napari_dfl.core.backbones.finetuned import CARD_FILE, CARD_FORMAT, FOLDER_ENV, WEIGHTS_FILE
 
     tuned = tmp_path / "backbones" / "crc-lite0"
     tuned.mkdir(parents=True)

@@ -10,8 +10,8 @@ import pytest
 
 from napari_dfl._qt import layers as annotation_layers
 from napari_dfl._qt.project import default_project_dir
-from napari_dfl.core import project as core_project
-from napari_dfl.core.annotations import Annotation, read_geojson
+from napari_dfl.core.annotations.annotation import Annotation, read_geojson
+from napari_dfl.core.project import folder as core_project
 
 pytestmark = pytest.mark.gui
 
@@ -187,7 +187,7 @@ def test_geojson_import_and_export(make_napari_viewer, slide_copy, sample_slide_
 
 def small_head(classes=("a", "b")):
     """A real head trained in a moment on separable random embeddings."""
-    from napari_dfl.core.heads import TrainConfig, train_head
+    from napari_dfl.core.heads.training import TrainConfig, train_head
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 8)).astype(np.float32)
@@ -241,7 +241,7 @@ def test_a_head_card_is_checked_against_the_project_settings():
 
 def test_prediction_exports_as_detections(make_napari_viewer, slide_copy, tmp_path):
     from napari_dfl._qt.overlays import PredictionOverlay
-    from napari_dfl.core.tissue import TileGrid
+    from napari_dfl.core.slides.tissue import TileGrid
 
     viewer, widget = open_panel(make_napari_viewer, slide_copy)
     draw(widget)
@@ -264,7 +264,7 @@ def test_a_saved_head_reopens_in_the_panel(make_napari_viewer, slide_copy, tmp_p
                                            monkeypatch):
     from types import SimpleNamespace
 
-    from napari_dfl._qt import pipeline
+    from napari_dfl.workflows import panel_jobs as pipeline
 
     monkeypatch.setattr(pipeline, "known_store", lambda _s: SimpleNamespace(identity=EXTRACTOR))
     _viewer, widget = open_panel(make_napari_viewer, slide_copy)
@@ -322,9 +322,9 @@ def press(keymap_provider, key: str) -> None:
 def test_suggestions_keys_and_a_saved_prediction(make_napari_viewer, slide_copy, tmp_path):
     from napari_dfl._qt.overlays import CLASS_MAP_NAME
     from napari_dfl._qt.suggestions import SUGGESTIONS_NAME
-    from napari_dfl.core.predict import SlidePrediction
-    from napari_dfl.core.suggest import annotated_tiles, margins
-    from napari_dfl.core.tissue import tile_grid
+    from napari_dfl.core.heads.suggest import annotated_tiles, margins
+    from napari_dfl.core.heads.tile_prediction import SlidePrediction
+    from napari_dfl.core.slides.tissue import tile_grid
 
     viewer, widget = open_panel(make_napari_viewer, slide_copy)
     draw(widget)

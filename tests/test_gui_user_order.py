@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from napari_dfl.core.store import EmbeddingStore
+from napari_dfl.core.features.store import EmbeddingStore
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 # Run as its own interpreter: written to a temporary file by the test.

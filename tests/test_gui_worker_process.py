@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_dfl.core.sampling import Composition
-from napari_dfl.core.store import EmbeddingStore
-from napari_dfl.core.worker_process import ExtractionProcess, ExtractionRequest, one_line
+from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.workflows.extraction_service import ExtractionProcess, ExtractionRequest, one_line
 
 FAST = Composition(patch_size=112, zooms=(0.5,), variants=("rgb",))
 
@@ -76,7 +76,7 @@ def test_a_killed_child_is_reported(sample_slide_path, tmp_path, code):
 
 def test_the_service_keeps_its_child_between_jobs_and_restarts_a_dead_one(sample_slide_path,
                                                                          tmp_path):
-    from napari_dfl.core.worker_process import ExtractionService
+    from napari_dfl.workflows.extraction_service import ExtractionService
 
     service = ExtractionService()
     try:
@@ -111,7 +111,7 @@ def test_the_service_keeps_its_child_between_jobs_and_restarts_a_dead_one(sample
 
 
 def test_preloading_loads_the_backbone_before_the_first_job(sample_slide_path, tmp_path):
-    from napari_dfl.core.worker_process import ExtractionService
+    from napari_dfl.workflows.extraction_service import ExtractionService
 
     service = ExtractionService()
     try:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import SHARED_DATA
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.headfile import (
+from napari_dfl.core.heads.head_files import (
     CARD_NAME,
     HEAD_FORMAT_VERSION,
     WEIGHTS_NAME,
@@ -26,7 +26,7 @@ from napari_dfl.core.headfile import (
     load_head,
     save_head,
 )
-from napari_dfl.core.heads import (
+from napari_dfl.core.heads.training import (
     TrainConfig,
     TrainedHead,
     TrainingCancelled,

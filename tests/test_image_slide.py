@@ -19,9 +19,9 @@ from napari_dfl import (
     UnsupportedSlideError,
     tile_grid,
 )
-from napari_dfl.core import image_slide
-from napari_dfl.core.image_slide import ImageSlide, open_slide, probe_image
-from napari_dfl.core.sampling import Composition, sample_patches
+from napari_dfl.core.slides import image as image_slide
+from napari_dfl.core.slides.image import ImageSlide, open_slide, probe_image
+from napari_dfl.core.slides.sampling import Composition, sample_patches
 
 ORIGIN = (1000, 1500)  # level-0 corner of the crop, on tissue
 

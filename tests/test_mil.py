@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_dfl.core.compress import (
+from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.slide_level.grids import (
     CompressError,
     compress_store,
     load_compressed,
     pca_rgb,
     save_compressed,
 )
-from napari_dfl.core.mil import MILConfig, MILError, SlideEntry, read_cohort
-from napari_dfl.core.mil_train import fit_slides, train_slide_model
-from napari_dfl.core.milfile import load_slide_model, save_slide_model
-from napari_dfl.core.store import EmbeddingStore
+from napari_dfl.core.slide_level.model import MILConfig, MILError, SlideEntry, read_cohort
+from napari_dfl.core.slide_level.model_files import load_slide_model, save_slide_model
+from napari_dfl.core.slide_level.training import fit_slides, train_slide_model
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("slide_level", ROOT / "benchmarks" /
@@ -48,7 +48,7 @@ def real_tiles(tmp_path_factory):
     """
     if not bench.CRC.is_dir():
         pytest.skip(f"{bench.CRC} is absent: real-tissue MIL evidence skipped")
-    from napari_dfl.core.backbones import load_backbone
+    from napari_dfl.core.backbones.backbone import load_backbone
 
     key = hashlib.sha256(json.dumps(load_backbone().identity(), sort_keys=True).encode())
     cache = Path(tempfile.gettempdir()) / f"napari-dfl-mil-tiles-{key.hexdigest()[:12]}.npz"
@@ -215,7 +215,7 @@ def test_cli_compress_train_predict(tmp_path, capsys):
 def test_early_stopping_stops_restores_the_best_epoch_and_is_recorded(tmp_path):
     import torch
 
-    from napari_dfl.core.mil_train import validation_split
+    from napari_dfl.core.slide_level.training import validation_split
 
     rows, _ = _random_cohort(tmp_path / "stores", n=16)
     entries = _entries(tmp_path / "stores", rows)
@@ -276,14 +276,14 @@ def test_mil_config_roundtrip_with_early_stopping_fields():
 
 
 def test_slide_predict_finds_the_models_store_and_refuses_what_does_not_fit(tmp_path):
-    from napari_dfl.core.sampling import Composition
-    from napari_dfl.core.slide_predict import (
+    from napari_dfl.core.features.store import store_path_for
+    from napari_dfl.core.slide_level.prediction import (
         extractor_mismatch,
         predict_tiles,
         store_for_model,
     )
-    from napari_dfl.core.store import store_path_for
-    from napari_dfl.core.tissue import TileGrid
+    from napari_dfl.core.slides.sampling import Composition
+    from napari_dfl.core.slides.tissue import TileGrid
 
     extractor = {"kind": "napari-dfl tile embeddings", "backbone": {"name": "random"},
                  "composition": Composition(112, (0.5,), ("rgb",)).to_dict()}

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from napari_dfl import Slide
-from napari_dfl.core.openslide_slide import openslide_available
+from napari_dfl.core.slides.openslide_backend import openslide_available
 
 pytestmark = pytest.mark.skipif(
     not openslide_available(), reason="openslide not installed (pip install napari-dfl[openslide])")
 
 
 def test_openslide_matches_tifffile_backend(sample_slide_path):
-    from napari_dfl.core.openslide_slide import OpenSlideSlide
+    from napari_dfl.core.slides.openslide_backend import OpenSlideSlide
 
     with OpenSlideSlide(sample_slide_path) as other, Slide(sample_slide_path) as slide:
         assert other.format == "openslide-aperio"
@@ -31,7 +31,7 @@ def test_openslide_matches_tifffile_backend(sample_slide_path):
 
 def test_open_slide_falls_back_to_openslide_for_non_tiff(tmp_path):
     from napari_dfl.core.errors import SlideError
-    from napari_dfl.core.image_slide import open_slide
+    from napari_dfl.core.slides.image import open_slide
 
     path = tmp_path / "notes.mrxs"
     path.write_text("not a slide")

@@ -26,7 +26,7 @@ from napari_dfl import (
     SlideNotFoundError,
     UnsupportedSlideError,
 )
-from napari_dfl.core.slide import COARSEST_LEVEL_MAX_PX
+from napari_dfl.core.slides.tiff import COARSEST_LEVEL_MAX_PX
 
 
 def test_svs_metadata_and_computed_level(sample_slide_path):
@@ -176,7 +176,7 @@ def test_invalid_user_mpp(sample_slide_path):
 def test_fractional_windows_near_the_origin_do_not_fail(sample_slide_path):
     # Regression: a window origin a rounding hair above the requested one gave PIL a
     # negative box offset.
-    from napari_dfl.core.sampling import Composition, sample_patches
+    from napari_dfl.core.slides.sampling import Composition, sample_patches
 
     with Slide(sample_slide_path) as slide:
         for anchor in ([44, 44], [10, 10], [500, 44]):

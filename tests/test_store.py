@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_dfl.core import store as store_mod
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.store import (
+from napari_dfl.core.features import store as store_mod
+from napari_dfl.core.features.store import (
     STORE_FORMAT_VERSION,
     CorruptStoreError,
     EmbeddingStore,
@@ -268,7 +268,7 @@ def test_hard_kill_between_rows_and_commit(tmp_path):
     path = tmp_path / "s.dfl.zarr"
     script = f"""
 import os, numpy as np
-from napari_dfl.core import store as m
+from napari_dfl.core.features import store as m
 s = m.EmbeddingStore.create_or_open({str(path)!r}, {{"k": 1}}, 4, chunk_rows=8)
 s.append(np.array([[0, 0], [1, 0], [2, 0]]), np.ones((3, 4), np.float32))
 m.write_commit = lambda *a: os._exit(3)
@@ -381,7 +381,7 @@ def h5py():
 
 
 def test_export_h5_read_back(tmp_path, h5py):
-    from napari_dfl.core.h5io import IDENTITY_ATTR, export_h5, import_h5
+    from napari_dfl.core.features.h5 import IDENTITY_ATTR, export_h5, import_h5
 
     store = make(tmp_path)
     c, e = grid(37), feats(37)
@@ -411,7 +411,7 @@ def test_export_h5_read_back(tmp_path, h5py):
 
 
 def test_import_clam_style_3d(tmp_path, h5py):
-    from napari_dfl.core.h5io import import_h5
+    from napari_dfl.core.features.h5 import import_h5
 
     c, e = grid(12), feats(12, dim=8)
     path = tmp_path / "clam.h5"
@@ -432,7 +432,7 @@ def test_import_clam_style_3d(tmp_path, h5py):
 
 
 def test_import_refuses_bad_files(tmp_path, h5py):
-    from napari_dfl.core.h5io import H5FormatError, import_h5
+    from napari_dfl.core.features.h5 import H5FormatError, import_h5
 
     text = tmp_path / "notes.h5"
     text.write_text("this is not hdf5")
@@ -461,7 +461,7 @@ def test_import_refuses_bad_files(tmp_path, h5py):
 
 
 def test_missing_h5py_message(monkeypatch, tmp_path):
-    from napari_dfl.core import h5io
+    from napari_dfl.core.features import h5 as h5io
 
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(h5io.MissingDependencyError, match=r"pip install napari-dfl\[h5\]"):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from shapely.geometry import Point, box
 
-from napari_dfl.core.annotations import Annotation
+from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.outputs import load_arrays, save_arrays
-from napari_dfl.core.predict import SlidePrediction
-from napari_dfl.core.suggest import annotated_tiles, margins, suggest_tiles
-from napari_dfl.core.tissue import TileGrid
+from napari_dfl.core.heads.prediction_files import load_arrays, save_arrays
+from napari_dfl.core.heads.suggest import annotated_tiles, margins, suggest_tiles
+from napari_dfl.core.heads.tile_prediction import SlidePrediction
+from napari_dfl.core.slides.tissue import TileGrid
 
 
 def grid_of(rows: int, cols: int, size: float = 100.0) -> TileGrid:

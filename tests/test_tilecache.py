@@ -6,8 +6,8 @@ import numpy as np
 import tifffile
 
 from napari_dfl import Slide
-from napari_dfl.core.embed import spatial_order
-from napari_dfl.core.tilecache import TileLRU
+from napari_dfl.core.features.engine import spatial_order
+from napari_dfl.core.slides.tilecache import TileLRU
 
 
 def test_lru_is_bounded_in_bytes_and_evicts_oldest():

@@ -77,7 +77,7 @@ def test_tile_grid_needs_mpp_or_pixels(no_mpp_svs_path):
 def test_a_slide_s_mask_is_computed_once_and_dropped_with_the_slide(sample_slide_path):
     import gc
 
-    from napari_dfl.core import tissue
+    from napari_dfl.core.slides import tissue
 
     slide = Slide(sample_slide_path)
     first = detect_tissue(slide)

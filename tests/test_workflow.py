@@ -11,10 +11,10 @@ import pytest
 from napari_dfl import Slide, detect_tissue, tile_grid
 from napari_dfl._sample_data import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
 from napari_dfl.cli import main
-from napari_dfl.commands.demo import DEMO_PATCH, run_demo
-from napari_dfl.core.annotations import read_geojson
-from napari_dfl.core.headfile import load_head
-from napari_dfl.core.store import EmbeddingStore
+from napari_dfl.cli.demo import DEMO_PATCH, run_demo
+from napari_dfl.core.annotations.annotation import read_geojson
+from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.heads.head_files import load_head
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +169,7 @@ def test_cli_project_embeddings_with_head_and_cache(demo, tmp_path, capsys):
 
 
 def test_pca_projection_separates_distinct_tissues():
-    from napari_dfl.core.projection import project
+    from napari_dfl.core.explorer.projection import project
 
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (60, 32)) + 5

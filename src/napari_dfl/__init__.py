@@ -13,9 +13,9 @@ from napari_dfl.core.errors import (
     SlideNotFoundError,
     UnsupportedSlideError,
 )
-from napari_dfl.core.reader_base import Level
-from napari_dfl.core.slide import Slide
-from napari_dfl.core.tissue import TileGrid, TissueMask, detect_tissue, tile_grid
+from napari_dfl.core.slides.base import Level
+from napari_dfl.core.slides.tiff import Slide
+from napari_dfl.core.slides.tissue import TileGrid, TissueMask, detect_tissue, tile_grid
 
 __version__ = "0.1.0"
 

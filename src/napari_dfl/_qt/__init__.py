@@ -2,7 +2,7 @@
 
 The dock widget :class:`DFLWidget` ("Deep Feature Learning") is the npe2 ``widgets``
 contribution. Nothing here imports timm or torchvision: the backbone runs in a child
-process (see :mod:`napari_dfl.core.worker_process`).
+process (see :mod:`napari_dfl.workflows.extraction_service`).
 """
 
 from napari_dfl._qt.widget import DFLWidget

@@ -1,8 +1,9 @@
 """The "Slide-level model" section: load a slide model, predict the open slide with it.
 
-Thin Qt over :mod:`napari_dfl.core.slide_predict`: the prediction runs as one job of the main
+Thin Qt over :mod:`napari_dfl.core.slide_level.prediction`: the prediction runs as one job of
+the main
 panel's :class:`~napari_dfl._qt.jobs.JobRunner`; tiles the slide's store lacks are embedded
-in the extraction child (:func:`napari_dfl._qt.pipeline.extract`), never in this process.
+in the extraction child (:func:`napari_dfl.workflows.panel_jobs.extract`), never in this process.
 The result is an attention heatmap (one value per tile) and a row of the session's table.
 """
 
@@ -24,9 +25,9 @@ from qtpy.QtWidgets import (
 
 from napari_dfl._qt.jobs import notify
 from napari_dfl._qt.overlays import tile_placement
-from napari_dfl._qt.pipeline import CancelToken, Settings, extract, known_store
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.slide_predict import (
+from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.slide_level.prediction import (
     SlidePredictionResult,
     describe_extractor,
     extractor_mismatch,
@@ -34,11 +35,11 @@ from napari_dfl.core.slide_predict import (
     slide_tiles,
     store_for_model,
 )
-from napari_dfl.core.store import EmbeddingStore
-from napari_dfl.core.worker_process import one_line
+from napari_dfl.workflows.extraction_service import one_line
+from napari_dfl.workflows.panel_jobs import CancelToken, Settings, extract, known_store
 
 if TYPE_CHECKING:  # torch: imported by the jobs that need it, not when the panel opens
-    from napari_dfl.core.mil import SlideModel
+    from napari_dfl.core.slide_level.model import SlideModel
 
 ATTENTION_NAME = "DFL attention"
 
@@ -111,7 +112,7 @@ class CohortPanel(QWidget):
 
     def load(self, path) -> bool:
         """Load the slide model folder ``path``; a bad folder is notified, never raised."""
-        from napari_dfl.core.milfile import load_slide_model
+        from napari_dfl.core.slide_level.model_files import load_slide_model
 
         try:
             model = load_slide_model(path)

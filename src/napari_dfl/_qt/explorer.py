@@ -1,7 +1,7 @@
 """The embedding explorer: a second napari window with the slide's tiles in 2-D, linked.
 
 The projection (PCA at once, UMAP in a child process) of the tiles in the slide's store is
-drawn as a density image (:class:`napari_dfl.core.explorer.EmbeddingMap`) with the
+drawn as a density image (:class:`napari_dfl.core.explorer.embedding_map.EmbeddingMap`) with the
 selection as a second image on top, so 100,000 tiles draw and recolour as fast as a few.
 Linked both ways:
 
@@ -26,9 +26,8 @@ from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QVBoxLayout, QWidget
 from napari_dfl._qt.jobs import notify
 from napari_dfl._qt.layers import rgba
 from napari_dfl._qt.suggestions import viewer_camera
-from napari_dfl.core.compress import slide_name
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.explorer import (
+from napari_dfl.core.explorer.embedding_map import (
     EmbeddingMap,
     cohort_stores,
     label_colors,
@@ -36,6 +35,7 @@ from napari_dfl.core.explorer import (
     slide_colors,
     value_colors,
 )
+from napari_dfl.core.slide_level.grids import slide_name
 
 DENSITY_NAME = "embedding density"
 HIGHLIGHT_NAME = "selected"
@@ -74,8 +74,8 @@ class Explorer:
         runs in a child process as a job of the panel. Projections are cached with the
         stores, so reopening is instant.
         """
-        from napari_dfl._qt.pipeline import known_store, projection_job
-        from napari_dfl.core.projection import cached_projection, project_stores
+        from napari_dfl.core.explorer.projection import cached_projection, project_stores
+        from napari_dfl.workflows.panel_jobs import known_store, projection_job
 
         settings = self.panel._settings_or_notify()
         if settings is None:
@@ -252,7 +252,7 @@ class Explorer:
         """Make the selected tiles point annotations of the active class; how many."""
         from shapely.geometry import Point
 
-        from napari_dfl.core.annotations import Annotation
+        from napari_dfl.core.annotations.annotation import Annotation
 
         name = self.panel.classes.active
         if not name:
@@ -311,7 +311,7 @@ class Explorer:
 
     def _other_slide(self, slide_id: int):
         """Another slide of the cohort view, opened lazily (None when it cannot be read)."""
-        from napari_dfl.core.image_slide import open_slide
+        from napari_dfl.core.slides.image import open_slide
 
         cache = self._other_slides
         if slide_id not in cache:

@@ -1,6 +1,6 @@
 """One background job at a time: a napari thread worker, a progress bar and a Cancel.
 
-A job is a generator factory ``factory(token)`` from :mod:`napari_dfl._qt.pipeline`; it
+A job is a generator factory ``factory(token)`` from :mod:`napari_dfl.workflows.panel_jobs`; it
 runs in a napari ``thread_worker`` and never raises into Qt: its outcome comes back as
 ``("ok", result)``, ``("cancelled", message)`` or ``("error", exception)``, and errors
 become napari notifications. A second start while a job runs is refused with a
@@ -16,9 +16,9 @@ from collections.abc import Callable, Generator
 
 from qtpy.QtCore import QObject, Signal
 
-from napari_dfl._qt.pipeline import CancelToken, JobCancelled
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.worker_process import one_line
+from napari_dfl.workflows.extraction_service import one_line
+from napari_dfl.workflows.panel_jobs import CancelToken, JobCancelled
 
 Factory = Callable[[CancelToken], Generator]
 

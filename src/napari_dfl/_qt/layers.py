@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from shapely.geometry import Point, Polygon
 
-from napari_dfl.core.annotations import POINT, REGION, Annotation
+from napari_dfl.core.annotations.annotation import POINT, REGION, Annotation
 
 REGIONS_NAME = "DFL regions"
 POINTS_NAME = "DFL points"

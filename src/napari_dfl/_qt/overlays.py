@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from napari_dfl._qt.layers import rgba
-from napari_dfl.core.predict import SlidePrediction
-from napari_dfl.core.tissue import TileGrid
+from napari_dfl.core.heads.tile_prediction import SlidePrediction
+from napari_dfl.core.slides.tissue import TileGrid
 
 CLASS_MAP_NAME = "DFL class map"
 PROBABILITY_NAME = "DFL probability"

@@ -25,8 +25,8 @@ from superqt import QCollapsible
 from napari_dfl._qt.classes_widget import ClassesWidget
 from napari_dfl._qt.cohort_panel import CohortPanel
 from napari_dfl._qt.project import ProjectPanel
-from napari_dfl.core.backbones import available_backbones
-from napari_dfl.core.finetuned import PREFIX, list_finetuned
+from napari_dfl.core.backbones.backbone import available_backbones
+from napari_dfl.core.backbones.finetuned import PREFIX, list_finetuned
 
 
 def build_panel(panel) -> None:

@@ -15,9 +15,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QPushButton, QWidget
 
 import napari_dfl
-from napari_dfl.core import project as core_project
-from napari_dfl.core.annotations import read_geojson, write_geojson
+from napari_dfl.core.annotations.annotation import read_geojson, write_geojson
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.project import folder as core_project
 
 #: Autosave delay after the last change (ms): a burst of edits gives one write.
 AUTOSAVE_MS = 500
@@ -26,7 +26,7 @@ _GEOJSON_FILTER = "GeoJSON (*.geojson *.json)"
 
 def default_project_dir(slide_path: Path) -> Path | None:
     """The slide's default project folder (its store folder); None for the bundled sample."""
-    from napari_dfl._qt.pipeline import default_store_dir
+    from napari_dfl.workflows.panel_jobs import default_store_dir
 
     if is_bundled_sample(slide_path):
         return None
@@ -149,14 +149,14 @@ class ProjectPanel(QWidget):
                "min_tissue": panel.tissue_spin.value(),
                "store_dir": panel.store_edit.text().strip() or None}
         if out["store_dir"] is None and slide_path is not None:
-            from napari_dfl._qt.pipeline import default_store_dir
+            from napari_dfl.workflows.panel_jobs import default_store_dir
 
             out["store_dir"] = default_store_dir(Path(slide_path))
         return out
 
     def save(self, folder: str | Path) -> bool:
         """Save the project to ``folder`` (annotations, settings, head); autosave goes there."""
-        from napari_dfl._qt.pipeline import known_store
+        from napari_dfl.workflows.panel_jobs import known_store
 
         panel, folder = self.panel, Path(folder)
         extractor = None
@@ -264,7 +264,7 @@ class ProjectPanel(QWidget):
 
     def export_predictions(self, path: str | Path) -> bool:
         """Write the predicted tiles as QuPath detections; a note when nothing is predicted."""
-        from napari_dfl.core.outputs import save_geojson
+        from napari_dfl.core.heads.prediction_files import save_geojson
 
         overlay = self.panel.overlay
         if overlay is None or overlay.n_predicted == 0:

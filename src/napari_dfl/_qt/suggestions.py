@@ -1,6 +1,6 @@
 """The "DFL suggestions" layer: where to label next, and the keys to walk through it.
 
-After each prediction the panel asks :func:`napari_dfl.core.suggest.suggest_tiles` for the
+After each prediction the panel asks :func:`napari_dfl.core.heads.suggest.suggest_tiles` for the
 tiles the head is least sure of (annotated tiles skipped) and shows them as square outlines
 the size of a tile. ``N`` centres the view on the next suggestion, ``Shift-N`` on the
 previous one, ``K`` labels the current one with the active class (a point annotation at the
@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from shapely.geometry import Point
 
-from napari_dfl.core.annotations import Annotation
-from napari_dfl.core.predict import SlidePrediction
-from napari_dfl.core.suggest import annotated_tiles, margins, suggest_tiles
+from napari_dfl.core.annotations.annotation import Annotation
+from napari_dfl.core.heads.suggest import annotated_tiles, margins, suggest_tiles
+from napari_dfl.core.heads.tile_prediction import SlidePrediction
 
 SUGGESTIONS_NAME = "DFL suggestions"
 #: A suggested tile is shown at least this many screen pixels wide when jumped to.

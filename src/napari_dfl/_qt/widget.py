@@ -1,8 +1,8 @@
 """The "Deep Feature Learning" dock widget: slide, classes, annotations, extract/train/predict.
 
 The widget only lays out, gathers settings and applies job events to layers; the work runs
-in :mod:`napari_dfl._qt.pipeline` generators (in a napari thread worker) and, for the
-backbone, in a child process (:mod:`napari_dfl.core.worker_process`).
+in :mod:`napari_dfl.workflows.panel_jobs` generators (in a napari thread worker) and, for the
+backbone, in a child process (:mod:`napari_dfl.workflows.extraction_service`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,12 @@ from napari_dfl._qt.jobs import JobRunner, keep_triton_out, notify, warm_up_trai
 from napari_dfl._qt.metrics_view import metrics_html
 from napari_dfl._qt.overlays import PredictionOverlay
 from napari_dfl._qt.panel_layout import build_panel
-from napari_dfl._qt.pipeline import (
+from napari_dfl._qt.suggestions import Suggestions, viewer_camera
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.project.folder import extractor_differences
+from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.core.slides.tiff import Slide
+from napari_dfl.workflows.panel_jobs import (
     Settings,
     auto_job,
     default_store_dir,
@@ -28,11 +33,6 @@ from napari_dfl._qt.pipeline import (
     predict_job,
     train_job,
 )
-from napari_dfl._qt.suggestions import Suggestions, viewer_camera
-from napari_dfl.core.errors import DFLError
-from napari_dfl.core.project import extractor_differences
-from napari_dfl.core.sampling import Composition
-from napari_dfl.core.slide import Slide
 
 
 class DFLWidget(QWidget):
@@ -296,7 +296,7 @@ class DFLWidget(QWidget):
 
     def train(self, config=None) -> bool:
         """Extract what is missing, then train a head in the background."""
-        from napari_dfl.core.heads import TrainConfig
+        from napari_dfl.core.heads.training import TrainConfig
 
         settings = self._settings_or_notify()
         if settings is None:
@@ -310,7 +310,7 @@ class DFLWidget(QWidget):
 
     def run_auto(self, config=None) -> bool:
         """Auto mode's step: extract what is missing, retrain, predict; False if not started."""
-        from napari_dfl.core.heads import TrainConfig
+        from napari_dfl.core.heads.training import TrainConfig
 
         settings = self._settings_or_notify()
         if settings is None:

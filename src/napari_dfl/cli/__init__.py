@@ -1,0 +1,56 @@
+"""Command-line interface: ``napari-dfl <command> ...``, the same core calls as the GUI.
+
+Every error prints one line on stderr and exits non-zero; ``--debug`` shows the traceback.
+Each sub-command lives in its own module of this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from napari_dfl.cli.options import COMMAND_MODULES
+from napari_dfl.core.errors import DFLError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of all sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="napari-dfl",
+        description="Deep Feature Learning on histopathology whole-slide images.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"napari_dfl.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("napari-dfl: interrupted; finished work is kept, run again to resume.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one line for the user, the traceback only on request
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc) if isinstance(exc, DFLError | OSError) else (
+            f"unexpected {type(exc).__name__}: {exc} (run with --debug and report it)"
+        )
+        print(f"napari-dfl: error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Annotations (QuPath GeoJSON dialect), the samples they yield, and labelled datasets."""

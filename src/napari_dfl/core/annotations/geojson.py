@@ -1,0 +1,418 @@
+"""QuPath's GeoJSON dialect: validating decoded JSON, and building what QuPath imports.
+
+Reading checks untrusted JSON values piece by piece (structure, finite coordinates, rings,
+classes) and builds shapely geometries only from values that passed. It raises
+:class:`AnnotationError` with a message naming the feature (``#n``, 1-based, in file order)
+and what to do; nothing else escapes it. Writing builds a FeatureCollection with QuPath's
+``objectType`` and ``classification`` and writes it atomically.
+:mod:`napari_dfl.core.annotations.annotation` wraps both around its
+:class:`~napari_dfl.core.annotations.annotation.Annotation` objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon, mapping
+from shapely.geometry.base import BaseGeometry
+
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.util.atomic import atomic_path
+
+#: Coordinates beyond this magnitude (level-0 pixels) are refused: no slide is that large.
+MAX_COORDINATE = 1e8
+_EXPORT_HINT = "Export it again from QuPath (File > Export objects as GeoJSON)."
+_LINES = ("LineString", "MultiLineString")
+#: QuPath's default class colours, used when no colour is given for these names.
+QUPATH_COLORS = {
+    "tumor": (200, 0, 0), "stroma": (150, 200, 150), "immune cells": (160, 90, 160),
+    "necrosis": (50, 50, 50), "other": (255, 200, 0), "region*": (0, 0, 180),
+    "ignore*": (180, 180, 180), "positive": (200, 50, 50), "negative": (112, 112, 225),
+}
+_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+_GEOMETRIES = ("Point", "MultiPoint", "Polygon", "MultiPolygon", "GeometryCollection", *_LINES)
+
+
+class AnnotationError(DFLError):
+    """An annotation file or annotation is invalid; the message says which and how to fix."""
+
+
+class AnnotationWarning(UserWarning):
+    """Something in the annotations was skipped or repaired."""
+
+
+class _Bad(Exception):
+    """A geometry problem, turned into an AnnotationError naming the feature."""
+
+
+@dataclass(frozen=True)
+class ParsedFeature:
+    """A validated feature: geometry in level-0 pixels, class, id, other properties."""
+
+    geometry: BaseGeometry
+    label: str
+    id: str
+    properties: dict
+
+
+def describe(index: int, label: str | None, properties: Any) -> str:
+    """``#n 'label' ("name")`` for messages; ``index`` is 0-based, the text 1-based."""
+    text = f"#{index + 1}"
+    if label:
+        text += f" '{label}'"
+    name = properties.get("name") if isinstance(properties, dict) else None
+    if isinstance(name, str) and name:
+        text += f" (named {name!r})"
+    return text
+
+
+# -- coordinates and geometries ---------------------------------------------------------
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"coordinate {value!r} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _Bad(f"coordinate {value!r} is not a finite number")
+    if abs(number) > MAX_COORDINATE:
+        raise _Bad(f"coordinate {value!r} is far outside any slide")
+    return number
+
+
+def _position(value: Any) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) < 2:
+        raise _Bad(f"a position must be a list [x, y], got {_short(value)}")
+    return _number(value[0]), _number(value[1])
+
+
+def _list(value: Any, what: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise _Bad(f"{what} must be a non-empty list, got {_short(value)}")
+    return value
+
+
+def _ring(value: Any) -> list[tuple[float, float]]:
+    points = [_position(p) for p in _list(value, "a polygon ring")]
+    if len(points) > 1 and points[0] == points[-1]:
+        points = points[:-1]
+    if len(set(points)) < 3:
+        raise _Bad("a polygon ring needs at least 3 distinct corners")
+    return [*points, points[0]]
+
+
+def _polygon(value: Any) -> Polygon:
+    rings = [_ring(r) for r in _list(value, "polygon coordinates")]
+    return Polygon(rings[0], rings[1:])
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _geometry(geom: Any, nested: bool = False) -> BaseGeometry | None:
+    """Build a geometry; None for lines (skipped)."""
+    if not isinstance(geom, dict):
+        raise _Bad(f"its geometry must be a JSON object, got {_short(geom)}")
+    kind = geom.get("type")
+    if kind not in _GEOMETRIES:
+        raise _Bad(f"geometry type {_short(kind)} is not a GeoJSON geometry "
+                   f"({', '.join(_GEOMETRIES)})")
+    if kind == "GeometryCollection":
+        if nested:
+            raise _Bad("GeometryCollections inside GeometryCollections are not supported")
+        members = [_geometry(g, True) for g in _list(geom.get("geometries"), "geometries")]
+        polygons = [_repair(g) for g in members if isinstance(g, (Polygon, MultiPolygon))]
+        polygons = [g for g in polygons if g is not None]
+        points = [g for g in members if isinstance(g, (Point, MultiPoint))]
+        if polygons:
+            return shapely.union_all(polygons)
+        return MultiPoint(shapely.get_coordinates(points)) if points else None
+    coords = geom.get("coordinates")
+    if kind == "Point":
+        return Point(_position(coords))
+    if kind == "MultiPoint":
+        return MultiPoint([_position(p) for p in _list(coords, "MultiPoint coordinates")])
+    if kind == "Polygon":
+        return _polygon(coords)
+    if kind == "MultiPolygon":
+        return MultiPolygon([_polygon(p) for p in _list(coords, "MultiPolygon coordinates")])
+    for line in _list(coords, "line coordinates") if kind == "MultiLineString" else [coords]:
+        for p in _list(line, "line coordinates"):
+            _position(p)
+    return None
+
+
+def _repair(geom: BaseGeometry) -> BaseGeometry | None:
+    """Make a polygonal geometry valid; None when nothing with an area is left."""
+    if not isinstance(geom, (Polygon, MultiPolygon)) or geom.is_valid:
+        return geom
+    try:
+        fixed = shapely.make_valid(geom)
+        parts = [g for g in shapely.get_parts(fixed) if isinstance(g, (Polygon, MultiPolygon))]
+        merged = shapely.union_all(parts) if parts else None
+    except (shapely.errors.GEOSException, ValueError) as exc:
+        raise _Bad(f"its polygon cannot be repaired ({exc}); redraw it") from None
+    return merged if merged is not None and merged.area > 0 else None
+
+
+# -- properties -------------------------------------------------------------------------
+def _class_name(properties: dict) -> str | None:
+    """``classification.name`` (or ``.names`` joined), or ``classification`` as a string."""
+    value = properties.get("classification")
+    if isinstance(value, dict):
+        name = value.get("name")
+        if name is None and isinstance(value.get("names"), list):
+            names = value["names"]
+            name = ": ".join(names) if all(isinstance(n, str) for n in names) else None
+        value = name
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Bad(f"its class must be text, got {_short(value)}")
+    return value.strip() or None
+
+
+def _feature_id(feature: dict, properties: dict, seed: str, index: int) -> str:
+    for value in (feature.get("id"), properties.get("napari_dfl_id")):
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{seed}:{index}"))
+
+
+def _features(obj: Any, source: str) -> list:
+    if isinstance(obj, list):
+        return obj
+    if not isinstance(obj, dict):
+        raise AnnotationError(f"{source} is not GeoJSON: it holds a JSON {type(obj).__name__}, "
+                              f"not a FeatureCollection. {_EXPORT_HINT}")
+    kind = obj.get("type")
+    if kind == "FeatureCollection":
+        features = obj.get("features")
+        if not isinstance(features, list):
+            raise AnnotationError(f"{source}: the FeatureCollection has no 'features' list. "
+                                  f"{_EXPORT_HINT}")
+        return features
+    if kind == "Feature":
+        return [obj]
+    if kind in _GEOMETRIES:
+        raise AnnotationError(f"{source} holds a bare {kind} without a class; export "
+                              "classified objects from QuPath (File > Export objects as "
+                              "GeoJSON), which wraps each in a Feature with its class.")
+    raise AnnotationError(f"{source} is not GeoJSON: its top-level type is {_short(kind)}, "
+                          f"not a FeatureCollection, Feature or list of Features. {_EXPORT_HINT}")
+
+
+# -- entry point ------------------------------------------------------------------------
+def parse_features(obj: Any, *, source: str = "the GeoJSON",
+                   known_classes: Sequence[str] | None = None,
+                   id_seed: str = "") -> list[ParsedFeature]:
+    """Validate decoded GeoJSON and return its classified features.
+
+    Args:
+        obj: the value ``json.loads`` returned.
+        source: a name for messages (the file's name).
+        known_classes: when given, classes outside it are refused.
+        id_seed: seed of the deterministic ids of features without one.
+
+    Returns:
+        One :class:`ParsedFeature` per feature kept, in file order.
+
+    Raises:
+        AnnotationError: on the first structural problem, or listing every unclassified
+            feature or unknown class.
+
+    """
+    features = _features(obj, source)
+    parsed: list[ParsedFeature] = []
+    unclassified: list[str] = []
+    unknown: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    repaired: list[str] = []
+    known = None if known_classes is None else [str(c) for c in known_classes]
+    for i, feature in enumerate(features):
+        label: str | None = None
+        properties: Any = None
+        try:
+            if not isinstance(feature, dict):
+                raise _Bad(f"it is a JSON {type(feature).__name__}, not a Feature object")
+            if feature.get("type", "Feature") != "Feature":
+                raise _Bad(f"its type is {_short(feature.get('type'))}, not 'Feature'")
+            properties = feature.get("properties") or {}
+            if not isinstance(properties, dict):
+                raise _Bad(f"its properties must be a JSON object, got {_short(properties)}")
+            label = _class_name(properties)
+            if feature.get("geometry") is None:
+                skipped.append(describe(i, label, properties))
+                continue
+            geometry = _geometry(feature["geometry"])
+            if geometry is None:
+                skipped.append(describe(i, label, properties))
+                continue
+            fixed = _repair(geometry)
+            if fixed is None:
+                raise _Bad("its polygon has no area (all corners on one line); redraw it")
+            if fixed is not geometry:
+                repaired.append(describe(i, label, properties))
+        except _Bad as exc:
+            raise AnnotationError(
+                f"{source}: feature {describe(i, label, properties)} is invalid: {exc}. "
+                f"{_EXPORT_HINT}"
+            ) from None
+        where = describe(i, label, properties)
+        if label is None:
+            unclassified.append(where)
+            continue
+        if known is not None and label not in known:
+            unknown.setdefault(label, []).append(where)
+        others = {k: v for k, v in properties.items()
+                  if k not in ("classification", "objectType", "napari_dfl_id")}
+        parsed.append(ParsedFeature(fixed, label, _feature_id(feature, properties, id_seed, i),
+                                    others))
+    _raise_class_problems(source, unclassified, unknown, known)
+    _warn(source, skipped, repaired)
+    return parsed
+
+
+def _raise_class_problems(source: str, unclassified: list[str],
+                          unknown: dict[str, list[str]], known: list[str] | None) -> None:
+    if unclassified:
+        raise AnnotationError(
+            f"{source}: {len(unclassified)} feature(s) have no class "
+            f"({', '.join(unclassified[:5])}{', ...' if len(unclassified) > 5 else ''}). "
+            "Classify them in QuPath (select, then right-click > Set classification) or "
+            "delete them, and export again."
+        )
+    if unknown and known is not None:
+        parts = []
+        for label, where in unknown.items():
+            close = difflib.get_close_matches(label, known, n=1, cutoff=0.6)
+            hint = f", did you mean '{close[0]}'?" if close else ""
+            parts.append(f"'{label}' ({len(where)} feature(s), first {where[0]}{hint})")
+        raise AnnotationError(
+            f"{source}: unknown class(es) {'; '.join(parts)}. Known classes: "
+            f"{', '.join(known) or '(none)'}. Rename them in QuPath, or train with these "
+            "classes."
+        )
+
+
+def _warn(source: str, skipped: list[str], repaired: list[str]) -> None:
+    if skipped:
+        warnings.warn(
+            f"{source}: {len(skipped)} feature(s) without an area or a point (lines, or no "
+            f"geometry) were skipped: {', '.join(skipped[:5])}"
+            f"{', ...' if len(skipped) > 5 else ''}.",
+            AnnotationWarning, stacklevel=4,
+        )
+    if repaired:
+        warnings.warn(
+            f"{source}: {len(repaired)} self-intersecting polygon(s) were repaired: "
+            f"{', '.join(repaired[:5])}{', ...' if len(repaired) > 5 else ''}. Check their "
+            "outlines in QuPath.",
+            AnnotationWarning, stacklevel=4,
+        )
+
+
+# -- writing ----------------------------------------------------------------------------
+def to_rgb(value: Any, label: str = "") -> list[int]:
+    """``[r, g, b]`` of a colour given as ``'#rrggbb'``/``'#rgb'`` or three integers 0-255."""
+    if isinstance(value, str):
+        text = value.lstrip("#")
+        if len(text) == 3:
+            text = "".join(c * 2 for c in text)
+        with contextlib.suppress(ValueError):
+            if len(text) == 6:
+                return [int(text[i : i + 2], 16) for i in (0, 2, 4)]
+    elif isinstance(value, (tuple, list)) and len(value) in (3, 4) and all(
+        isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in value[:3]
+    ):
+        return [int(v) for v in value[:3]]
+    raise AnnotationError(f"colour {value!r} of class '{label}' is not '#rrggbb' or three "
+                          "integers 0-255.")
+
+
+def default_colors(labels: Iterable[str]) -> dict[str, list[int]]:
+    """Colours for labels: QuPath's defaults for its standard classes, else a palette.
+
+    The palette is assigned in sorted label order, so a given set of classes always gets
+    the same colours.
+    """
+    colors, k = {}, 0
+    for label in sorted(set(labels)):
+        known = QUPATH_COLORS.get(label.lower())
+        if known is None:
+            known, k = _PALETTE[k % len(_PALETTE)], k + 1
+        colors[label] = list(known)
+    return colors
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def feature_collection(items: Sequence[tuple[BaseGeometry, str, str, dict]], *,
+                       colors: dict[str, Any] | None = None,
+                       object_type: str = "annotation") -> dict:
+    """Build a QuPath-style FeatureCollection from ``(geometry, label, id, properties)``.
+
+    Each feature has ``id`` (when it is a UUID; other ids go to
+    ``properties.napari_dfl_id``) and ``properties`` with ``objectType`` and
+    ``classification: {"name", "color": [r, g, b]}`` plus the given properties.
+    """
+    palette = default_colors(label for _, label, _, _ in items)
+    palette.update({k: to_rgb(v, k) for k, v in (colors or {}).items()})
+    features = []
+    for geometry, label, ident, props in items:
+        properties = {"objectType": object_type, **props,
+                      "classification": {"name": label, "color": palette[label]}}
+        feature = {"type": "Feature", "id": ident, "geometry": mapping(geometry),
+                   "properties": properties}
+        if not _is_uuid(ident):
+            del feature["id"]
+            properties["napari_dfl_id"] = ident
+        features.append(feature)
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of numpy scalars and arrays (e.g. probabilities in properties)."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write JSON to a temporary file beside ``path``, fsync it, then rename it over.
+
+    A FeatureCollection is written one feature per line (readable, diff-friendly, compact).
+    """
+    if isinstance(obj, dict) and isinstance(obj.get("features"), list):
+        head = {k: v for k, v in obj.items() if k != "features"}
+        lines = ",\n".join(json.dumps(f, separators=(",", ":"), default=_plain)
+                            for f in obj["features"])
+        text = json.dumps(head, default=_plain)[:-1] + ', "features": [\n' + lines + "\n]}\n"
+    else:
+        text = json.dumps(obj, indent=1, default=_plain) + "\n"
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())

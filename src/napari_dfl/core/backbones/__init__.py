@@ -1,0 +1,1 @@
+"""Frozen pretrained backbones: presets, weight sources, safe loading, devices, fine-tuning."""

@@ -1,0 +1,1 @@
+"""The embedding explorer's numerics: 2-D projections, density maps, colours."""

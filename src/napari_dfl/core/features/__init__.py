@@ -1,0 +1,1 @@
+"""Tile embeddings: the extraction engine and the resumable embedding store."""

@@ -1,0 +1,1 @@
+"""Fine-tuning a backbone's last blocks on labelled patches."""

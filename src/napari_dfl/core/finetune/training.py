@@ -1,0 +1,475 @@
+"""Fine-tuning a backbone on the user's labelled patches, for when frozen features fall short.
+
+Two steps (linear probing, then fine-tuning: Kumar et al., 2022):
+
+1. a linear head is trained on the frozen backbone's embeddings of the training patches
+   (:func:`napari_dfl.core.heads.training.fit`, standardised embeddings, cross-entropy);
+2. the last ``blocks`` blocks of the backbone (and the layers after them) are unfrozen and
+   trained with the head at a low learning rate, on augmented patches (random flips and
+   quarter turns, H&E stain jitter: :mod:`napari_dfl.core.finetune.augment`), with class-weighted
+   cross-entropy. Batch-norm statistics stay frozen (small batches would corrupt them).
+   Training stops early on the loss of a grouped validation split (no slide, region or
+   image on both sides) and keeps the best epoch; epoch 0 is the linear probe alone, so a
+   fine-tuning that does not help gives back the base network.
+
+Patches are the first zoom of the composition, in RGB. The tuned network is saved as a
+fine-tuned backbone folder (:mod:`napari_dfl.core.backbones.finetuned`) and then used like any other
+backbone, for every part of a composition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_dfl.core.backbones.finetuned import CARD_FILE, CARD_FORMAT, WEIGHTS_FILE
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.finetune.augment import augment_patches
+from napari_dfl.core.util.progress import drive
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneError",
+    "FinetuneProgress",
+    "FinetuneResult",
+    "embed_patches",
+    "finetune",
+    "finetune_patches",
+    "load_patches",
+    "save_finetuned",
+    "trainable_names",
+]
+
+
+class FinetuneError(DFLError):
+    """Fine-tuning cannot run on this data or backbone; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How a backbone is fine-tuned.
+
+    Attributes:
+        blocks: number of last backbone blocks unfrozen (the layers after them too).
+        epochs: upper bound on fine-tuning epochs.
+        patience: epochs without a lower validation loss before stopping.
+        lr: AdamW learning rate of the backbone's unfrozen layers.
+        head_lr: AdamW learning rate of the head during step 2.
+        weight_decay: AdamW weight decay.
+        batch_size: patches per step.
+        stain: H&E stain jitter strength (0 disables it).
+        val_fraction: share of the groups held out for early stopping.
+        seed: seed of the split, shuffling, augmentation and head.
+        restore_best: keep the weights of the epoch with the lowest validation loss (epoch
+            0 is the base network with the linear probe); False keeps the last epoch's.
+        device: ``"cpu"``, ``"cuda"``, ``"mps"`` or None for the best available.
+
+    """
+
+    blocks: int = 2
+    epochs: int = 8
+    patience: int = 2
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    stain: float = 0.05
+    val_fraction: float = 0.2
+    seed: int = 0
+    restore_best: bool = True
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = [(self.blocks >= 1, f"blocks must be >= 1, got {self.blocks}"),
+                  (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+                  (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+                  (self.lr > 0 and self.head_lr > 0, "learning rates must be > 0"),
+                  (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
+                  (self.stain >= 0, f"stain must be >= 0, got {self.stain}"),
+                  (0.0 < self.val_fraction <= 0.5,
+                   f"val_fraction must be in (0, 0.5], got {self.val_fraction}")]
+        for ok, message in checks:
+            if not ok:
+                raise FinetuneError(message)
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    """State after one epoch (epoch 0: the linear probe on the frozen backbone)."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_balanced_accuracy: float
+    best_epoch: int
+    seconds: float
+
+
+@dataclass
+class FinetuneResult:
+    """A fine-tuned backbone with its head, before saving.
+
+    Attributes:
+        backbone: the tuned :class:`~napari_dfl.core.backbones.backbone.Backbone` (eval mode).
+        head: the tuned head (a :class:`~napari_dfl.core.heads.training.TrainedHead` on its
+            embeddings of the first zoom in RGB).
+        base: identity of the backbone it started from.
+        trainable: names of the parameters that were trained.
+        history: one progress per epoch.
+        summary: data and run facts for the card.
+
+    """
+
+    backbone: object
+    head: object
+    base: dict
+    trainable: list[str]
+    history: list[FinetuneProgress] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    def predict_proba(self, patches: np.ndarray, batch: int = 64) -> np.ndarray:
+        """Class probabilities of uint8 RGB patches by the tuned backbone and head."""
+        return self.head.predict_proba(embed_patches(self.backbone, patches, batch))
+
+
+def _blocks(model) -> list[str]:
+    """Parameter-name prefixes of the model's blocks, in forward order."""
+    from torch import nn
+
+    if hasattr(model, "blocks"):  # EfficientNet/MobileNet stages, or ViT's flat blocks
+        names = []
+        for i, stage in enumerate(model.blocks):
+            if isinstance(stage, nn.Sequential) and len(stage) and \
+                    all(isinstance(b, nn.Module) for b in stage):
+                names += [f"blocks.{i}.{j}." for j in range(len(stage))]
+            else:
+                names.append(f"blocks.{i}.")
+        return names
+    layers = [n for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
+    if layers:  # ResNet
+        return [f"{n}.{j}." for n in layers for j in range(len(getattr(model, n)))]
+    raise FinetuneError(f"cannot find the blocks of {type(model).__name__} to unfreeze: "
+                        "fine-tuning supports EfficientNet, MobileNet, ResNet and ViT models.")
+
+
+def trainable_names(model, blocks: int) -> list[str]:
+    """Names of the parameters step 2 trains: the last ``blocks`` blocks and what follows.
+
+    Raises:
+        FinetuneError: the architecture's blocks are unknown, or ``blocks`` exceeds them.
+
+    """
+    prefixes = _blocks(model)
+    if blocks > len(prefixes):
+        raise FinetuneError(f"blocks={blocks} but {type(model).__name__} has "
+                            f"{len(prefixes)} blocks.")
+    names = [name for name, _ in model.named_parameters()]
+    last_block = max(i for i, n in enumerate(names) if n.startswith(tuple(prefixes)))
+    unfrozen = tuple(prefixes[-blocks:])
+    return [n for i, n in enumerate(names) if n.startswith(unfrozen) or i > last_block]
+
+
+def load_patches(specs: Sequence[str | os.PathLike], composition, *, mpp: float | None = None,
+                 classes: Sequence[str] | None = None) -> dict:
+    """Cut the labelled patches of datasets at the composition's first zoom, in RGB.
+
+    Returns:
+        ``{"patches": (N, S, S, 3) uint8, "labels", "groups", "sources"}``.
+
+    Raises:
+        DFLError: unusable datasets (see
+            :func:`napari_dfl.core.annotations.datasets.load_datasets`).
+
+    """
+    from napari_dfl.core.annotations.datasets import load_datasets
+    from napari_dfl.core.slides.sampling import Composition, sample_patches
+
+    single = Composition(composition.patch_size, composition.zooms[:1], ("rgb",))
+    sources = load_datasets(list(specs), composition=single, mpp=mpp, min_tissue=0.0,
+                            classes=list(classes) if classes else None)
+    patches, labels, groups = [], [], []
+    for source in sources:
+        with source.open() as slide:
+            patches.append(sample_patches(slide, source.samples.coords, single)[:, 0])
+        labels.append(source.samples.labels)
+        groups += [f"{source.path.name}::{g}" for g in source.samples.groups]
+    return {"patches": np.concatenate(patches), "labels": np.concatenate(labels).astype(str),
+            "groups": np.array(groups, dtype=str), "sources": [str(s.path) for s in sources],
+            "patch": {"size": single.patch_size, "mpp": single.zooms[0]}}
+
+
+def embed_patches(backbone, patches: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Embeddings ``(N, D)`` float32 of uint8 RGB patches, ``batch`` at a time."""
+    return np.concatenate([backbone.embed(patches[i:i + batch])
+                           for i in range(0, len(patches), batch)]) if len(patches) else \
+        np.zeros((0, backbone.embed_dim), np.float32)
+
+
+def _check(labels: np.ndarray, groups: np.ndarray, patches: np.ndarray) -> None:
+    if patches.ndim != 4 or patches.shape[-1] != 3 or patches.dtype != np.uint8:
+        raise FinetuneError(f"patches must be (N, S, S, 3) uint8, got {patches.dtype} "
+                            f"{patches.shape}.")
+    if not len(labels) == len(groups) == len(patches):
+        raise FinetuneError("patches, labels and groups must have the same length.")
+    names, counts = np.unique(labels, return_counts=True)
+    if len(names) < 2:
+        raise FinetuneError(f"fine-tuning needs at least two classes; the data has only "
+                            f"{', '.join(map(str, names)) or 'none'}.")
+    if counts.min() < 2:
+        raise FinetuneError(f"class '{names[counts.argmin()]}' has a single sample: annotate "
+                            "more before fine-tuning.")
+    if len(np.unique(groups)) < 2:
+        raise FinetuneError("fine-tuning needs samples from at least two groups (slides, "
+                            "regions or images) for an honest validation split.")
+
+
+def finetune(
+    patches: np.ndarray,
+    labels: Sequence[str] | np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    base: str = "efficientnet-lite0",
+    weights: str | None = None,
+    config: FinetuneConfig | None = None,
+    *,
+    cancel: Callable[[], bool] | None = None,
+) -> Generator[FinetuneProgress, None, FinetuneResult]:
+    """Fine-tune ``base`` on labelled patches (the two steps of the module docstring).
+
+    Args:
+        patches: ``(N, S, S, 3)`` uint8 RGB patches.
+        labels: ``(N,)`` class names.
+        groups: ``(N,)`` source of each patch (slide, region or image) for the split.
+        base: backbone name (any that
+            :func:`~napari_dfl.core.backbones.backbone.load_backbone` takes).
+        weights: its weights (None: its own source).
+        config: settings; None takes the defaults.
+        cancel: checked between steps; returning True raises :class:`FinetuneError`.
+
+    Yields:
+        One :class:`FinetuneProgress` per epoch, epoch 0 being the linear probe.
+
+    Returns:
+        The :class:`FinetuneResult` (via ``StopIteration.value``).
+
+    Raises:
+        FinetuneError: bad data (one class, one group...) or an unsupported architecture.
+
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from napari_dfl.core.backbones.backbone import load_backbone
+    from napari_dfl.core.heads.metrics import grouped_split
+    from napari_dfl.core.heads.training import TrainConfig, fit
+
+    config = config or FinetuneConfig()
+    patches = np.asarray(patches)
+    labels, groups = np.asarray(labels, dtype=str), np.asarray(groups, dtype=str)
+    _check(labels, groups, patches)
+    classes = sorted(np.unique(labels).tolist())
+    y = np.searchsorted(classes, labels)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    backbone = load_backbone(base, weights=weights, device=config.device, precision="fp32",
+                             fuse=False)
+    base_identity = backbone.identity()
+    model = backbone.model
+    if getattr(model, "num_classes", 0):
+        model.reset_classifier(0)
+    trainable = trainable_names(model, config.blocks)
+    train_idx, val_idx = grouped_split(labels, groups, config.val_fraction, config.seed)
+    if not len(val_idx):
+        raise FinetuneError("no grouped validation split keeps every class in training: "
+                            "annotate every class on more slides or images.")
+    start = time.perf_counter()
+
+    # step 1: a linear head on the frozen embeddings
+    frozen = embed_patches(backbone, patches)
+    head = fit(frozen[train_idx], labels[train_idx], groups[train_idx],
+               TrainConfig(head="linear", loss="ce", noise=0.0, seed=config.seed),
+               classes=classes)
+    weight = torch.tensor(len(train_idx) / (len(classes) * np.maximum(
+        np.bincount(y[train_idx], minlength=len(classes)), 1)), dtype=torch.float32)
+    device = backbone.device
+    head_model = head.model.to(device)
+    mean = torch.from_numpy(head.mean).to(device)
+    std = torch.from_numpy(head.std).to(device)
+    weight = weight.to(device)
+
+    def logits_of(x: np.ndarray) -> torch.Tensor:
+        features = model.forward_head(model.forward_features(backbone.preprocess(x)),
+                                      pre_logits=True)
+        return head_model((features - mean) / std)
+
+    def validate() -> tuple[float, float]:
+        from sklearn.metrics import balanced_accuracy_score
+
+        model.eval()
+        head_model.eval()
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(val_idx), 64):
+                outs.append(logits_of(patches[val_idx[i:i + 64]]).float().cpu())
+        logits = torch.cat(outs)
+        target = torch.from_numpy(y[val_idx])
+        loss = float(F.cross_entropy(logits, target, weight=weight.cpu()))
+        return loss, float(balanced_accuracy_score(y[val_idx], logits.argmax(1).numpy()))
+
+    def snapshot() -> dict:
+        params = dict(model.named_parameters())
+        state = {n: params[n].detach().clone() for n in trainable}
+        state.update({f"head.{k}": v.detach().clone()
+                      for k, v in head_model.state_dict().items()})
+        return state
+
+    val_loss, val_bacc = validate()
+    best, best_epoch, best_state = val_loss, 0, snapshot()
+    history = [FinetuneProgress(0, config.epochs, float("nan"), val_loss, val_bacc, 0,
+                                time.perf_counter() - start)]
+    yield history[-1]
+
+    # step 2: unfreeze the last blocks, train with the head on augmented patches
+    params = dict(model.named_parameters())
+    for name in trainable:
+        params[name].requires_grad_(True)
+    optimizer = torch.optim.AdamW(
+        [{"params": [params[n] for n in trainable], "lr": config.lr},
+         {"params": list(head_model.parameters()), "lr": config.head_lr}],
+        weight_decay=config.weight_decay)
+    for epoch in range(1, config.epochs + 1):
+        model.eval()  # batch norms keep their statistics; no dropout
+        head_model.train()
+        order = rng.permutation(train_idx)
+        losses = []
+        for i in range(0, len(order), config.batch_size):
+            if cancel is not None and cancel():
+                raise FinetuneError("fine-tuning was cancelled; nothing was saved.")
+            batch = order[i:i + config.batch_size]
+            if len(batch) < 2:
+                continue
+            x = augment_patches(patches[batch], rng, config.stain)
+            loss = F.cross_entropy(logits_of(x), torch.from_numpy(y[batch]).to(device),
+                                   weight=weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        val_loss, val_bacc = validate()
+        if val_loss < best:
+            best, best_epoch, best_state = val_loss, epoch, snapshot()
+        history.append(FinetuneProgress(epoch, config.epochs, float(np.mean(losses)),
+                                        val_loss, val_bacc, best_epoch,
+                                        time.perf_counter() - start))
+        yield history[-1]
+        if epoch - best_epoch >= config.patience:
+            break
+
+    kept = best_epoch if config.restore_best else history[-1].epoch
+    if config.restore_best:
+        with torch.no_grad():
+            for name in trainable:
+                params[name].copy_(best_state[name])
+            head_model.load_state_dict({k[5:]: v for k, v in best_state.items()
+                                        if k.startswith("head.")})
+    model.requires_grad_(False).eval()
+    head_model.eval().cpu()
+    best_row = history[kept]
+    names, counts = np.unique(labels, return_counts=True)
+    summary = {
+        "classes": classes,
+        "per_class": {str(n): int(c) for n, c in zip(names, counts, strict=True)},
+        "samples": len(labels), "groups": len(np.unique(groups)),
+        "train_samples": len(train_idx), "validation_samples": len(val_idx),
+        "epochs_run": len(history) - 1, "best_epoch": best_epoch, "kept_epoch": kept,
+        "blocks_unfrozen": config.blocks,
+        "validation": {"loss": round(best_row.val_loss, 5),
+                       "balanced_accuracy": round(best_row.val_balanced_accuracy, 5),
+                       "linear_probe_loss": round(history[0].val_loss, 5),
+                       "linear_probe_balanced_accuracy":
+                           round(history[0].val_balanced_accuracy, 5)},
+        "seconds": round(time.perf_counter() - start, 1),
+        "device": str(device),
+    }
+    return FinetuneResult(backbone=backbone, head=head, base=base_identity,
+                          trainable=trainable, history=history, summary=summary)
+
+
+def finetune_patches(*args, progress: Callable[[FinetuneProgress], None] | None = None,
+                     **kwargs) -> FinetuneResult:
+    """Run :func:`finetune` to the end (same arguments), calling ``progress`` every epoch."""
+    return drive(finetune(*args, **kwargs), progress)
+
+
+def save_finetuned(result: FinetuneResult, out: str | os.PathLike, *, name: str | None = None,
+                   config: FinetuneConfig | None = None, dataset: dict | None = None) -> Path:
+    """Write a fine-tuned backbone folder: ``model.safetensors`` and ``backbone_card.json``.
+
+    Each file is written atomically; the card goes last, so a folder with a card is complete.
+
+    Args:
+        result: the output of :func:`finetune`.
+        out: the folder to write (created; a fine-tuned backbone already there is replaced).
+        name: the name to load it by (``finetuned:<name>``); default: the folder's name.
+        config: the settings used (recorded in the card).
+        dataset: what it was tuned on (sources, patch size and mpp), for the card.
+
+    Returns:
+        The folder.
+
+    Raises:
+        FinetuneError: ``out`` is a file, or a non-empty folder that is not a fine-tuned
+            backbone (never overwritten).
+
+    """
+    from safetensors.torch import save_file
+
+    from napari_dfl import __version__
+    from napari_dfl.core.backbones.backbone import weights_sha256
+    from napari_dfl.core.util.atomic import atomic_path
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                              and not (out / CARD_FILE).exists())):
+        raise FinetuneError(f"{out} exists and is not a fine-tuned backbone folder: choose "
+                            "another --out.")
+    name = name or out.name
+    if not name or any(c in name for c in "/\\:") or name.startswith("."):
+        raise FinetuneError(f"invalid backbone name {name!r}: use letters, digits, - and _.")
+    model = result.backbone.model
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "napari_dfl": CARD_FORMAT})
+    backbone = result.backbone
+    card = {
+        "format": CARD_FORMAT, "version": 1, "name": name,
+        "weights_sha256": weights_sha256(out / WEIGHTS_FILE),
+        "base": {k: result.base[k] for k in ("name", "timm_name", "weights_sha256")},
+        "preprocessing": {"input_size": int(backbone.input_size),
+                          "mean": list(backbone.mean), "std": list(backbone.std),
+                          "interpolation": backbone.interpolation},
+        "classes": result.summary["classes"],
+        "dataset": dataset or {},
+        **{k: v for k, v in result.summary.items() if k != "classes"},
+        "trainable_parameters": len(result.trainable),
+        "config": asdict(config) if config is not None else None,
+        "augmentation": "random flips and quarter turns; H&E stain jitter "
+                        f"(strength {config.stain if config else FinetuneConfig().stain})",
+        "history": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                     for k, v in dataclasses.asdict(h).items()} for h in result.history],
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__,
+    }
+    text = json.dumps(card, indent=2, allow_nan=False)
+    with atomic_path(out / CARD_FILE) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out

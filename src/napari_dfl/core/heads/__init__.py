@@ -1,0 +1,1 @@
+"""Small heads on embeddings: training, splits and metrics, head files, tile prediction."""

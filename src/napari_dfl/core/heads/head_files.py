@@ -1,0 +1,397 @@
+"""A trained head on disk: a folder with safetensors weights and a JSON model card.
+
+``tumour.dflhead/`` holds:
+
+* ``weights.safetensors``: the head's tensors (``model.<name>``) and the standardisation
+  (``standardisation.mean``, ``standardisation.std``), float32. Never a pickle.
+* ``model_card.json``: everything needed to reuse the head and judge it: format and package
+  versions, creation date, architecture, classes and colours, training configuration,
+  validation metrics, data summary and the extractor (backbone name and weights hash,
+  preprocessing, composition).
+
+Loading validates the card's structure and the tensors' names, shapes and values before
+using any of them, and :func:`check_compatible` refuses embeddings of another extractor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.heads.training import TrainConfig, TrainedHead, TrainingError, build_model
+
+__all__ = [
+    "CARD_NAME",
+    "DEFAULT_COLORS",
+    "HEAD_FORMAT",
+    "HEAD_FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "HeadFileError",
+    "HeadMismatchError",
+    "check_compatible",
+    "expected_dim",
+    "load_head",
+    "save_head",
+]
+
+HEAD_FORMAT = "napari-dfl head"
+HEAD_FORMAT_VERSION = 1
+CARD_NAME = "model_card.json"
+WEIGHTS_NAME = "weights.safetensors"
+#: Colours given to classes without one (matplotlib's tab10, then tab20's light tones).
+DEFAULT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
+                  "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7")
+_MAX_CARD_BYTES = 16 << 20
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_NUMBER = (int, float)
+
+
+class HeadFileError(DFLError):
+    """A head folder is missing, damaged, tampered with or not a napari-dfl head."""
+
+
+class HeadMismatchError(DFLError):
+    """A head was trained on embeddings of another backbone or composition."""
+
+
+# -- saving ----------------------------------------------------------------------------------
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("napari-dfl")
+    except Exception:
+        from napari_dfl import __version__
+
+        return __version__
+
+
+def _extractor_for_card(extractor: dict) -> dict:
+    if not isinstance(extractor, dict):
+        raise HeadFileError("extractor must be the embedding engine's identity dict.")
+    card = {k: v for k, v in extractor.items() if k != "slide"}
+    backbone, composition = card.get("backbone"), card.get("composition")
+    if not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str) or \
+            not isinstance(backbone.get("weights_sha256"), str):
+        raise HeadFileError("extractor['backbone'] must give the backbone's name and "
+                            "weights_sha256 (Backbone.identity()).")
+    if not isinstance(composition, dict):
+        raise HeadFileError("extractor['composition'] must be the composition's dict "
+                            "(Composition.to_dict()).")
+    json.dumps(card)  # must be JSON-serialisable
+    return card
+
+
+def expected_dim(extractor: dict) -> int | None:
+    """Embedding length an extractor produces (``embed_dim x zooms x variants``), if known."""
+    backbone = extractor.get("backbone") or {}
+    composition = extractor.get("composition") or {}
+    dim = backbone.get("embed_dim")
+    zooms, variants = composition.get("zooms"), composition.get("variants")
+    if not isinstance(dim, int) or not isinstance(zooms, list) or not isinstance(variants, list):
+        return extractor.get("dim") if isinstance(extractor.get("dim"), int) else None
+    return dim * len(zooms) * len(variants)
+
+
+def _colors(classes: list[str], colors: dict[str, str] | None) -> dict[str, str]:
+    colors = dict(colors or {})
+    bad = {k: v for k, v in colors.items() if not (isinstance(v, str) and _COLOR.match(v))}
+    if bad:
+        raise HeadFileError(f"colours must be '#rrggbb' strings; got {bad}.")
+    return {name: colors.get(name, DEFAULT_COLORS[i % len(DEFAULT_COLORS)])
+            for i, name in enumerate(classes)}
+
+
+def save_head(head: TrainedHead, path: str | os.PathLike, *, extractor: dict,
+              data_summary: dict | None = None, colors: dict[str, str] | None = None) -> Path:
+    """Write a head folder atomically (a temp folder renamed into place).
+
+    Args:
+        head: the trained head.
+        path: the folder to write, e.g. ``tumour.dflhead``; an existing head folder there is
+            replaced (the old one stays intact until the new one is complete).
+        extractor: the embedding engine's identity (``"slide"`` is dropped):
+            ``{"kind", "backbone": {..., "weights_sha256"}, "composition": {...}}``.
+        data_summary: e.g. counts per class and number of groups.
+        colors: ``{class: "#rrggbb"}``; missing classes get the default palette.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        HeadFileError: bad extractor or colours, or ``path`` holds something that is not a
+            head folder (it is never overwritten).
+
+    """
+    from safetensors.numpy import save_file
+
+    target = Path(path)
+    replaceable = target.is_dir() and ((target / CARD_NAME).exists()
+                                       or not any(target.iterdir()))
+    if target.exists() and not replaceable:
+        raise HeadFileError(f"{target} exists and is not a napari-dfl head folder: choose "
+                            "another path (it was left untouched).")
+    model = head.model
+    hidden = model.hidden.out_features if getattr(model, "hidden", None) is not None else None
+    tensors = {f"model.{k}": v.detach().cpu().float().contiguous().numpy()
+               for k, v in model.state_dict().items()}
+    tensors["standardisation.mean"] = np.ascontiguousarray(head.mean, dtype=np.float32)
+    tensors["standardisation.std"] = np.ascontiguousarray(head.std, dtype=np.float32)
+    card = {
+        "format": HEAD_FORMAT,
+        "format_version": HEAD_FORMAT_VERSION,
+        "package_version": _package_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": {"head": "mlp" if hidden else "linear", "input_dim": head.input_dim,
+                         "hidden": hidden, "n_classes": len(head.classes),
+                         "dropout": float(head.config.dropout if hidden else 0.0)},
+        "classes": list(head.classes),
+        "colors": _colors(list(head.classes), colors),
+        "standardisation": {"file": WEIGHTS_NAME,
+                            "keys": ["standardisation.mean", "standardisation.std"],
+                            "note": "embeddings are (x - mean) / std before the head"},
+        "training": head.config.to_dict(),
+        "metrics": head.metrics,
+        "history": {"epochs": len(head.history),
+                    "best_epoch": head.history[-1].best_epoch if head.history else None},
+        "data_summary": data_summary if data_summary is not None else head.data_summary,
+        "extractor": _extractor_for_card(extractor),
+    }
+    text = json.dumps(card, indent=2, allow_nan=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old = None
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={
+            "format": HEAD_FORMAT, "format_version": str(HEAD_FORMAT_VERSION)})
+        with open(tmp / CARD_NAME, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}-{tmp.name[-8:]}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not target.exists():
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+# -- loading ---------------------------------------------------------------------------------
+_CARD_SCHEMA: dict[str, Any] = {
+    "format": str, "format_version": int, "package_version": str, "created": str,
+    "architecture": {"head": str, "input_dim": int, "hidden": (int, type(None)),
+                     "n_classes": int},
+    "classes": list, "colors": dict, "training": dict, "metrics": (dict, type(None)),
+    "extractor": {"backbone": {"name": str, "weights_sha256": str}, "composition": dict},
+}
+
+
+def _check_schema(data: Any, schema: dict, where: str) -> None:
+    if not isinstance(data, dict):
+        raise HeadFileError(f"model card: {where or 'the card'} must be an object.")
+    for key, want in schema.items():
+        name = f"{where}.{key}" if where else key
+        if key not in data:
+            raise HeadFileError(f"model card is missing {name!r}: the head folder is damaged "
+                                "or was edited; save the head again.")
+        if isinstance(want, dict):
+            _check_schema(data[key], want, name)
+            continue
+        types = want if isinstance(want, tuple) else (want,)
+        value = data[key]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise HeadFileError(f"model card field {name!r} must be {names}, got "
+                                f"{type(value).__name__}: the card was edited or damaged.")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _read_card(folder: Path) -> dict:
+    card_path = folder / CARD_NAME
+    if not card_path.is_file():
+        raise HeadFileError(f"{folder} has no {CARD_NAME}: it is not a napari-dfl head "
+                            "folder (give the .dflhead folder that save_head wrote).")
+    if card_path.stat().st_size > _MAX_CARD_BYTES:
+        raise HeadFileError(f"{card_path} is larger than 16 MB: not a model card.")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"),
+                          parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HeadFileError(f"{card_path} is not valid JSON ({exc}): the head is damaged; "
+                            "save or train it again.") from None
+    _check_schema(card, _CARD_SCHEMA, "")
+    if card["format"] != HEAD_FORMAT:
+        raise HeadFileError(f"{card_path} is not a napari-dfl head card "
+                            f"(format {card['format']!r}).")
+    if card["format_version"] > HEAD_FORMAT_VERSION:
+        raise HeadFileError(f"head format version {card['format_version']} is newer than this "
+                            f"napari-dfl understands ({HEAD_FORMAT_VERSION}): update napari-dfl.")
+    arch, classes = card["architecture"], card["classes"]
+    if arch["head"] not in ("linear", "mlp") or arch["input_dim"] < 1 or \
+            arch["n_classes"] < 2 or (arch["head"] == "mlp") != (arch["hidden"] is not None):
+        raise HeadFileError(f"model card architecture is invalid: {arch}.")
+    if arch["hidden"] is not None and arch["hidden"] < 1:
+        raise HeadFileError(f"model card architecture is invalid: {arch}.")
+    dropout = arch.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, _NUMBER) or not 0 <= dropout < 1:
+        raise HeadFileError(f"model card architecture dropout must be in [0, 1), got {dropout!r}.")
+    if len(classes) != arch["n_classes"] or not all(isinstance(c, str) and c for c in classes) \
+            or len(set(classes)) != len(classes):
+        raise HeadFileError(f"model card classes {classes!r} must be {arch['n_classes']} "
+                            "distinct non-empty names.")
+    bad = {k: v for k, v in card["colors"].items()
+           if k not in classes or not (isinstance(v, str) and _COLOR.match(v))}
+    if bad:
+        raise HeadFileError(f"model card colours {bad} are not '#rrggbb' colours of its classes.")
+    return card
+
+
+def _read_weights(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise HeadFileError(f"{path} is missing: the head folder is incomplete; save it again.")
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    size = path.stat().st_size
+    looks_safetensors = (len(head) == 9 and head[8:9] == b"{"
+                         and struct.unpack("<Q", head[:8])[0] + 8 <= size)
+    # A safetensors header length may well start with byte 0x80: test the layout first.
+    if not looks_safetensors and (head[:1] == b"\x80" or head[:2] == b"PK"):
+        raise HeadFileError(f"{path} is a pickle/torch.save file, not safetensors: napari-dfl "
+                            "never unpickles files; re-save the head with napari-dfl.")
+    if not looks_safetensors:
+        raise HeadFileError(f"{path} is not a safetensors file (bad header): the head is "
+                            "damaged; save or train it again.")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise HeadFileError(f"{path} could not be read as safetensors ({exc}).") from None
+
+
+def load_head(path: str | os.PathLike) -> tuple[TrainedHead, dict]:
+    """Load a head folder written by :func:`save_head`.
+
+    Args:
+        path: the head folder (or its ``model_card.json`` / ``weights.safetensors``).
+
+    Returns:
+        ``(head, card)``; the head's ``history`` is empty (the card keeps its summary).
+
+    Raises:
+        HeadFileError: missing files, invalid card, not safetensors, unexpected tensor names,
+            shapes or values; the message says what is off.
+
+    """
+    import torch
+
+    folder = Path(path)
+    if folder.is_file() and folder.name in (CARD_NAME, WEIGHTS_NAME):
+        folder = folder.parent
+    if not folder.exists():
+        raise HeadFileError(f"{folder} does not exist: give the path of a .dflhead folder.")
+    if not folder.is_dir():
+        raise HeadFileError(f"{folder} is a file, not a head folder: a napari-dfl head is a "
+                            f"folder with {CARD_NAME} and {WEIGHTS_NAME}.")
+    card = _read_card(folder)
+    arch = card["architecture"]
+    try:
+        config = TrainConfig.from_dict(card["training"])
+    except TrainingError as exc:
+        raise HeadFileError(f"model card training configuration: {exc}") from None
+    tensors = _read_weights(folder / WEIGHTS_NAME)
+    model = build_model(arch["head"], arch["input_dim"], arch["n_classes"],
+                        arch["hidden"] or 1, float(arch.get("dropout", 0.0)))
+    expected = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+    expected["standardisation.mean"] = expected["standardisation.std"] = (arch["input_dim"],)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise HeadFileError(f"{WEIGHTS_NAME} does not match the card's architecture "
+                            f"({arch['head']}): missing {missing}, unexpected {extra}.")
+    for key, shape in expected.items():
+        array = tensors[key]
+        if tuple(array.shape) != shape or array.dtype != np.float32:
+            raise HeadFileError(f"{WEIGHTS_NAME}: tensor {key!r} is {array.dtype} "
+                                f"{tuple(array.shape)}, the card's architecture needs "
+                                f"float32 {shape}.")
+        if not np.isfinite(array).all():
+            raise HeadFileError(f"{WEIGHTS_NAME}: tensor {key!r} holds NaN or inf.")
+    std = tensors["standardisation.std"]
+    if (std <= 0).any():
+        raise HeadFileError(f"{WEIGHTS_NAME}: standardisation.std must be positive.")
+    model.load_state_dict({k[len("model."):]: torch.from_numpy(v.copy())
+                           for k, v in tensors.items() if k.startswith("model.")})
+    model.eval()
+    head = TrainedHead(model=model, classes=list(card["classes"]),
+                       mean=tensors["standardisation.mean"].copy(), std=std.copy(),
+                       config=config, metrics=card["metrics"], history=[])
+    return head, card
+
+
+# -- compatibility ---------------------------------------------------------------------------
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, _NUMBER) and isinstance(b, _NUMBER):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def check_compatible(card: dict, extractor: dict) -> None:
+    """Refuse embeddings from another extractor than the head's.
+
+    Compares the backbone name and weights sha256, its preprocessing (input size, mean,
+    std, interpolation) where both sides give it, the composition (patch size, zooms,
+    colour variants) and the embedding dimension.
+
+    Raises:
+        HeadMismatchError: listing every field that differs, and what to do.
+
+    """
+    head_ex = card.get("extractor") or {}
+    hb, eb = head_ex.get("backbone") or {}, extractor.get("backbone") or {}
+    hc, ec = head_ex.get("composition") or {}, extractor.get("composition") or {}
+    differ = []
+    for key in ("name", "weights_sha256"):
+        if not _same(hb.get(key), eb.get(key)):
+            differ.append((f"backbone {key}", hb.get(key), eb.get(key)))
+    for key in ("input_size", "mean", "std", "interpolation"):
+        if key in hb and key in eb and not _same(hb[key], eb[key]):
+            differ.append((f"preprocessing {key}", hb[key], eb[key]))
+    for key in sorted(set(hc) | set(ec)):
+        if not _same(hc.get(key), ec.get(key)):
+            differ.append((f"composition {key}", hc.get(key), ec.get(key)))
+    head_dim = (card.get("architecture") or {}).get("input_dim")
+    dim = expected_dim(extractor)
+    if dim is not None and head_dim is not None and dim != head_dim:
+        differ.append(("embedding dim", head_dim, dim))
+    if differ:
+        lines = "; ".join(f"{name}: head {a!r} vs embeddings {b!r}" for name, a, b in differ)
+        composition = ", ".join(f"{k}={v}" for k, v in hc.items())
+        raise HeadMismatchError(
+            f"This head does not fit these embeddings ({lines}). Extract embeddings with the "
+            f"head's backbone {hb.get('name')!r} (weights {str(hb.get('weights_sha256'))[:12]}) "
+            f"and composition ({composition}), or train a new head on these embeddings.")

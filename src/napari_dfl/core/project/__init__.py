@@ -1,0 +1,1 @@
+"""A napari-dfl project folder: annotations, settings, head and prediction."""

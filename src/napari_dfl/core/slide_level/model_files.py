@@ -1,0 +1,122 @@
+"""Slide models on disk: a folder with ``weights.safetensors`` and ``model_card.json``.
+
+The card is validated before it is trusted and the weights are safetensors only (never a
+pickle), like tile heads (:mod:`napari_dfl.core.heads.head_files`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_dfl.core.slide_level.model import MILConfig, MILError, SlideModel, build_mil
+
+# -- the model folder: weights.safetensors + model_card.json ---------------------------------
+SLIDE_MODEL_FORMAT = "napari-dfl slide model"
+CARD_NAME, WEIGHTS_NAME = "model_card.json", "weights.safetensors"
+
+
+def save_slide_model(model: SlideModel, path: str | os.PathLike) -> Path:
+    """Write the model folder atomically (temp folder renamed into place).
+
+    Raises:
+        MILError: ``path`` exists and is not a slide model folder (it is left untouched).
+
+    """
+    import shutil
+    import tempfile
+
+    from safetensors.numpy import save_file
+
+    from napari_dfl import __version__
+
+    target = Path(path)
+    if target.exists() and not (target / CARD_NAME).is_file() and \
+            not (target.is_dir() and not any(target.iterdir())):
+        raise MILError(f"{target} exists and is not a slide model folder: choose another "
+                       "path (it was left untouched).")
+    tensors = {f"model.{k}": v.detach().float().contiguous().numpy()
+               for k, v in model.model.state_dict().items()}
+    tensors["mean"], tensors["std"] = model.mean, model.std
+    card = {"format": SLIDE_MODEL_FORMAT, "format_version": 1, "package_version": __version__,
+            "architecture": {"model": "gated_attention_mil", "input_dim": len(model.mean),
+                             "n_classes": len(model.classes)},
+            "classes": model.classes, "training": model.config.to_dict(),
+            "metrics": model.metrics, "data_summary": model.summary,
+            "extractor": model.extractor, "early_stopping": model.early_stopping}
+    text = json.dumps(card, indent=2, allow_nan=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_NAME))
+        (tmp / CARD_NAME).write_text(text, encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _card(folder: Path) -> dict:
+
+    try:
+        card = json.loads((folder / CARD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MILError(f"{folder} is not a slide model folder ({exc}): give the folder that "
+                       "napari-dfl train-slides wrote.") from None
+    arch = card.get("architecture") if isinstance(card, dict) else None
+    classes = card.get("classes") if isinstance(card, dict) else None
+    ok = (isinstance(arch, dict) and card.get("format") == SLIDE_MODEL_FORMAT
+          and card.get("format_version") == 1 and isinstance(arch.get("input_dim"), int)
+          and arch["input_dim"] >= 1 and isinstance(classes, list) and len(classes) >= 2
+          and arch.get("n_classes") == len(classes) and len(set(classes)) == len(classes)
+          and all(isinstance(c, str) and c for c in classes)
+          and isinstance(card.get("training"), dict)
+          and isinstance(card.get("extractor"), dict))
+    if not ok:
+        raise MILError(f"{folder / CARD_NAME} is not a valid slide model card (format, "
+                       "architecture, classes, training or extractor is wrong): train again.")
+    return card
+
+
+def load_slide_model(path: str | os.PathLike) -> SlideModel:
+    """Load a folder written by :func:`save_slide_model`, validating card and tensors first.
+
+    Raises:
+        MILError: missing files, invalid card, tensors that do not fit the card.
+
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    folder = Path(path)
+    card = _card(folder)
+    config = MILConfig.from_dict(card["training"])
+    dim, classes = card["architecture"]["input_dim"], card["classes"]
+    try:
+        tensors = load_file(str(folder / WEIGHTS_NAME))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MILError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file ({exc}): "
+                       "train or save the model again.") from None
+    model = build_mil(dim, len(classes), config, 0)
+    expected = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+    expected["mean"] = expected["std"] = (dim,)
+    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+    bad = [k for k in expected.keys() | shapes.keys() if expected.get(k) != shapes.get(k)]
+    if bad or not all(np.isfinite(v).all() and v.dtype == np.float32 for v in tensors.values()):
+        raise MILError(f"{folder / WEIGHTS_NAME} does not match its card (tensors {sorted(bad)} "
+                       "differ, or values are not finite float32): train again.")
+    if (tensors["std"] <= 0).any():
+        raise MILError(f"{folder / WEIGHTS_NAME}: std must be positive; train again.")
+    model.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in tensors.items()
+                           if k.startswith("model.")})
+    model.eval()
+    return SlideModel(model, list(classes), tensors["mean"], tensors["std"], config,
+                      card.get("metrics"), card["extractor"], card.get("data_summary") or {},
+                      card.get("early_stopping") or {})

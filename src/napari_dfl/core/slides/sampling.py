@@ -1,0 +1,142 @@
+"""Sample composition: which patches make up one sample, and cutting them from a slide.
+
+A sample is anchored on a level-0 point. Its patches are ``patch_size`` pixels at each zoom
+(um/px), all centred on that point, so the x5 patch (2.0 um/px) shows four times the field of
+the x20 patch (0.5 um/px). Each zoom is taken in every colour variant (``rgb``, and ``gray``:
+luma replicated to three channels). The embedding of a sample is the concatenation of the
+backbone's embedding of every part, in the order of :meth:`Composition.parts`: zoom-major,
+then variant (default: x20 rgb, x20 gray, x5 rgb, x5 gray).
+
+Stores and annotations identify a sample by the level-0 top-left corner of its *first* zoom's
+patch (the CLAM/TRIDENT ``coords`` convention); :meth:`Composition.anchor_extent` gives that
+patch's level-0 side so that centres and corners convert exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.slides.tiff import Slide
+
+VARIANTS = ("rgb", "gray")
+# ITU-R BT.601 luma weights.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class CompositionError(DFLError):
+    """A composition is invalid, or does not match what a store or head expects."""
+
+
+def _magnification_name(mpp: float) -> str:
+    power = 10.0 / mpp
+    return f"x{power:g}" if abs(power - round(power)) < 1e-6 else f"{mpp:g}um/px"
+
+
+@dataclass(frozen=True)
+class Composition:
+    """What one sample is made of.
+
+    Attributes:
+        patch_size: side of every patch, in pixels at its zoom.
+        zooms: pixel sizes in um/px; the first is the working magnification.
+        variants: colour variants, among ``"rgb"`` and ``"gray"``.
+
+    """
+
+    patch_size: int = 224
+    zooms: tuple[float, ...] = (0.5, 2.0)
+    variants: tuple[str, ...] = ("rgb", "gray")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zooms", tuple(float(z) for z in self.zooms))
+        object.__setattr__(self, "variants", tuple(str(v) for v in self.variants))
+        if self.patch_size < 16:
+            raise CompositionError(f"patch size must be at least 16 px, got {self.patch_size}.")
+        if not self.zooms or any(not z > 0 for z in self.zooms):
+            raise CompositionError(
+                f"zooms must be positive um/px values such as 0.5,2.0; got {self.zooms}."
+            )
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if not self.variants or unknown:
+            raise CompositionError(
+                f"unknown colour variant(s) {unknown or '(none given)'}; choose among "
+                f"{', '.join(VARIANTS)}."
+            )
+        if len(set(self.zooms)) != len(self.zooms) or len(set(self.variants)) != len(
+            self.variants
+        ):
+            raise CompositionError("zooms and variants must not repeat.")
+
+    @property
+    def n_parts(self) -> int:
+        """Number of patches per sample."""
+        return len(self.zooms) * len(self.variants)
+
+    def parts(self) -> list[tuple[float, str]]:
+        """``(zoom, variant)`` of each part, in embedding order."""
+        return [(zoom, variant) for zoom in self.zooms for variant in self.variants]
+
+    def describe(self) -> str:
+        """A short human description, e.g. ``224 px: x20 rgb | x20 gray | x5 rgb``."""
+        names = [f"{_magnification_name(z)} {v}" for z, v in self.parts()]
+        return f"{self.patch_size} px: " + " | ".join(names)
+
+    def anchor_extent(self, slide_mpp: float) -> float:
+        """Level-0 side of the first zoom's patch."""
+        return self.patch_size * self.zooms[0] / slide_mpp
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (used in store and head identities)."""
+        data = asdict(self)
+        data["zooms"], data["variants"] = list(self.zooms), list(self.variants)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Composition:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(data["patch_size"]), tuple(data["zooms"]), tuple(data["variants"]))
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """Luma of RGB patches, replicated to three channels (same shape and dtype)."""
+    luma = rgb.astype(np.float32) @ _LUMA
+    return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def sample_patches(slide: Slide, coords: np.ndarray, composition: Composition) -> np.ndarray:
+    """Cut every part of the samples anchored at ``coords``.
+
+    Args:
+        slide: the slide (must have an mpp).
+        coords: ``(N, 2)`` level-0 ``(x, y)`` top-left corners of the first zoom's patches.
+        composition: what each sample is made of.
+
+    Returns:
+        ``(N, n_parts, patch_size, patch_size, 3)`` uint8, parts in embedding order.
+        Patches crossing the slide border are padded with white.
+
+    """
+    mpp = slide.require_mpp()
+    size = composition.patch_size
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    centres = coords + composition.anchor_extent(mpp) / 2.0
+    out = np.empty((len(coords), composition.n_parts, size, size, 3), dtype=np.uint8)
+    for i, centre in enumerate(centres):
+        part = 0
+        for zoom in composition.zooms:
+            half = size * zoom / mpp / 2.0
+            rgb = slide.read_region((centre[0] - half, centre[1] - half), (size, size), mpp=zoom)
+            for variant in composition.variants:
+                out[i, part] = rgb if variant == "rgb" else to_gray(rgb)
+                part += 1
+    return out
+
+
+def anchors_from_centres(centres: np.ndarray, composition: Composition,
+                         slide_mpp: float) -> np.ndarray:
+    """Level-0 anchor corners (int64) of samples centred on the given points."""
+    half = composition.anchor_extent(slide_mpp) / 2.0
+    return np.round(np.asarray(centres, dtype=np.float64) - half).astype(np.int64)

@@ -1,0 +1,1 @@
+"""Small shared utilities of the core: atomic writes, progress driving, config parsing."""

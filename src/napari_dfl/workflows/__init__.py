@@ -1,0 +1,1 @@
+"""Qt-free jobs shared by the CLI and the panel."""
