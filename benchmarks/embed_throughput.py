@@ -68,8 +68,10 @@ def forward_only(backbone, patches: np.ndarray, batch_samples: int, repeats: int
 
 def measure_throughput(args: argparse.Namespace, slide_path: Path) -> dict:
     """Forward-only, then end-to-end, then forward-only again, in this process."""
-    from napari_dfl.core.features.engine import embed_coords, open_store_for, run
+    from napari_dfl.core.features.engine import embed_coords
+    from napari_dfl.core.features.store_folder import open_store_for
     from napari_dfl.core.slides.sampling import sample_patches
+    from napari_dfl.core.util.progress import drive as run
 
     backbone, composition, slide, grid = _setup(args, slide_path)
     coords = grid.coords[: args.samples]
@@ -102,7 +104,9 @@ def measure_throughput(args: argparse.Namespace, slide_path: Path) -> dict:
 
 def worker_rss(args: argparse.Namespace, slide_path: Path) -> dict:
     """Embed every tissue tile of a slide (fresh process); report peak RSS."""
-    from napari_dfl.core.features.engine import embed_coords, open_store_for, run
+    from napari_dfl.core.features.engine import embed_coords
+    from napari_dfl.core.features.store_folder import open_store_for
+    from napari_dfl.core.util.progress import drive as run
 
     backbone, composition, slide, grid = _setup(args, slide_path)
     with tempfile.TemporaryDirectory() as out:

@@ -99,18 +99,18 @@ def embed(rows, backbone: str, composition, work: Path, tag: str) -> dict:
     """Embeddings of ``rows`` (in their order) through the product pipeline, with caching."""
     import warnings
 
-    from napari_dfl.workflows.cohort_embedding import EmbedConfig
+    from napari_dfl.core.features.settings import Settings
     from napari_dfl.workflows.labelled import embed_labelled
 
     start = time.perf_counter()
     csv_path = write_csv(rows, work / f"{tag}.csv")
-    config = EmbedConfig(backbone=backbone, composition=composition, mpp=0.5, batch_size=8)
+    settings = Settings(backbone=backbone, composition=composition, mpp=0.5, batch_size=8,
+                        store_dir=str(work / "stores"))
     if backbone.endswith("@random"):
-        config = EmbedConfig(backbone=backbone.split("@")[0], weights="random:0",
-                             composition=composition, mpp=0.5, batch_size=8)
+        settings = settings.with_(backbone=backbone.split("@")[0], weights="random:0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "the x5 patch is mostly padding"
-        data = embed_labelled([csv_path], config, work / "stores")
+        data = embed_labelled([csv_path], settings)
     log(f"embedded {len(rows)} x {composition.describe()} with {backbone} "
         f"({time.perf_counter() - start:.0f} s)")
     return {"x": data.embeddings, "labels": data.labels, "groups": data.groups}
@@ -121,7 +121,7 @@ def cv(x, labels, groups, config, folds: int, seeds: int) -> dict:
     """Grouped CV repeated over seeds; per-fold values kept for paired comparisons."""
     import dataclasses
 
-    from napari_dfl.core.heads.training import cross_validate
+    from napari_dfl.core.heads.validation import cross_validate
 
     start = time.perf_counter()
     reports = []
@@ -137,7 +137,7 @@ def cv(x, labels, groups, config, folds: int, seeds: int) -> dict:
 
 def section_noise(main, sub_mask, p, ctx) -> dict:
     """1. A sweep of the embedding noise sigma (default head otherwise)."""
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
 
     x, y, g = main["x"][sub_mask], main["labels"][sub_mask], main["groups"][sub_mask]
     rows = {}
@@ -161,7 +161,7 @@ def composition_columns(dim: int) -> dict[str, list[int]]:
 
 def section_composition(main, sub_mask, small, p, ctx) -> dict:
     """2. Composition ablations (default head), plus a 64 px nucleus-scale crop."""
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
 
     y, g = main["labels"][sub_mask], main["groups"][sub_mask]
     rows = {}
@@ -178,7 +178,7 @@ def section_composition(main, sub_mask, small, p, ctx) -> dict:
 
 def section_heads(main, sub_mask, p, ctx) -> dict:
     """3. Linear vs MLP head, focal loss vs cross-entropy (default composition)."""
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
 
     x, y, g = main["x"][sub_mask], main["labels"][sub_mask], main["groups"][sub_mask]
     rows = {}
@@ -214,7 +214,8 @@ def section_learning_curve(main, p, ctx) -> dict:
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from napari_dfl.core.heads.training import TrainConfig, fit
+    from napari_dfl.core.heads.config import TrainConfig
+    from napari_dfl.core.heads.training import fit
 
     x, labels, groups = main["x"], main["labels"], main["groups"]
     classes = sorted(set(labels.tolist()))
@@ -257,15 +258,12 @@ def finetune_half(train_rows, test_rows, out: Path, name: str, work: Path,
     import warnings
 
     from napari_dfl.core.backbones.backbone import load_backbone
-    from napari_dfl.core.finetune.training import (
-        FinetuneConfig,
-        embed_patches,
-        finetune_patches,
-        load_patches,
-        save_finetuned,
-    )
+    from napari_dfl.core.finetune.folder import save_finetuned
+    from napari_dfl.core.finetune.patches import embed_patches, load_patches
+    from napari_dfl.core.finetune.training import FinetuneConfig, finetune_patches
+    from napari_dfl.core.heads.config import TrainConfig
     from napari_dfl.core.heads.metrics import classification_report
-    from napari_dfl.core.heads.training import TrainConfig, fit
+    from napari_dfl.core.heads.training import fit
     from napari_dfl.core.slides.sampling import Composition
 
     x20 = Composition(224, (0.5,), ("rgb",))
@@ -321,7 +319,7 @@ def _holdout(x, labels, groups, train, test, config) -> float:
 
 def section_tuning(rows, main, main_rows, p, work: Path, quick: bool) -> dict:
     """4 and 5: backbones (proxy vs downstream) and fine-tuning against DFL, on two halves."""
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
     from napari_dfl.core.slides.sampling import Composition
 
     x20 = Composition(224, (0.5,), ("rgb",))

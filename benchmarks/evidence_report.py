@@ -64,7 +64,7 @@ def _plot(path: Path, draw) -> None:
 
 
 def _noise(results: dict, images: Path, lines: list[str], claims: list) -> None:
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
 
     rows = results["noise"]
     default = f"{TrainConfig().noise:g}"
@@ -122,7 +122,7 @@ def _composition(results: dict, images: Path, lines: list[str], claims: list) ->
 
 
 def _heads(results: dict, lines: list[str], claims: list, key: str = "heads") -> None:
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
 
     if key not in results:
         return
@@ -306,7 +306,7 @@ def _learning_curve(results: dict, images: Path, lines: list[str], claims: list)
 
 def write_report(results: dict, doc: Path, images: Path, *, quick: bool = False) -> dict:
     """Write the Markdown report and plots; return headline figures."""
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
     from napari_dfl.core.slides.sampling import Composition
     from napari_dfl.core.util.atomic import atomic_path
 

@@ -85,7 +85,7 @@ def lassos(emap, count: int = 5, seed: int = 1) -> list[np.ndarray]:
 def measure_gui(n: int, make_viewer, qapp) -> dict:
     """select, highlight and draw figures at ``n`` points."""
     from napari_dfl._qt.explorer import LASSO_NAME, SLIDE_LASSO_NAME
-    from napari_dfl._qt.widget import DFLWidget
+    from napari_dfl._qt.panel import DFLWidget
 
     emap = synthetic_map(n)
     slide_viewer = make_viewer()

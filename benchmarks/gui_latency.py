@@ -108,17 +108,17 @@ def run_phase(widget, probe: Probe, phase: str, start, timeout_s: float) -> floa
     from qtpy.QtCore import QEventLoop, QTimer
 
     loop = QEventLoop()
-    widget.jobs.busy_changed.connect(lambda busy: None if busy else loop.quit())
+    widget.session.job_changed.connect(lambda job: None if job else loop.quit())
     QTimer.singleShot(int(timeout_s * 1000), loop.quit)
     probe.start(phase)
     began = time.perf_counter()
     if not start():
         raise SystemExit(f"{phase} did not start (see the notifications)")
-    if widget.jobs.busy:
+    if widget.session.busy:
         loop.exec()
     elapsed = time.perf_counter() - began
     probe.stop()
-    if widget.jobs.busy:
+    if widget.session.busy:
         raise SystemExit(f"{phase} did not end within {timeout_s} s")
     return elapsed
 
@@ -137,7 +137,7 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_dfl.core.annotations.annotation import read_geojson
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
 
     notes: list[str] = []
     from napari.utils.notifications import notification_manager
@@ -151,11 +151,14 @@ def main() -> int:
         time.sleep(0.02)
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
     store_dir = tempfile.mkdtemp(prefix="dfl-latency-")
-    widget.patch_spin.setValue(112)
-    widget.zooms_edit.setText("0.5")
-    widget.gray_check.setChecked(False)
-    widget.store_edit.setText(store_dir)
-    widget.add_annotations(read_geojson(SAMPLE.with_suffix(".geojson")))
+    form = widget.form
+    form.patch_spin.setValue(112)
+    form.zooms_edit.setText("0.5")
+    form.zooms_edit.editingFinished.emit()
+    form.gray_check.setChecked(False)
+    form.store_edit.setText(store_dir)
+    form.store_edit.editingFinished.emit()
+    widget.session.add_annotations(read_geojson(SAMPLE.with_suffix(".geojson")))
     app.processEvents()
 
     probe = Probe()
@@ -165,7 +168,8 @@ def main() -> int:
         "train": run_phase(widget, probe, "train", lambda: widget.train(config), args.timeout),
         "predict": run_phase(widget, probe, "predict", widget.predict, args.timeout),
     }
-    predicted = widget.overlay.n_predicted if widget.overlay is not None else 0
+    predicted = widget.overlay.n_predicted
+    samples, trained = widget.session.samples, widget.session.head is not None
     viewer.close()
     shutil.rmtree(store_dir, ignore_errors=True)
 
@@ -173,8 +177,8 @@ def main() -> int:
               "phases": {p: {**stats(probe.stalls[p]), "seconds": round(seconds[p], 2),
                              "worst_stall_starts_s": probe.worst_at.get(p)}
                          for p in PHASES},
-              "n_samples": 0 if widget.samples is None else len(widget.samples),
-              "n_predicted_tiles": predicted, "trained": widget.head is not None,
+              "n_samples": 0 if samples is None else len(samples),
+              "n_predicted_tiles": predicted, "trained": trained,
               "probe_ms": PROBE_MS, "target": {"stall_p99_ms": TARGET_P99_MS}}
     result["pass"] = result["stall_p99_ms"] < TARGET_P99_MS
     print(f"{'phase':<8} {'s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}", file=sys.stderr)

@@ -92,7 +92,8 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def bench_mlp(x, labels, groups, x_test, labels_test) -> dict:
-    from napari_dfl.core.heads.training import TrainConfig, fit
+    from napari_dfl.core.heads.config import TrainConfig
+    from napari_dfl.core.heads.training import fit
 
     config = TrainConfig()
     start = time.perf_counter()
@@ -124,7 +125,8 @@ def bench_logreg(x, labels, x_test, labels_test, max_iter: int) -> dict:
 
 def warm_up() -> None:
     """Import and run everything once on tiny data so that timings exclude first-call costs."""
-    from napari_dfl.core.heads.training import TrainConfig, fit
+    from napari_dfl.core.heads.config import TrainConfig
+    from napari_dfl.core.heads.training import fit
 
     x, labels, groups = Generator(seed=99).sample(600, seed=1)
     fit(x, labels, groups, TrainConfig(max_epochs=2))
@@ -187,7 +189,8 @@ def crc_embeddings(root: Path, cache: Path, per_class: int = 400, per_image: int
 
 def noise_sweep(sigmas: list[float], seeds: int, folds: int) -> dict:
     """Image-grouped k-fold CV of the default head on real CRC embeddings, per noise sigma."""
-    from napari_dfl.core.heads.training import TrainConfig, cross_validate
+    from napari_dfl.core.heads.config import TrainConfig
+    from napari_dfl.core.heads.validation import cross_validate
 
     if not (CRC_DIR / "nuclei_labels.csv").exists():
         raise SystemExit(f"{CRC_DIR} is absent: the noise sweep needs the CRC nuclei set.")

@@ -37,9 +37,10 @@ TILE = 224
 
 def embed_real(work: Path, n_crc: int = 8) -> tuple[np.ndarray, np.ndarray, dict]:
     """Embed the sample slide and ``n_crc`` CRC images; return background, planted, extractor."""
+    from napari_dfl.core.features.settings import Settings
     from napari_dfl.core.features.store import EmbeddingStore
     from napari_dfl.core.slides.sampling import Composition
-    from napari_dfl.workflows.cohort_embedding import EmbedConfig, embed_cohort
+    from napari_dfl.workflows.slide_batch import embed_slides
 
     comp = Composition(112, (0.5,), ("rgb",))
     crc = sorted(glob.glob(str(CRC / "*.png")))[:n_crc]
@@ -47,8 +48,9 @@ def embed_real(work: Path, n_crc: int = 8) -> tuple[np.ndarray, np.ndarray, dict
         raise FileNotFoundError(f"no CRC images under {CRC}")
     out = []
     for paths, tissue in (([SAMPLE], 0.5), (crc, 0.0)):
-        config = EmbedConfig(composition=comp, batch_size=16, mpp=0.5, min_tissue=tissue)
-        reports = embed_cohort(paths, work, config)
+        settings = Settings(composition=comp, batch_size=16, mpp=0.5, min_tissue=tissue,
+                            store_dir=str(work))
+        reports = embed_slides(paths, settings)
         bad = [r for r in reports if r["status"] != "ok"]
         if bad:
             raise RuntimeError(f"embedding failed: {bad[0]['error']}")
@@ -165,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import sklearn.model_selection  # noqa: F401  (imported before the baseline is taken)
 
+    from napari_dfl.core.features.extractor import Extractor
     from napari_dfl.core.features.store import EmbeddingStore
+    from napari_dfl.core.slide_level.cohort import SlideEntry
+    from napari_dfl.core.slide_level.config import MILConfig
     from napari_dfl.core.slide_level.grids import compress_store
-    from napari_dfl.core.slide_level.model import MILConfig, SlideEntry
     from napari_dfl.core.slide_level.training import train_slide_model
+    from napari_dfl.core.slides.sampling import Composition
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
@@ -179,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             background, planted, extractor = embed_real(work / "real")
         else:
             background, planted = _random_sources(args.dim, 0)
-            extractor = {"kind": "synthetic", "backbone": {"name": "random"},
-                         "composition": {"patch_size": TILE}}
+            extractor = Extractor({"name": "random", "embed_dim": args.dim},
+                                  Composition(TILE, (0.5,), ("rgb",))).to_dict()
         stores = work / "cohort"
         rows, masks = make_cohort(stores, background, planted, extractor, args.slides,
                                   (side, side))

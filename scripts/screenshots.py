@@ -39,11 +39,12 @@ def main() -> int:
             class_map = data["class_map"].astype(np.int32)
             size = float(data["tile_size"])
             classes = [str(c) for c in data["classes"]]
-        colors = {"epidermis": (120, 40, 160), "dermis": (230, 120, 160),
-                  "background": (200, 200, 200)}
+        from napari_dfl.core.util.palette import class_colors, to_rgb
+
+        colors = class_colors(sorted(classes))
         rgba = np.zeros((*class_map.shape, 4), np.uint8)
         for index, name in enumerate(classes):
-            rgba[class_map == index] = (*colors.get(name, (255, 200, 0)), 255)
+            rgba[class_map == index] = (*to_rgb(colors[name]), 255)
         overlay = viewer.add_image(rgba, rgb=True, name="prediction: " + ", ".join(classes),
                          scale=(size, size), translate=(size / 2 - 0.5,) * 2, opacity=0.55)
         _settle(QApplication)
@@ -51,11 +52,11 @@ def main() -> int:
                           flash=False)
         viewer.layers.remove(overlay)
     # The panel, with the demo annotations loaded into its layers.
-    from napari_dfl._sample_data import SAMPLE_ANNOTATIONS
     from napari_dfl.core.annotations.annotation import read_geojson
+    from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS
 
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
-    widget.add_annotations(read_geojson(SAMPLE_ANNOTATIONS))
+    widget.session.add_annotations(read_geojson(SAMPLE_ANNOTATIONS))
     _settle(QApplication)
     viewer.screenshot(str(IMAGES / "panel.png"), canvas_only=False, flash=False)
     if "--explorer" in sys.argv:
@@ -70,11 +71,12 @@ def explorer_screenshots(viewer, widget, app_type) -> None:
 
     from napari_dfl._qt.explorer import LASSO_NAME
 
-    widget.store_edit.setText(str(ROOT / "out" / "screenshots"))
+    widget.form.store_edit.setText(str(ROOT / "out" / "screenshots"))
+    widget.form.store_edit.editingFinished.emit()
     for job in (widget.train, widget.predict):
         if not job():
             raise SystemExit("the panel refused to start a job (see the notifications)")
-        while widget.jobs.busy:
+        while widget.session.busy:
             app_type.processEvents()
             time.sleep(0.05)
     explorer = widget.explorer

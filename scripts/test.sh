@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite: lint, then pytest with a real napari
-# viewer under Xvfb. Extra arguments go to pytest.
+# Set up (idempotent) and run the whole test suite: lint, the import contracts of the
+# architecture, then pytest with a real napari viewer under Xvfb. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "[test] ruff"
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks scripts
+echo "[test] import contracts (docs/architecture.md)"
+.venv/bin/lint-imports
 echo "[test] pytest"
 set +e
 .venv/bin/python -m pytest "$@"

@@ -25,6 +25,16 @@ _NONE_REFERENCES = [None] * 2_000_000
 ctypes.pythonapi.Py_IncRef(ctypes.py_object(_NONE_REFERENCES))
 
 
+@pytest.fixture(autouse=True)
+def user_folders(tmp_path, monkeypatch):
+    """Each test gets its own autosave and default store folders (never the user's)."""
+    from napari_dfl.core.util.paths import AUTOSAVE_ENV, STORES_ENV
+
+    monkeypatch.setenv(AUTOSAVE_ENV, str(tmp_path / "user-autosave"))
+    monkeypatch.setenv(STORES_ENV, str(tmp_path / "user-stores"))
+    return tmp_path
+
+
 def shared_file(relative: str) -> Path:
     """Path of a file under ../shared/data, or skip the test with a message."""
     path = SHARED_DATA / relative
@@ -74,16 +84,27 @@ def notes():
     notification_manager.notification_ready.disconnect(record)
 
 
+#: A composition the 2-core test machine affords: 112 px, x20 only, RGB only.
+FAST_COMPOSITION = (112, (0.5,), ("rgb",))
+
+
 def configure_fast_panel(widget, store_dir, min_tissue: float = 0.0) -> None:
-    """A composition the 2-core test machine affords: 112 px, x20 only, RGB only.
+    """Set the panel's form to :data:`FAST_COMPOSITION` and ``store_dir``, as a user would.
 
     ``min_tissue`` 0 predicts glass too (to see the background class there).
     """
-    widget.patch_spin.setValue(112)
-    widget.zooms_edit.setText("0.5")
-    widget.gray_check.setChecked(False)
-    widget.tissue_spin.setValue(min_tissue)
-    widget.store_edit.setText(str(store_dir))
+    form = widget.form
+    form.patch_spin.setValue(112)
+    form.zooms_edit.setText("0.5")
+    form.zooms_edit.editingFinished.emit()
+    form.gray_check.setChecked(False)
+    form.tissue_spin.setValue(min_tissue)
+    form.store_edit.setText(str(store_dir))
+    form.store_edit.editingFinished.emit()
+    settings = widget.session.settings
+    assert settings.composition.to_dict() == {"patch_size": 112, "zooms": [0.5],
+                                              "variants": ["rgb"]}
+    assert settings.store_dir == str(store_dir) and settings.min_tissue == min_tissue
 
 
 @pytest.fixture

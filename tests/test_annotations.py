@@ -20,13 +20,12 @@ from napari_dfl.core.annotations.annotation import (
     Annotation,
     AnnotationError,
     AnnotationWarning,
-    SampleSet,
     annotations_from_geojson,
     check_within,
     read_geojson,
-    samples_from_annotations,
     write_geojson,
 )
+from napari_dfl.core.annotations.samples import SampleSet, samples_from_annotations
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.slides.sampling import Composition
 

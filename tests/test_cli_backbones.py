@@ -24,7 +24,7 @@ def write_finetuned(folder, name: str = "crc-lite0") -> None:
 def test_lists_presets_and_finetuned_backbones(tmp_path, monkeypatch, capsys):
     from dataclasses import replace
 
-    from napari_dfl.core.backbones import backbone as backbones
+    from napari_dfl.core.backbones import registry as backbones
     from napari_dfl.core.backbones.finetuned import FOLDER_ENV
 
     write_finetuned(tmp_path / "tuned" / "crc")

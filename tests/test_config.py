@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from napari_dfl.core.heads.training import TrainConfig, TrainingError
-from napari_dfl.core.slide_level.model import MILConfig, MILError
+from napari_dfl.core.heads.config import TrainConfig, TrainingError
+from napari_dfl.core.slide_level.config import MILConfig, MILError
 
 
 def test_round_trip_and_int_to_float():

@@ -8,14 +8,11 @@ import numpy as np
 import pytest
 
 from napari_dfl import Slide, tile_grid
-from napari_dfl.core.features.engine import (
-    ExtractionCancelled,
-    embed_coords,
-    open_store_for,
-    run,
-)
+from napari_dfl.core.features.engine import ExtractionCancelled, embed_coords
 from napari_dfl.core.features.store import EmbeddingStore, StoreMismatchError
+from napari_dfl.core.features.store_folder import open_store_for
 from napari_dfl.core.slides.sampling import Composition, CompositionError, sample_patches, to_gray
+from napari_dfl.core.util.progress import drive as run
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.explorer.embedding_map import (
-    EmbeddingMap,
-    label_colors,
-    pca_colors,
-    value_colors,
-)
+from napari_dfl.core.explorer.colours import label_colors, value_colors
+from napari_dfl.core.explorer.embedding_map import EmbeddingMap
+from napari_dfl.core.features.pca_colours import pca_colors
 
 
 def clusters(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -92,13 +89,16 @@ def test_few_points_paint_larger_squares_and_the_selection_follows():
     assert mask[r - 4:r + 5, c - 4:c + 5].all() and mask.sum() == 81
 
 
-def test_cohort_stores_are_those_of_the_same_extractor(tmp_path):
-    from napari_dfl.core.explorer.embedding_map import cohort_stores, slide_colors
+def test_sibling_stores_are_those_of_the_same_extractor(tmp_path):
+    from napari_dfl.core.explorer.colours import slide_colors
     from napari_dfl.core.explorer.projection import cached_projection, project_stores
-    from napari_dfl.core.features.store import EmbeddingStore, store_path_for
+    from napari_dfl.core.features.extractor import Extractor
+    from napari_dfl.core.features.store import EmbeddingStore
+    from napari_dfl.core.features.store_folder import sibling_stores, store_path_for
+    from napari_dfl.core.slides.sampling import Composition
 
-    extractor = {"backbone": {"name": "b", "weights_sha256": "1"}, "composition": {"z": 1}}
-    other_weights = {"backbone": {"name": "b", "weights_sha256": "2"}, "composition": {"z": 1}}
+    extractor = Extractor({"name": "b", "weights_sha256": "1"}, Composition()).to_dict()
+    other_weights = Extractor({"name": "b", "weights_sha256": "2"}, Composition()).to_dict()
     rng = np.random.default_rng(0)
 
     def make(slide: str, ex: dict, rows: int = 5, dim: int = 4) -> EmbeddingStore:
@@ -115,7 +115,7 @@ def test_cohort_stores_are_those_of_the_same_extractor(tmp_path):
     make("c.svs", other_weights)       # another extractor: not in the cohort
     make("d.svs", extractor, rows=0)   # empty: skipped
     make("e.svs", extractor, dim=6)    # another dimension: skipped
-    cohort = cohort_stores(first)
+    cohort = sibling_stores(first)
     assert [s.path for s in cohort] == [first.path, second.path]
 
     alone = project_stores([first], "pca")[0]

@@ -19,12 +19,12 @@ from napari_dfl.core.backbones.finetuned import (
 )
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.finetune.augment import augment_patches, dihedral, hed_jitter
+from napari_dfl.core.finetune.folder import save_finetuned
+from napari_dfl.core.finetune.patches import load_patches
 from napari_dfl.core.finetune.training import (
     FinetuneConfig,
     FinetuneError,
     finetune_patches,
-    load_patches,
-    save_finetuned,
     trainable_names,
 )
 from napari_dfl.core.slides.sampling import Composition
@@ -225,14 +225,14 @@ def test_augmentation_is_dihedral_and_stain_only(sample_patches):
 
 
 def test_pipeline_embeds_with_the_finetuned_backbone(tuned, sample_slide_path, tmp_path):
-    from napari_dfl.workflows.cohort_embedding import EmbedConfig
+    from napari_dfl.core.features.settings import Settings
     from napari_dfl.workflows.labelled import embed_labelled
 
     _, folder, _ = tuned
-    data = embed_labelled([sample_slide_path], EmbedConfig(backbone=str(folder),
-                                                           composition=PATCH), tmp_path)
-    assert data.extractor["backbone"]["name"] == "finetuned:skin-lite0"
-    assert data.extractor["backbone"]["weights_sha256"] == read_card(folder)["weights_sha256"]
+    settings = Settings(backbone=str(folder), composition=PATCH, store_dir=str(tmp_path))
+    data = embed_labelled([sample_slide_path], settings)
+    assert data.extractor.name == "finetuned:skin-lite0"
+    assert data.extractor.backbone["weights_sha256"] == read_card(folder)["weights_sha256"]
     assert data.embeddings.shape[1] == 1280 and np.isfinite(data.embeddings).all()
 
 

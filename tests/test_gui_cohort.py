@@ -30,59 +30,59 @@ _spec.loader.exec_module(bench)
 
 def train_model(store: EmbeddingStore, work: Path) -> Path:
     """A real MIL model on 8 synthetic slides of the store's real tile embeddings, saved."""
-    from napari_dfl.core.slide_level.model import MILConfig, SlideEntry, extractor_of
+    from napari_dfl.core.features.store_folder import store_extractor
+    from napari_dfl.core.slide_level.cohort import SlideEntry
+    from napari_dfl.core.slide_level.config import MILConfig
     from napari_dfl.core.slide_level.model_files import save_slide_model
     from napari_dfl.core.slide_level.training import train_slide_model
 
     emb = store.embeddings()
     order = np.argsort(emb @ np.linalg.svd(emb - emb.mean(0), full_matrices=False)[2][0])
     background, planted = emb[order[: len(emb) // 2]], emb[order[-len(emb) // 4:]]
-    extractor = {k: v for k, v in extractor_of(store).items() if k != "dim"}
-    rows, _ = bench.make_cohort(work / "cohort", background, planted, extractor, 8, (6, 6),
-                                0.12)
+    extractor = store_extractor(store)
+    rows, _ = bench.make_cohort(work / "cohort", background, planted, extractor.to_dict(), 8,
+                                (6, 6), 0.12)
     entries = [SlideEntry(name, next((work / "cohort").glob(f"{Path(name).stem}__*")),
                           label, name) for name, label in rows]
     model = train_slide_model(entries, MILConfig(epochs=4, val_fraction=0.0), folds=0)
-    assert model.extractor == extractor_of(store)
+    assert model.extractor == extractor
     return save_slide_model(model, work / "model.dflslide")
 
 
 @pytest.fixture
 def cohort_panel(make_napari_viewer, qtbot, tmp_path, configure_fast):
-    from napari_dfl._qt.cohort_panel import CohortPanel
     from napari_dfl.core.slide_level.prediction import slide_tiles
-    from napari_dfl.workflows.panel_jobs import extract
+    from napari_dfl.workflows.jobs import as_events
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-dfl", "cmu1_small_region")
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
     configure_fast(widget, tmp_path / "stores", min_tissue=0.5)
-    cohort = getattr(widget, "cohort", None)
-    if cohort is None:
-        cohort = CohortPanel(widget)
-        viewer.window.add_dock_widget(cohort, name="Slide-level model")
-    settings = widget.settings()
-    grid = slide_tiles(settings.slide, settings.composition, settings.min_tissue)
-    paths = []
-    assert widget.jobs.start("Extract", lambda t: extract(settings, grid.coords[::2], t),
-                             lambda kind, payload: None, paths.append)
-    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=240_000)
-    store = EmbeddingStore.open(paths[0])
+    cohort = widget.slide_model
+    session = widget.session
+    slide, settings, embedder = session.working_slide(), session.settings, session.embedder()
+    grid = slide_tiles(slide, settings.composition, settings.min_tissue)
+    stores = []
+    assert session.start_job(
+        "Extract", lambda cancel: as_events("embedding", embedder.embed(
+            slide, grid.coords[::2], cancel)), stores.append)
+    qtbot.waitUntil(lambda: not widget.session.busy, timeout=240_000)
+    store = stores[0]
     assert store.missing(grid.coords).sum() == len(grid) // 2
     return viewer, widget, cohort, grid, train_model(store, tmp_path)
 
 
 def test_predict_slide_shows_attention_on_tissue_and_a_table_row(cohort_panel, qtbot, notes,
                                                                  tmp_path):
-    from napari_dfl._qt.cohort_panel import ATTENTION_NAME
     from napari_dfl._qt.overlays import tile_placement
+    from napari_dfl._qt.slide_model_section import ATTENTION_NAME
 
     viewer, widget, cohort, grid, model_path = cohort_panel
     assert not cohort.predict_slide() and any("load a slide model" in m for m in notes)
     assert cohort.load(model_path)
     assert "normal, tumour" in cohort.info.text() and "patch 112 px" in cohort.info.text()
     assert cohort.predict_slide()
-    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=240_000)
+    qtbot.waitUntil(lambda: not widget.session.busy, timeout=240_000)
     assert ATTENTION_NAME in viewer.layers, notes
     layer = viewer.layers[ATTENTION_NAME]
     [store_path] = (tmp_path / "stores").glob("*.dfl.zarr")
@@ -114,7 +114,7 @@ def test_predict_slide_shows_attention_on_tissue_and_a_table_row(cohort_panel, q
     card["extractor"]["composition"]["patch_size"] = 224
     (other / "model_card.json").write_text(json.dumps(card))
     assert cohort.load(other)
-    assert not cohort.predict_slide() and not widget.jobs.busy
+    assert not cohort.predict_slide() and not widget.session.busy
     assert any("patch 224 px" in m and "Backbone and composition" in m for m in notes), notes
     # same backbone name and composition, other weights: the job reports, nothing raises
     card["extractor"]["composition"]["patch_size"] = 112
@@ -122,8 +122,8 @@ def test_predict_slide_shows_attention_on_tissue_and_a_table_row(cohort_panel, q
     (other / "model_card.json").write_text(json.dumps(card))
     assert cohort.load(other)
     assert cohort.predict_slide()
-    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=60_000)
-    assert any("other weights" in m for m in notes), notes
+    qtbot.waitUntil(lambda: not widget.session.busy, timeout=60_000)
+    assert any("backbone weights" in m for m in notes), notes
     assert cohort.table.rowCount() == 1
 
     # a folder that is not a slide model
@@ -136,7 +136,8 @@ def test_the_section_never_imports_the_backbone_stack():
     import subprocess
     import sys
 
-    code = ("import sys, napari_dfl._qt.cohort_panel, napari_dfl.core.slide_level.model_files; "
+    code = ("import sys, napari_dfl._qt.slide_model_section, "
+            "napari_dfl.core.slide_level.model_files; "
             "bad = [m for m in ('timm', 'torchvision') if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

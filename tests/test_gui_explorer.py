@@ -22,16 +22,16 @@ def store_dir(tmp_path_factory):
 @pytest.fixture
 def explored(make_napari_viewer, sample_slide_path, store_dir, qtbot, configure_fast):
     """A panel that trained and predicted every tile, and its explorer opened with PCA."""
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("napari-dfl", "cmu1_small_region")
     _, panel = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
     configure_fast(panel, store_dir)  # every tile, glass included
-    panel.add_annotations(read_geojson(sample_slide_path.with_suffix(".geojson")))
+    panel.session.add_annotations(read_geojson(sample_slide_path.with_suffix(".geojson")))
     for job in (lambda: panel.train(TrainConfig(max_epochs=20, patience=5)), panel.predict):
         assert job()
-        qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=300000)
+        qtbot.waitUntil(lambda: not panel.session.busy, timeout=300000)
     panel.explorer.viewer_factory = lambda: make_napari_viewer(show=True)
     assert panel.explorer.open("pca")
     return viewer, panel, panel.explorer
@@ -94,31 +94,32 @@ def test_click_centres_the_slide_and_hover_shows_the_patch(explored):
     assert explorer.selected.sum() == 1 and explorer.selected[index]
     patch = explorer.patch(index)
     x, y = emap.anchors[index]
-    expected = panel.current_slide().read_region((float(x), float(y)), (112, 112), mpp=0.5)
+    expected = panel.session.working_slide().read_region((float(x), float(y)), (112, 112), mpp=0.5)
     np.testing.assert_array_equal(patch, expected)
     explorer.controls.show_patch(patch, index)
     assert not explorer.controls.patch_view.pixmap().isNull()
 
 
 def test_labelling_a_selection_makes_annotations_of_those_tiles(explored):
-    from napari_dfl._qt import layers as annotation_layers
-    from napari_dfl.workflows.panel_jobs import known_store, samples_for
+    from napari_dfl._qt import annotation_layers
+    from napari_dfl.workflows.labelled import annotation_samples
 
     _viewer, panel, explorer = explored
     emap = explorer.map
     chosen = np.zeros(len(emap), bool)
     chosen[:: max(1, len(emap) // 7)] = True
     explorer.select(chosen)
-    panel.classes.set_active("dermis")
+    panel.session.set_active("dermis")
     before = len(panel.points.data)
     assert explorer.label_selection() == chosen.sum()
     added = np.asarray(panel.points.data)[before:]
     np.testing.assert_allclose(added, emap.centres[chosen][:, ::-1])
     assert set(annotation_layers.labels_of(panel.points)[before:]) == {"dermis"}
     # those annotations sample exactly the explored tiles: nothing new to embed
-    settings = panel.settings()
-    samples = samples_for(panel.annotations(), settings)
-    store = known_store(settings)
+    session = panel.session
+    slide = session.working_slide()
+    samples = annotation_samples(slide, session.annotations, session.settings)
+    store = session.embedder().known_store(slide)
     assert not store.missing(samples.coords).any()
 
 
@@ -132,7 +133,7 @@ def test_the_false_colour_map_lines_up_with_the_tissue(explored):
     world = world_of_tiles(panel, emap.centres)
     values = np.array([layer.get_value(w, world=True) for w in world])
     assert (values[:, 3] == 255).all(), "every tile in the store is coloured"
-    slide = panel.current_slide()
+    slide = panel.session.working_slide()
     thumb = slide.thumbnail(512)
     down = slide.dimensions[0] / thumb.shape[1]
     glass = np.array([thumb[int(y / down), int(x / down)].min() > 215
@@ -147,7 +148,6 @@ def test_the_false_colour_map_lines_up_with_the_tissue(explored):
 def test_colour_modes_and_umap_for_real(explored, qtbot):
     from napari_dfl._qt.explorer import COLOR_MODES, DENSITY_NAME
     from napari_dfl.core.explorer.projection import cached_projection
-    from napari_dfl.workflows.panel_jobs import known_store
 
     _viewer, panel, explorer = explored
     images = {}
@@ -161,8 +161,8 @@ def test_colour_modes_and_umap_for_real(explored, qtbot):
     first = explorer.viewer
     first.close()  # the user closed the explorer window: opening again makes a new one
     assert explorer.open("umap")
-    qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=240000)
-    store = known_store(panel.settings())
+    qtbot.waitUntil(lambda: not panel.session.busy, timeout=240000)
+    store = panel.session.embedder().known_store(panel.session.working_slide())
     [xy] = cached_projection([store], "umap")
     assert xy.shape == (len(store), 2)
     np.testing.assert_allclose(explorer.map.xy, xy)
@@ -174,16 +174,15 @@ def test_a_cohort_view_colours_by_slide_and_labels_only_the_open_slide(explored,
     import shutil
 
     from napari_dfl._qt.explorer import DENSITY_NAME
-    from napari_dfl.workflows.extraction_service import ExtractionProcess, ExtractionRequest
+    from napari_dfl.workflows.embedding.service import ExtractionProcess, ExtractionRequest
 
     viewer, panel, explorer = explored
-    settings = panel.settings()
+    settings, slide = panel.session.settings, panel.session.working_slide()
     other = tmp_path / "other-slide.svs"
-    shutil.copyfile(settings.slide.path, other)
+    shutil.copyfile(slide.path, other)
     coords = np.array([[1000, 1500], [1112, 1500], [1000, 1612], [1112, 1612]], np.int64)
     job = ExtractionProcess(ExtractionRequest(
-        slide_path=str(other), mpp=None, coords=coords,
-        composition=settings.composition.to_dict(), store_dir=settings.store_dir)).start()
+        slide_path=str(other), mpp=None, coords=coords, settings=settings)).start()
     while not job.finished:
         job.poll(0.2)
     assert job.outcome[0] == "finished", job.outcome
@@ -191,7 +190,7 @@ def test_a_cohort_view_colours_by_slide_and_labels_only_the_open_slide(explored,
     single = len(explorer.map)
     assert explorer.open("pca", cohort=True)
     emap = explorer.map
-    assert emap.slides[0] == settings.slide.path.name and "other-slide.svs" in emap.slides
+    assert emap.slides[0] == slide.path.name and "other-slide.svs" in emap.slides
     assert len(emap) == single + len(coords)
     assert (emap.slide_ids != 0).sum() == len(coords)
     explorer.controls.mode.setCurrentText("slide")
@@ -223,6 +222,6 @@ def test_a_cohort_view_colours_by_slide_and_labels_only_the_open_slide(explored,
     chosen = np.zeros(len(emap), bool)
     chosen[[0, 1, elsewhere]] = True
     explorer.select(chosen)
-    panel.classes.set_active("dermis")
+    panel.session.set_active("dermis")
     assert explorer.label_selection() == 2
     assert any("belong to other slides" in m for m in notes)

@@ -21,40 +21,39 @@ def loop_panel(make_napari_viewer, sample_slide_path, tmp_path, configure_fast):
     viewer.open_sample("napari-dfl", "cmu1_small_region")
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
     configure_fast(widget, tmp_path / "stores")
-    widget.add_annotations(read_geojson(sample_slide_path.with_suffix(".geojson")))
+    widget.session.add_annotations(read_geojson(sample_slide_path.with_suffix(".geojson")))
     return viewer, widget
 
 
 def wait_idle(widget, qtbot, timeout_s: float = 240) -> None:
-    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=int(timeout_s * 1000))
+    qtbot.waitUntil(lambda: not widget.session.busy, timeout=int(timeout_s * 1000))
 
 
 def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     from napari_dfl._qt.overlays import CLASS_MAP_NAME, PROBABILITY_NAME
-    from napari_dfl.core.heads.training import TrainConfig
+    from napari_dfl.core.heads.config import TrainConfig
 
     viewer, widget = loop_panel
     assert widget.extract()
     assert not widget.extract(), "a second click while busy must not start a second job"
     wait_idle(widget, qtbot)
-    samples = widget.samples
+    samples = widget.session.samples
     assert set(samples.counts()) == {"epidermis", "dermis", "background"}
-    [store_path] = list((widget.store_edit.text() and
-                         __import__("pathlib").Path(widget.store_edit.text())).glob("*.zarr"))
+    [store_path] = list(widget.session.settings.stores.glob("*.zarr"))
     store = EmbeddingStore.open(store_path)
     assert not store.missing(samples.coords).any()
 
     assert widget.train(TrainConfig(max_epochs=40, patience=8))
     wait_idle(widget, qtbot)
-    assert widget.head is not None and set(widget.head.classes) == set(samples.counts())
+    head = widget.session.head
+    assert head is not None and set(head.classes) == set(samples.counts())
     assert "Balanced accuracy" in widget.metrics.text() or "No validation" in \
         widget.metrics.text()
 
     fills = []
+    widget.session.prediction_updated.connect(
+        lambda *_: fills.append(widget.overlay.n_predicted))
     assert widget.predict()
-    qtbot.waitUntil(lambda: widget.overlay is not None, timeout=60000)
-    widget.overlay.class_layer.events.data.connect(
-        lambda e: fills.append(widget.overlay.n_predicted))
     wait_idle(widget, qtbot)
     overlay = widget.overlay
     grid = overlay.prediction.grid
@@ -66,7 +65,7 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
 
     # Line up: sample the class map at the world position of each tile's centre and
     # compare with the slide's brightness there.
-    slide = widget.current_slide()
+    slide = widget.session.working_slide()
     thumb = slide.thumbnail(512)
     down = slide.dimensions[0] / thumb.shape[1]
     background = overlay.prediction.classes.index("background")
@@ -98,8 +97,8 @@ def test_cancel_stops_an_extraction(loop_panel, qtbot):
     wait_idle(widget, qtbot, 60)
     assert any("Extract cancelled" in m for m in seen), seen
     assert widget.extract_button.isEnabled() and not widget.cancel_button.isEnabled()
-    [store_path] = list(__import__("pathlib").Path(widget.store_edit.text()).glob("*.zarr"))
-    assert len(EmbeddingStore.open(store_path)) < len(widget.samples)
+    [store_path] = list(widget.session.settings.stores.glob("*.zarr"))
+    assert len(EmbeddingStore.open(store_path)) < len(widget.session.samples)
 
 
 def test_auto_mode_retrains_and_predicts_after_a_new_annotation(loop_panel, qtbot):
@@ -108,30 +107,31 @@ def test_auto_mode_retrains_and_predicts_after_a_new_annotation(loop_panel, qtbo
     from napari_dfl.core.annotations.annotation import Annotation
 
     _viewer, widget = loop_panel
-    widget.tissue_spin.setValue(0.5)  # tissue tiles only: a quicker whole-slide prediction
+    widget.form.tissue_spin.setValue(0.5)  # tissue tiles only: a quicker whole-slide prediction
+    assert widget.session.settings.min_tissue == 0.5
     widget.auto_check.setChecked(True)  # runs at once: the demo annotations hold 3 classes
     qtbot.waitUntil(lambda: widget.auto.runs == 1, timeout=10000)
     wait_idle(widget, qtbot)
-    first_head, first_overlay = widget.head, widget.overlay
-    assert first_head is not None and first_overlay is not None
+    first_head, first_overlay = widget.session.head, widget.overlay
+    assert first_head is not None and first_overlay.prediction is not None
     assert first_overlay.n_predicted == len(first_overlay.prediction.grid)
     class_layer = first_overlay.class_layer
-    n_samples = len(widget.samples)
+    n_samples = len(widget.session.samples)
 
     # a new point of dermis in the middle of the tissue: auto mode trains a new head on it
     # and refreshes the same overlay layers (no layer is added or removed)
     layers_before = len(widget.viewer.layers)
-    widget.classes.set_active("dermis")
-    widget.add_annotations([Annotation(Point(1100.0, 1500.0), "dermis")])
+    widget.session.set_active("dermis")
+    widget.session.add_annotations([Annotation(Point(1100.0, 1500.0), "dermis")])
     qtbot.waitUntil(lambda: widget.auto.runs == 2, timeout=10000)
     wait_idle(widget, qtbot)
-    assert widget.head is not first_head
-    assert len(widget.samples) == n_samples + 1
+    assert widget.session.head is not first_head
+    assert len(widget.session.samples) == n_samples + 1
     assert widget.overlay is first_overlay and widget.overlay.class_layer is class_layer
     assert len(widget.viewer.layers) == layers_before
     assert len(widget.suggestions) > 0
 
     widget.auto_check.setChecked(False)
-    widget.add_annotations([Annotation(Point(1200.0, 1500.0), "dermis")])
+    widget.session.add_annotations([Annotation(Point(1200.0, 1500.0), "dermis")])
     qtbot.wait(1500)
-    assert widget.auto.runs == 2 and not widget.jobs.busy, "auto mode is off"
+    assert widget.auto.runs == 2 and not widget.session.busy, "auto mode is off"

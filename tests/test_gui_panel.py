@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_dfl._qt import layers as annotation_layers
+from napari_dfl._qt import annotation_layers
 from napari_dfl._qt.overlays import tile_placement
 from napari_dfl.core.annotations.annotation import read_geojson
 
@@ -23,40 +23,41 @@ def panel(make_napari_viewer, sample_slide_path):
 def test_panel_docks_and_picks_the_slide(panel):
     viewer, widget = panel
     assert widget.slide_layer.name == "CMU-1-Small-Region.svs"
-    assert widget.mpp_spin.value() == pytest.approx(0.499, abs=1e-3)
+    assert widget.slide_section.mpp_spin.value() == pytest.approx(0.499, abs=1e-3)
     assert annotation_layers.REGIONS_NAME in viewer.layers
     assert annotation_layers.POINTS_NAME in viewer.layers
 
 
 def test_classes_colour_annotations_and_count_them(panel):
     _viewer, widget = panel
-    widget.classes.add_class("tumour")
-    widget.classes.add_class("stroma")
+    widget.session.add_class("tumour")
+    widget.session.add_class("stroma")
     regions, points = widget.regions, widget.points
-    widget.classes.set_active("tumour")
+    widget.session.set_active("tumour")
     regions.add_rectangles(np.array([[100, 100], [400, 400]]))
-    widget.classes.set_active("stroma")
+    widget.session.set_active("stroma")
     points.add(np.array([[1000, 800], [1200, 900]]))
     assert list(annotation_layers.labels_of(regions)) == ["tumour"]
     assert list(annotation_layers.labels_of(points)) == ["stroma", "stroma"]
-    stroma = annotation_layers.rgba(widget.classes.colors["stroma"])
+    stroma = annotation_layers.rgba(widget.session.colors["stroma"])
     np.testing.assert_allclose(points.face_color[0], stroma)
     assert "1 regions, 0 points" in widget.classes.list.item(0).text()
     assert "0 regions, 2 points" in widget.classes.list.item(1).text()
 
-    anns = widget.annotations()
+    anns = widget.session.annotations
     assert sorted(a.kind for a in anns) == ["point", "point", "region"]
     region = next(a for a in anns if a.kind == "region")
     assert region.geometry.bounds == (100, 100, 400, 400)
     point = next(a for a in anns if a.kind == "point")
     assert tuple(point.points()[0]) in {(800.0, 1000.0), (900.0, 1200.0)}  # (x, y)
 
-    widget.classes.rename_class("stroma", "dermis")
+    widget.session.rename_class("stroma", "dermis")
     assert list(annotation_layers.labels_of(points)) == ["dermis", "dermis"]
-    widget.classes.set_color("dermis", "#00ff00")
+    widget.session.set_color("dermis", "#00ff00")
     np.testing.assert_allclose(points.face_color[1], [0, 1, 0, 1])
-    widget.classes.delete_class("dermis")
+    widget.session.remove_class("dermis")
     assert len(points.data) == 0 and len(regions.data) == 1
+    assert [a.kind for a in widget.session.annotations] == ["region"]
 
 
 def press(viewer, qtbot, key: str) -> None:
@@ -70,15 +71,15 @@ def press(viewer, qtbot, key: str) -> None:
 def test_keys_1_to_9_pick_the_active_class(panel, qtbot):
     viewer, widget = panel
     for name in ("a", "b", "c"):
-        widget.classes.add_class(name)
+        widget.session.add_class(name)
     viewer.layers.selection.active = widget.slide_layer
     press(viewer, qtbot, "2")
-    assert widget.classes.active == "b"
+    assert widget.session.active == "b"
     viewer.layers.selection.active = widget.points
     press(viewer, qtbot, "3")
-    assert widget.classes.active == "c"
+    assert widget.session.active == "c"
     press(viewer, qtbot, "1")
-    assert widget.classes.active == "a"
+    assert widget.session.active == "a"
     widget.points.add(np.array([[10, 10]]))
     assert annotation_layers.labels_of(widget.points)[-1] == "a"
 
@@ -86,10 +87,10 @@ def test_keys_1_to_9_pick_the_active_class(panel, qtbot):
 def test_geojson_annotations_load_into_the_layers(panel, sample_slide_path):
     _viewer, widget = panel
     anns = read_geojson(sample_slide_path.with_suffix(".geojson"))
-    widget.add_annotations(anns)
-    assert set(widget.classes.names) == {"epidermis", "dermis", "background"}
+    widget.session.add_annotations(anns)
+    assert set(widget.session.classes) == {"epidermis", "dermis", "background"}
     assert len(widget.regions.data) == 10
-    back = widget.annotations()
+    back = widget.session.annotations
     assert sorted(a.label for a in back) == sorted(a.label for a in anns)
     areas = sorted(round(a.geometry.area) for a in back)
     assert areas == sorted(round(a.geometry.area) for a in anns)
@@ -100,26 +101,29 @@ def test_errors_notify_instead_of_raising(panel, notes, qtbot, tmp_path):
     assert widget.predict() is False
     assert any("no trained head" in n for n in notes)
 
-    widget.classes.add_class("only")
+    widget.session.add_class("only")
     widget.regions.add_rectangles(np.array([[1200, 800], [1600, 1200]]))
-    widget.store_edit.setText(str(tmp_path))
+    widget.form.store_edit.setText(str(tmp_path))
+    widget.form.store_edit.editingFinished.emit()
     assert widget.train() is True  # the check runs in the worker, before any extraction
-    qtbot.waitUntil(lambda: not widget.jobs.busy, timeout=30000)
+    qtbot.waitUntil(lambda: not widget.session.busy, timeout=30000)
     assert any("at least two classes" in n for n in notes), notes
 
-    widget.mpp_spin.setValue(0.0)
-    assert widget.extract() is False
-    assert any("pixel size" in n for n in notes)
+    # the file records its pixel size: clearing the field shows the file's value again
+    widget.slide_section.mpp_spin.setValue(0.0)
+    assert widget.slide_section.mpp_spin.value() == pytest.approx(0.499, abs=1e-3)
+    assert widget.session.settings.mpp is None
 
 
 def test_a_slide_without_mpp_warns_when_picked(make_napari_viewer, no_mpp_svs_path, notes):
     viewer = make_napari_viewer(show=True)
     viewer.open(str(no_mpp_svs_path), plugin="napari-dfl")
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
-    assert widget.mpp_spin.value() == 0.0
+    assert widget.slide_section.mpp_spin.value() == 0.0
     assert any("pixel size" in n for n in notes)
-    widget.mpp_spin.setValue(0.25)
-    assert widget.current_slide().mpp == 0.25
+    widget.slide_section.mpp_spin.setValue(0.25)
+    assert widget.session.working_slide().mpp == 0.25
+    assert widget.session.settings.mpp == 0.25
 
 
 def test_tile_overlay_is_centred_on_its_tiles():
@@ -147,7 +151,8 @@ def test_fine_tuned_backbones_are_offered(make_napari_viewer, tmp_path, monkeypa
     monkeypatch.setenv(FOLDER_ENV, str(tmp_path / "backbones"))
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
-    items = [widget.backbone_combo.itemText(i) for i in range(widget.backbone_combo.count())]
+    combo = widget.form.backbone_combo
+    items = [combo.itemText(i) for i in range(combo.count())]
     assert items[0] == "efficientnet-lite0" and items[-1] == "finetuned:crc-lite0"
     assert not any("broken" in item for item in items)
 
@@ -157,7 +162,7 @@ def test_opening_the_panel_module_leaves_torch_to_the_background():
     import subprocess
     import sys
 
-    code = "import sys, napari_dfl._qt.widget; print('torch' in sys.modules)"
+    code = "import sys, napari_dfl._qt.panel; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip().splitlines()[-1] == "False"

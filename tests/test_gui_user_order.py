@@ -49,13 +49,18 @@ def main(store_dir: str) -> int:
     screenshot = viewer.screenshot(canvas_only=True, flash=False)
 
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
-    widget.patch_spin.setValue(112)
-    widget.zooms_edit.setText("0.5")
-    widget.gray_check.setChecked(False)
-    widget.store_edit.setText(store_dir)
-    widget.classes.add_class("tissue")
+    form = widget.form
+    form.patch_spin.setValue(112)
+    form.zooms_edit.setText("0.5")
+    form.zooms_edit.editingFinished.emit()
+    form.gray_check.setChecked(False)
+    form.store_edit.setText(store_dir)
+    form.store_edit.editingFinished.emit()
+    widget.classes.name_edit.setText("tissue")
+    widget.classes.add_button.click()
     widget.regions.add_rectangles([[1200, 800], [1500, 1100]])
-    widget.classes.add_class("glass")
+    widget.classes.name_edit.setText("glass")
+    widget.classes.add_button.click()
     widget.points.add([[300, 300], [2900, 2100]])
     import threading
 
@@ -64,23 +69,23 @@ def main(store_dir: str) -> int:
         thread.join(60)
     dynamo_before_train = "torch._dynamo" in sys.modules
     widget.extract_button.click()
-    started = widget.jobs.busy
+    started = widget.session.busy
     deadline = time.monotonic() + 240
-    while widget.jobs.busy and time.monotonic() < deadline:
+    while widget.session.busy and time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.02)
     widget.train_button.click()  # a torch optimizer in the GUI process, after rendering
-    while widget.jobs.busy and time.monotonic() < deadline:
+    while widget.session.busy and time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.02)
-    samples = widget.samples
+    samples = widget.session.samples
     result = {
         "rendered_mean": float(screenshot[..., :3].mean()),
         "started": bool(started),
-        "busy_at_end": widget.jobs.busy,
+        "busy_at_end": widget.session.busy,
         "n_samples": 0 if samples is None else len(samples),
         "coords": [] if samples is None else samples.coords.tolist(),
-        "trained": widget.head is not None,
+        "trained": widget.session.head is not None,
         "timm_in_gui": "timm" in sys.modules,
         "triton_blocked": sys.modules.get("triton", "absent") is None,
         "warm_up_threads": len(warm_up),

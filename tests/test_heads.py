@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from conftest import SHARED_DATA
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.features.extractor import Extractor
+from napari_dfl.core.heads.config import TrainConfig, TrainingError, TrainProgress
 from napari_dfl.core.heads.head_files import (
     CARD_NAME,
     HEAD_FORMAT_VERSION,
@@ -26,21 +28,14 @@ from napari_dfl.core.heads.head_files import (
     load_head,
     save_head,
 )
-from napari_dfl.core.heads.training import (
-    TrainConfig,
-    TrainedHead,
-    TrainingCancelled,
-    TrainingError,
-    TrainProgress,
-    cross_validate,
-    fit,
-    focal_loss,
-    grouped_split,
-    train_head,
-)
+from napari_dfl.core.heads.model import TrainedHead, focal_loss
+from napari_dfl.core.heads.splits import grouped_split
+from napari_dfl.core.heads.training import TrainingCancelled, fit, train_head
+from napari_dfl.core.heads.validation import cross_validate, json_ready
+from napari_dfl.core.slides.sampling import Composition
 
 FAST = TrainConfig(max_epochs=30, patience=5)
-EXTRACTOR = {
+EXTRACTOR_RECORD = {
     "kind": "napari-dfl tile embeddings",
     "slide": {"name": "a.svs"},
     "backbone": {"name": "efficientnet-lite0", "timm_name": "tf_efficientnet_lite0",
@@ -48,6 +43,7 @@ EXTRACTOR = {
                  "std": [0.5] * 3, "interpolation": "bicubic", "embed_dim": 8},
     "composition": {"patch_size": 224, "zooms": [0.5], "variants": ["rgb", "gray"]},
 }
+EXTRACTOR = Extractor.from_dict(EXTRACTOR_RECORD)
 
 
 def blobs(n: int = 400, dim: int = 64, n_classes: int = 4, sep: float = 3.0, seed: int = 0,
@@ -275,7 +271,9 @@ def test_cross_validate_reports_and_refuses_too_many_folds(data):
         assert result[key] == pytest.approx(np.mean(values))
         assert result[f"{key}_sd"] == pytest.approx(np.std(values, ddof=1))
     assert result["balanced_accuracy"] > 0.7
-    json.dumps(result, allow_nan=False)
+    json.dumps(json_ready(result), allow_nan=False)
+    pooled = result["pooled"]
+    assert pooled["n"] == len(labels) and result["out_of_fold"]["proba"].shape == (400, 4)
     with pytest.raises(TrainingError, match=r"7 folds need at least 7 groups.*has 6"):
         cross_validate(x, labels, groups % 6, FAST, folds=7)
 
@@ -308,8 +306,7 @@ def test_save_refuses_to_overwrite_other_things(head, tmp_path):
         save_head(head, tmp_path / "notes", extractor=EXTRACTOR)
     assert (tmp_path / "notes" / "a.txt").read_text() == "keep me"
     with pytest.raises(HeadFileError, match="weights_sha256"):
-        save_head(head, tmp_path / "h", extractor={"backbone": {"name": "x"},
-                                                   "composition": {}})
+        save_head(head, tmp_path / "h", extractor=Extractor.chosen("x", Composition()))
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -367,18 +364,20 @@ def test_load_refuses_pickle_bad_json_and_wrong_shapes(head, tmp_path):
 
 def test_check_compatible_names_what_differs(head, tmp_path):
     _, card = load_head(save_head(head, tmp_path / "h.dflhead", extractor=EXTRACTOR))
-    check_compatible(card, EXTRACTOR)  # same extractor (slide ignored)
-    other = json.loads(json.dumps(EXTRACTOR))
+    check_compatible(card, EXTRACTOR)  # same extractor
+    check_compatible(card, Extractor.chosen("efficientnet-lite0", EXTRACTOR.composition))
+    other = json.loads(json.dumps(EXTRACTOR_RECORD))
     other["backbone"].update(name="resnet50", weights_sha256="cd" * 32, embed_dim=8)
     other["composition"].update(zooms=[0.5, 2.0], patch_size=256)
     with pytest.raises(HeadMismatchError) as info:
-        check_compatible(card, other)
+        check_compatible(card, Extractor.from_dict(other))
     text = str(info.value)
-    for field in ("backbone name", "backbone weights_sha256", "composition zooms",
-                  "composition patch_size", "embedding dim: head 16 vs embeddings 32"):
-        assert field in text
-    assert "'efficientnet-lite0'" in text and "train a new head" in text
-    assert "composition variants" not in text
+    for field in ("backbone efficientnet-lite0 (now: resnet50)",
+                  "backbone weights abababababab (now: cdcdcdcdcdcd)",
+                  "zooms [0.5] (now: [0.5, 2])", "patch_size 224 (now: 256)"):
+        assert field in text, text
+    assert "train a new head" in text and "variants" not in text
+    assert len(info.value.differences) == 4
 
 
 # -- real data ----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from napari_dfl import (
     tile_grid,
 )
 from napari_dfl.core.slides import image as image_slide
-from napari_dfl.core.slides.image import ImageSlide, open_slide, probe_image
+from napari_dfl.core.slides.factory import open_slide
+from napari_dfl.core.slides.image import ImageSlide, probe_image
 from napari_dfl.core.slides.sampling import Composition, sample_patches
 
 ORIGIN = (1000, 1500)  # level-0 corner of the crop, on tissue

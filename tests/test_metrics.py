@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from napari_dfl.core.heads.metrics import classification_report, save_report_plots
+from napari_dfl.core.heads.metrics import classification_report
+from napari_dfl.core.heads.plots import save_report_plots
 
 CLASSES = ["tumour", "stroma", "immune"]
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_dfl.core.features.extractor import Extractor
 from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.slide_level.cohort import SlideEntry, read_cohort
+from napari_dfl.core.slide_level.config import MILConfig, MILError
 from napari_dfl.core.slide_level.grids import (
     CompressError,
     compress_store,
@@ -25,9 +28,9 @@ from napari_dfl.core.slide_level.grids import (
     pca_rgb,
     save_compressed,
 )
-from napari_dfl.core.slide_level.model import MILConfig, MILError, SlideEntry, read_cohort
 from napari_dfl.core.slide_level.model_files import load_slide_model, save_slide_model
 from napari_dfl.core.slide_level.training import fit_slides, train_slide_model
+from napari_dfl.core.slides.sampling import Composition
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("slide_level", ROOT / "benchmarks" /
@@ -36,7 +39,8 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 FAST = MILConfig(epochs=8, seed=0)
-EXTRACTOR = {"kind": "synthetic", "backbone": {"name": "random"}, "composition": {"p": 224}}
+EXTRACTOR_VALUE = Extractor({"name": "random", "embed_dim": 16}, Composition(224, (0.5,), ("rgb",)))
+EXTRACTOR = EXTRACTOR_VALUE.to_dict()
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +163,7 @@ def test_training_is_seeded_and_model_folder_roundtrips(tmp_path):
     for (name, wa), wb in zip(a.model.state_dict().items(), b.model.state_dict().values(),
                               strict=True):
         assert np.array_equal(wa.numpy(), wb.numpy()), name
-    a.extractor = {**EXTRACTOR, "dim": 16}
+    a.extractor = EXTRACTOR_VALUE
     folder = save_slide_model(a, tmp_path / "m.dflslide")
     loaded = load_slide_model(folder)
     store = EmbeddingStore.open(entries[0].store)
@@ -167,6 +171,7 @@ def test_training_is_seeded_and_model_folder_roundtrips(tmp_path):
                                rtol=1e-6)
     card = json.loads((folder / "model_card.json").read_text())
     assert card["classes"] == ["normal", "tumour"] and "slide" not in card["extractor"]
+    assert card["extractor"]["dim"] == 16 and loaded.extractor == EXTRACTOR_VALUE
     card["architecture"]["input_dim"] = 99
     (folder / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(MILError, match="does not match its card"):
@@ -242,7 +247,7 @@ def test_early_stopping_stops_restores_the_best_epoch_and_is_recorded(tmp_path):
     assert abs(np.mean(losses) - stop["best_val_loss"]) < 1e-4
     assert torch.isfinite(next(model.model.parameters())).all()
 
-    model.extractor = {**EXTRACTOR, "dim": 16}
+    model.extractor = EXTRACTOR_VALUE
     folder = save_slide_model(model, tmp_path / "m.dflslide")
     card = json.loads((folder / "model_card.json").read_text())
     assert card["training"]["patience"] == 3 and card["training"]["val_fraction"] == 0.25
@@ -276,50 +281,54 @@ def test_mil_config_roundtrip_with_early_stopping_fields():
 
 
 def test_slide_predict_finds_the_models_store_and_refuses_what_does_not_fit(tmp_path):
-    from napari_dfl.core.features.store import store_path_for
+    from napari_dfl.core.features.store_folder import find_store, store_path_for
     from napari_dfl.core.slide_level.prediction import (
-        extractor_mismatch,
-        predict_tiles,
-        store_for_model,
+        SlidePredictionError,
+        extractor_problem,
+        predict_slide_label,
     )
-    from napari_dfl.core.slides.sampling import Composition
     from napari_dfl.core.slides.tissue import TileGrid
 
-    extractor = {"kind": "napari-dfl tile embeddings", "backbone": {"name": "random"},
-                 "composition": Composition(112, (0.5,), ("rgb",)).to_dict()}
+    extractor = Extractor({"name": "random", "embed_dim": 16},
+                          Composition(112, (0.5,), ("rgb",)))
     rows, _ = _random_cohort(tmp_path / "cohort", n=4)
     model = fit_slides(_entries(tmp_path / "cohort", rows), ["normal", "tumour"],
                        MILConfig(epochs=1, val_fraction=0.0))
-    model.extractor = {**extractor, "dim": 16}
+    model.extractor = extractor
     slide = tmp_path / "slides" / "case_7.svs"
-    identity = {**extractor, "slide": {"name": slide.name}}
+    identity = {**extractor.to_dict(), "slide": {"name": slide.name}}
     store = EmbeddingStore.create_or_open(store_path_for(tmp_path / "stores", slide, identity),
                                           identity, 16)
     coords = np.array([[0, 0], [224, 0], [0, 224]], np.int64)
     store.append(coords[:2], np.random.default_rng(0).normal(size=(2, 16)).astype(np.float32))
-    found = store_for_model(model.extractor, slide, tmp_path / "stores")
+    found = find_store(tmp_path / "stores", slide, extractor)
     assert found is not None and found.path == store.path
-    assert store_for_model({**model.extractor, "dim": 8}, slide, tmp_path / "stores") is None
-    assert store_for_model(model.extractor, tmp_path / "other.svs", tmp_path / "stores") is None
+    other_size = Extractor({"name": "random", "embed_dim": 8}, extractor.composition)
+    assert find_store(tmp_path / "stores", slide, other_size) is None
+    assert find_store(tmp_path / "stores", tmp_path / "other.svs", extractor) is None
 
-    assert extractor_mismatch(model.extractor, "random", Composition(112, (0.5,), ("rgb",))) \
+    assert extractor_problem(extractor, Extractor.chosen("random", extractor.composition)) \
         is None
-    message = extractor_mismatch(model.extractor, "efficientnet-lite0",
-                                 Composition(224, (0.5, 2.0), ("rgb", "gray")))
+    message = extractor_problem(extractor, Extractor.chosen(
+        "efficientnet-lite0", Composition(224, (0.5, 2.0), ("rgb", "gray"))))
     assert "backbone random, patch 112 px, zooms 0.5 µm/px, rgb" in message
     assert "Backbone and composition" in message
 
     grid = TileGrid(coords=coords, grid_index=coords[:, ::-1] // 224, grid_shape=(3, 2),
                     tile_size=224.0, patch_size=112, mpp=0.5,
                     tissue_fraction=np.ones(3))
-    with pytest.raises(MILError, match="1 of the slide's 3 tiles are not embedded"):
-        predict_tiles(model, found, grid, slide.name)
+    with pytest.raises(SlidePredictionError, match="1 of the slide's 3 tiles are not embedded"):
+        predict_slide_label(model, found, grid, slide.name)
     store.append(coords[2:], np.ones((1, 16), np.float32))
-    result = predict_tiles(model, EmbeddingStore.open(store.path), grid, slide.name)
+    result = predict_slide_label(model, EmbeddingStore.open(store.path), grid, slide.name)
     assert result.prediction in model.classes and abs(result.proba.sum() - 1) < 1e-5
     att = result.attention_grid()
     assert att.shape == (3, 2) and np.isnan(att[1:, 1]).all()
     assert abs(np.nansum(att) - 1) < 1e-5 and att[0, 1] == result.attention[1]
-    model.extractor = {**model.extractor, "backbone": {"name": "random", "weights": "x"}}
-    with pytest.raises(MILError, match="other weights"):
-        predict_tiles(model, found, grid, slide.name)
+    model.extractor = Extractor({"name": "random", "embed_dim": 16, "weights_sha256": "x"},
+                                extractor.composition)
+    identity["backbone"]["weights_sha256"] = "y"
+    other = EmbeddingStore.create_or_open(tmp_path / "o__random.dfl.zarr", identity, 16)
+    other.append(coords, np.ones((3, 16), np.float32))
+    with pytest.raises(SlidePredictionError, match="backbone weights x"):
+        predict_slide_label(model, other, grid, slide.name)

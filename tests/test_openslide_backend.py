@@ -31,7 +31,7 @@ def test_openslide_matches_tifffile_backend(sample_slide_path):
 
 def test_open_slide_falls_back_to_openslide_for_non_tiff(tmp_path):
     from napari_dfl.core.errors import SlideError
-    from napari_dfl.core.slides.image import open_slide
+    from napari_dfl.core.slides.factory import open_slide
 
     path = tmp_path / "notes.mrxs"
     path.write_text("not a slide")

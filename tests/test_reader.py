@@ -8,7 +8,8 @@ import pytest
 from bad_files import not_an_image, single_channel, sixteen_bit, truncated
 from napari_dfl import CorruptSlideError
 from napari_dfl._reader import napari_get_reader
-from napari_dfl._sample_data import SAMPLE_SLIDE, cmu1_small_region
+from napari_dfl._sample_data import cmu1_small_region
+from napari_dfl.core.slides.sample_slide import SAMPLE_SLIDE
 
 
 def test_reader_returns_lazy_multiscale_rgb(sample_slide_path):

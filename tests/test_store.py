@@ -23,8 +23,8 @@ from napari_dfl.core.features.store import (
     ReadOnlyStoreError,
     StoreMismatchError,
     StoreNotFoundError,
-    store_path_for,
 )
+from napari_dfl.core.features.store_folder import store_path_for
 
 DIM = 16
 IDENTITY = {

@@ -10,7 +10,7 @@ from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.heads.prediction_files import load_arrays, save_arrays
 from napari_dfl.core.heads.suggest import annotated_tiles, margins, suggest_tiles
-from napari_dfl.core.heads.tile_prediction import SlidePrediction
+from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.slides.tissue import TileGrid
 
 
@@ -36,7 +36,7 @@ def test_suggestions_skip_annotated_tiles_and_keep_apart():
     p[[0, 1, 7, 20]] = [0.51, 0.52, 0.53, 0.55]  # 0, 1 and 7 are neighbours
     proba = np.stack([p, 1 - p], axis=1).astype(np.float32)
     proba[23] = np.nan  # not predicted: never suggested
-    prediction = SlidePrediction(grid, ["a", "b"], proba)
+    prediction = TilePrediction(grid, ["a", "b"], proba)
     chosen = suggest_tiles(prediction, n=3, min_distance=2.0)
     assert chosen.tolist()[:2] == [0, 20]  # 1 and 7 are within 2 tiles of 0
     assert len(chosen) == 3 and 23 not in chosen
@@ -56,7 +56,7 @@ def test_a_saved_prediction_loads_back_identical(tmp_path):
     grid = grid_of(3, 5, 112.5)
     proba = np.random.default_rng(2).dirichlet([1, 1, 1], len(grid)).astype(np.float32)
     proba[4] = np.nan
-    prediction = SlidePrediction(grid, ["x", "y", "z"], proba)
+    prediction = TilePrediction(grid, ["x", "y", "z"], proba)
     path = save_arrays(prediction, tmp_path / "prediction.npz")
     back = load_arrays(path)
     assert back.classes == ["x", "y", "z"]

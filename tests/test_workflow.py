@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from napari_dfl import Slide, detect_tissue, tile_grid
-from napari_dfl._sample_data import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
 from napari_dfl.cli import main
-from napari_dfl.cli.demo import DEMO_PATCH, run_demo
 from napari_dfl.core.annotations.annotation import read_geojson
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.heads.head_files import load_head
+from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
+from napari_dfl.workflows.demo import DEMO_PATCH, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +30,13 @@ def demo_store_path(out):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out, folds=3)
+    return out, run_demo(out, folds=3, store_dir=str(out / "embeddings"))
 
 
 def test_demo_report_and_files(demo):
     out, report = demo
     assert json.loads((out / "report.json").read_text()) == report
+    assert report["stores"] == str(out / "embeddings")
     assert report["samples"] > 90 and set(report["data"]["per_class"]) == {
         "background", "dermis", "epidermis"}
     # Grouped out-of-fold validation beats chance (1/3) clearly.

@@ -4,6 +4,7 @@ The headless API. Importing this package imports neither Qt nor napari; the GUI 
 ``napari_dfl._qt`` and the napari contributions in ``_reader`` and ``_sample_data``.
 """
 
+from napari_dfl._version import __version__
 from napari_dfl.core.errors import (
     CorruptSlideError,
     DFLError,
@@ -16,8 +17,6 @@ from napari_dfl.core.errors import (
 from napari_dfl.core.slides.base import Level
 from napari_dfl.core.slides.tiff import Slide
 from napari_dfl.core.slides.tissue import TileGrid, TissueMask, detect_tissue, tile_grid
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CorruptSlideError",

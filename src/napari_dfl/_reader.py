@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_dfl.core.errors import MissingMppWarning, NotATiffError, UnsupportedSlideError
-from napari_dfl.core.slides.image import open_slide
+from napari_dfl.core.slides.factory import open_slide
 
 EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".ome.tif", ".ome.tiff",
               # read through the optional OpenSlide backend when it is installed

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from napari_dfl._reader import slide_layer_data
-
-SAMPLE_SLIDE = Path(__file__).parent / "sample_data" / "CMU-1-Small-Region.svs"
-#: Demo annotations drawn on the sample slide: epidermis, dermis and background regions.
-SAMPLE_ANNOTATIONS = SAMPLE_SLIDE.with_suffix(".geojson")
+from napari_dfl.core.slides.sample_slide import SAMPLE_SLIDE
 
 
 def cmu1_small_region() -> list[tuple]:

@@ -1,10 +1,10 @@
-"""The napari GUI of napari-dfl: thin Qt widgets over the headless core.
+"""The napari GUI of napari-dfl: views over a :class:`~napari_dfl.workflows.session.Session`.
 
 The dock widget :class:`DFLWidget` ("Deep Feature Learning") is the npe2 ``widgets``
 contribution. Nothing here imports timm or torchvision: the backbone runs in a child
-process (see :mod:`napari_dfl.workflows.extraction_service`).
+process (see :mod:`napari_dfl.workflows.embedding.service`).
 """
 
-from napari_dfl._qt.widget import DFLWidget
+from napari_dfl._qt.panel import DFLWidget
 
 __all__ = ["DFLWidget"]

@@ -23,19 +23,18 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_dfl._qt.jobs import notify
-from napari_dfl._qt.layers import rgba
+from napari_dfl._qt.annotation_layers import rgba
+from napari_dfl._qt.overlays import tile_placement
 from napari_dfl._qt.suggestions import viewer_camera
+from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.explorer.embedding_map import (
-    EmbeddingMap,
-    cohort_stores,
-    label_colors,
-    pca_colors,
-    slide_colors,
-    value_colors,
-)
-from napari_dfl.core.slide_level.grids import slide_name
+from napari_dfl.core.explorer.colours import label_colors, slide_colors, value_colors
+from napari_dfl.core.explorer.embedding_map import EmbeddingMap
+from napari_dfl.core.explorer.projection import cached_projection, project_stores
+from napari_dfl.core.features.pca_colours import pca_colors
+from napari_dfl.core.features.store_folder import sibling_stores, slide_name
+from napari_dfl.core.slides.factory import open_slide
+from napari_dfl.workflows.explore import projection_job
 
 DENSITY_NAME = "embedding density"
 HIGHLIGHT_NAME = "selected"
@@ -48,10 +47,21 @@ _HIGHLIGHT = np.array([255, 255, 0, 255], np.uint8)
 
 
 class Explorer:
-    """The explorer of one panel (see the module docstring)."""
+    """The explorer of one panel (see the module docstring).
 
-    def __init__(self, panel, viewer_factory=None) -> None:
-        self.panel = panel
+    Args:
+        slide_viewer: the panel's viewer (the slide and its layers).
+        session: the panel's session.
+        slide_layer_of: returns the slide layer (placement of the explorer's slide layers).
+        bind_keys: binds the panel's keys (1-9, N, K) on a layer the explorer adds.
+        viewer_factory: makes the explorer's window (tests pass their own).
+
+    """
+
+    def __init__(self, slide_viewer, session, slide_layer_of, bind_keys,
+                 viewer_factory=None) -> None:
+        self.slide_viewer, self.session = slide_viewer, session
+        self._slide_layer_of, self._bind_keys = slide_layer_of, bind_keys
         self.viewer_factory = viewer_factory
         self.viewer = None
         self.map: EmbeddingMap | None = None
@@ -74,19 +84,20 @@ class Explorer:
         runs in a child process as a job of the panel. Projections are cached with the
         stores, so reopening is instant.
         """
-        from napari_dfl.core.explorer.projection import cached_projection, project_stores
-        from napari_dfl.workflows.panel_jobs import known_store, projection_job
-
-        settings = self.panel._settings_or_notify()
-        if settings is None:
+        session = self.session
+        try:
+            slide = session.working_slide()
+        except DFLError as exc:
+            session.tell("error", str(exc))
             return False
-        store = known_store(settings)
+        settings = session.settings
+        store = session.embedder().known_store(slide)
         if store is None or len(store) < 3:
-            notify("warning", "no embeddings of this slide with these settings yet: Extract "
-                   "or Predict first, then open the explorer.")
+            session.tell("warning", "no embeddings of this slide with these settings yet: "
+                         "Extract or Predict first, then open the explorer.")
             return False
-        stores = cohort_stores(store) if cohort else [store]
-        tile = settings.composition.anchor_extent(settings.slide.require_mpp())
+        stores = sibling_stores(store) if cohort else [store]
+        tile = settings.composition.anchor_extent(slide.require_mpp())
         coords = np.concatenate([s.coords for s in stores])
         ids = np.concatenate([np.full(len(s), i) for i, s in enumerate(stores)])
         names = [slide_name(s) for s in stores]
@@ -105,8 +116,8 @@ class Explorer:
             show(parts)
             return True
         paths = [str(s.path) for s in stores]
-        return self.panel.jobs.start("UMAP", lambda t: projection_job(paths, method, t),
-                                     lambda _kind, _payload: None, show)
+        return session.start_job("UMAP", lambda cancel: projection_job(paths, method, cancel),
+                                 show)
 
     def load(self, emap: EmbeddingMap, embeddings: np.ndarray | None = None) -> None:
         """Show ``emap`` (and colour it from ``embeddings`` when given)."""
@@ -114,8 +125,8 @@ class Explorer:
         self._positions = emap.tile_grid_positions()
         self._proba_of = (None, None)
         self.selected = np.zeros(len(emap), dtype=bool)
-        slide = self.panel.slide_layer
-        dims = slide.metadata["slide"].dimensions if slide is not None else \
+        slide = self.session.slide
+        dims = slide.dimensions if slide is not None else \
             tuple(emap.centres.max(axis=0) + emap.tile_size)
         self.grid_shape = (max(1, int(dims[1] // emap.tile_size) + 1),
                            max(1, int(dims[0] // emap.tile_size) + 1))
@@ -160,10 +171,9 @@ class Explorer:
         self.viewer, self.controls = None, None
 
     def _ensure_slide_layers(self) -> None:
-        from napari_dfl._qt.overlays import tile_placement
-
-        viewer, reference = self.panel.viewer, self.panel.slide_layer
+        viewer, reference = self.slide_viewer, self._slide_layer_of()
         placement = tile_placement(self.map.tile_size, reference)
+        active = viewer.layers.selection.active
         if SLIDE_SELECTION_NAME in viewer.layers:
             viewer.layers.remove(SLIDE_SELECTION_NAME)
         viewer.add_image(np.zeros((*self.grid_shape, 4), np.uint8), name=SLIDE_SELECTION_NAME,
@@ -174,25 +184,27 @@ class Explorer:
             lasso = viewer.add_shapes(name=SLIDE_LASSO_NAME, ndim=2, face_color=[1, 1, 0, 0.1],
                                       edge_color="yellow", edge_width=4, **extra)
             lasso.events.data.connect(self._on_slide_lasso)
-        self.panel._bind_keys(viewer.layers[SLIDE_LASSO_NAME])
+        self._bind_keys(viewer.layers[SLIDE_LASSO_NAME])
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active  # the user keeps drawing where they were
 
     # -- colours -------------------------------------------------------------------------
     def colors(self, mode: str) -> np.ndarray:
         """``(N, 3)`` RGB in [0, 1] per tile for a colour mode of :data:`COLOR_MODES`."""
-        n, panel = len(self.map), self.panel
-        palette = {k: rgba(v)[:3] for k, v in panel.classes.colors.items()}
+        n, session = len(self.map), self.session
+        palette = {k: rgba(v)[:3] for k, v in session.colors.items()}
         proba = self._proba()
         if mode == "prediction" and proba is not None:
-            return label_colors(np.asarray(panel.head.classes)[proba.argmax(axis=1)], palette)
+            return label_colors(np.asarray(session.head.classes)[proba.argmax(axis=1)], palette)
         if mode == "confidence" and proba is not None:
             return value_colors(proba.max(axis=1))
         if mode == "slide":
             return slide_colors(self.map.slide_ids)
         if mode == "PCA colours" and self.embeddings is not None:
             return pca_colors(self.embeddings) / 255.0
-        if mode == "class" and panel.samples is not None and len(panel.samples):
-            index = {tuple(c): lab for c, lab in zip(panel.samples.coords.tolist(),
-                                                     panel.samples.labels.tolist(),
+        if mode == "class" and session.samples is not None and len(session.samples):
+            index = {tuple(c): lab for c, lab in zip(session.samples.coords.tolist(),
+                                                     session.samples.labels.tolist(),
                                                      strict=True)}
             labels = [index.get(tuple(c), "") if here else "" for c, here in
                       zip(self.map.anchors.tolist(), self.map.on_open_slide, strict=True)]
@@ -200,7 +212,7 @@ class Explorer:
         return label_colors([""] * n, palette)
 
     def _proba(self) -> np.ndarray | None:
-        head = self.panel.head
+        head = self.session.head
         if head is None or self.embeddings is None or self.embeddings.shape[1] != head.input_dim:
             return None
         if self._proba_of[0] is not head:  # once per head, not per recolouring
@@ -222,7 +234,7 @@ class Explorer:
         grid = np.zeros((*self.grid_shape, 4), np.uint8)
         rows, cols, _ = self._grid_cells(self.selected)
         grid[rows, cols] = _HIGHLIGHT
-        slide_layer = self.panel.viewer.layers[SLIDE_SELECTION_NAME]
+        slide_layer = self.slide_viewer.layers[SLIDE_SELECTION_NAME]
         slide_layer.data = grid
         count = int(self.selected.sum())
         if self.controls is not None:
@@ -252,24 +264,24 @@ class Explorer:
         """Make the selected tiles point annotations of the active class; how many."""
         from shapely.geometry import Point
 
-        from napari_dfl.core.annotations.annotation import Annotation
-
-        name = self.panel.classes.active
+        session = self.session
+        name = session.active
         if not name:
-            notify("warning", "add a class first: the selection is labelled with the active "
-                   "class (keys 1-9 pick it).")
+            session.tell("warning", "add a class first: the selection is labelled with the "
+                         "active class (keys 1-9 pick it).")
             return 0
         centres = self.map.centres[self.selected & self.map.on_open_slide]
         elsewhere = int((self.selected & ~self.map.on_open_slide).sum())
         if elsewhere:
-            notify("info", f"{elsewhere} selected tiles belong to other slides and were not "
-                   "labelled: open those slides to label their tiles.")
+            session.tell("info", f"{elsewhere} selected tiles belong to other slides and were "
+                         "not labelled: open those slides to label their tiles.")
         if not len(centres):
-            notify("info", "nothing selected on this slide: draw a lasso around points first.")
+            session.tell("info", "nothing selected on this slide: draw a lasso around points "
+                         "first.")
             return 0
-        self.panel.add_annotations([Annotation(Point(float(x), float(y)), name)
-                                    for x, y in centres])
-        notify("info", f"{len(centres)} tiles labelled {name}.")
+        session.add_annotations([Annotation(Point(float(x), float(y)), name)
+                                 for x, y in centres])
+        session.tell("info", f"{len(centres)} tiles labelled {name}.")
         return len(centres)
 
     # -- pointer -------------------------------------------------------------------------
@@ -283,23 +295,24 @@ class Explorer:
         mask[index] = True
         if not self.map.on_open_slide[index]:
             self.select(mask)
-            notify("info", f"this tile is on {self.map.slides[self.map.slide_ids[index]]}: "
-                   "open that slide to see it in place.")
+            self.session.tell("info", f"this tile is on "
+                              f"{self.map.slides[self.map.slide_ids[index]]}: open that slide "
+                              "to see it in place.")
             return
         x, y = self.map.centres[index]
-        reference = self.panel.slide_layer
+        reference = self._slide_layer_of()
         world = np.array([y, x]) if reference is None else \
             np.array([y, x]) * np.asarray(reference.scale[-2:]) + reference.translate[-2:]
-        viewer_camera(self.panel.viewer).center = tuple(world.tolist())
+        viewer_camera(self.slide_viewer).center = tuple(world.tolist())
         self.select(mask)
 
     def patch(self, index: int) -> np.ndarray | None:
         """The tile's first patch (RGB) as the backbone saw it, or None without a slide."""
         try:
-            settings = self.panel.settings()
+            slide = self.session.working_slide()
         except DFLError:  # no slide or mpp: nothing to show
             return None
-        comp, slide = settings.composition, settings.slide
+        comp = self.session.settings.composition
         slide_id = int(self.map.slide_ids[index])
         if slide_id:
             slide = self._other_slide(slide_id)
@@ -311,8 +324,6 @@ class Explorer:
 
     def _other_slide(self, slide_id: int):
         """Another slide of the cohort view, opened lazily (None when it cannot be read)."""
-        from napari_dfl.core.slides.image import open_slide
-
         cache = self._other_slides
         if slide_id not in cache:
             path, mpp = self._slide_paths[slide_id]
@@ -347,8 +358,6 @@ class Explorer:
     # -- false colours -------------------------------------------------------------------
     def false_colour_layer(self):
         """Show the tiles' first three principal components as RGB over the slide."""
-        from napari_dfl._qt.overlays import tile_placement
-
         if self.embeddings is None:
             return None
         rgb = pca_colors(self.embeddings)  # over every slide shown: comparable colours
@@ -356,11 +365,15 @@ class Explorer:
         rows, cols, tiles = self._grid_cells(np.ones(len(self.map), dtype=bool))
         image[rows, cols, :3] = rgb[tiles]
         image[rows, cols, 3] = 255
-        viewer = self.panel.viewer
+        viewer = self.slide_viewer
         if FALSE_COLOUR_NAME in viewer.layers:
             viewer.layers.remove(FALSE_COLOUR_NAME)
-        return viewer.add_image(image, name=FALSE_COLOUR_NAME, rgb=True, opacity=0.6,
-                                **tile_placement(self.map.tile_size, self.panel.slide_layer))
+        active = viewer.layers.selection.active
+        layer = viewer.add_image(image, name=FALSE_COLOUR_NAME, rgb=True, opacity=0.6,
+                                 **tile_placement(self.map.tile_size, self._slide_layer_of()))
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active
+        return layer
 
 
 class ExplorerControls(QWidget):

@@ -1,10 +1,13 @@
-"""One background job at a time: a napari thread worker, a progress bar and a Cancel.
+"""Running the session's jobs in napari thread workers, and keeping the GUI process safe.
 
-A job is a generator factory ``factory(token)`` from :mod:`napari_dfl.workflows.panel_jobs`; it
-runs in a napari ``thread_worker`` and never raises into Qt: its outcome comes back as
-``("ok", result)``, ``("cancelled", message)`` or ``("error", exception)``, and errors
-become napari notifications. A second start while a job runs is refused with a
-notification; :meth:`JobRunner.shutdown` (viewer closing) cancels and waits briefly.
+:class:`QtRunner` is the panel's :class:`~napari_dfl.workflows.session.Runner`: one job at a
+time in a napari ``thread_worker``; its events and its outcome are delivered on the GUI
+thread, where the session applies them. Nothing here raises into Qt.
+
+Two guards for the GUI process: :func:`keep_triton_out` (loading triton's LLVM after a
+viewer rendered with Mesa's llvmpipe segfaults the process) and :func:`warm_up_training`
+(the first torch optimizer of a process imports ``torch._dynamo``, about a second that
+would otherwise stall the first Train).
 """
 
 from __future__ import annotations
@@ -13,16 +16,13 @@ import contextlib
 import sys
 import threading
 from collections.abc import Callable, Generator
+from typing import Any
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject
 
-from napari_dfl.core.errors import DFLError
-from napari_dfl.workflows.extraction_service import one_line
-from napari_dfl.workflows.panel_jobs import CancelToken, JobCancelled
+from napari_dfl.core.errors import Cancelled
 
-Factory = Callable[[CancelToken], Generator]
-
-_CANCELLED_NAMES = ("ExtractionCancelled", "TrainingCancelled")
+__all__ = ["QtRunner", "keep_triton_out", "notify", "warm_up_training"]
 
 
 def keep_triton_out() -> bool:
@@ -67,125 +67,66 @@ def notify(kind: str, message: str) -> None:
      "error": notifications.show_error}[kind](message)
 
 
-def _guarded(factory: Factory, token: CancelToken, done: threading.Event) -> Generator:
-    """Run a job generator; turn its end (result, cancel or error) into a returned value."""
+def _guarded(factory: Callable, cancel: threading.Event, done: threading.Event) -> Generator:
+    """Run a job generator; turn its end (result, cancel or error) into the returned value."""
     try:
-        result = yield from factory(token)
+        result = yield from factory(cancel.is_set)
         return "ok", result
-    except JobCancelled as exc:
-        return "cancelled", str(exc)
-    except Exception as exc:
-        if type(exc).__name__ in _CANCELLED_NAMES:
-            return "cancelled", one_line(exc)
+    except Cancelled as exc:
+        return "cancelled", exc
+    except Exception as exc:  # reported on the GUI thread, never raised into Qt
         return "error", exc
     finally:
         done.set()
 
 
-class JobRunner(QObject):
-    """Runs at most one job; tracks it with a napari progress bar.
-
-    Signals:
-        busy_changed(bool): a job started (True) or ended (False).
-
-    """
-
-    busy_changed = Signal(bool)
+class QtRunner(QObject):
+    """Runs one job at a time in a napari thread worker (see the module docstring)."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.name: str | None = None
-        self.token: CancelToken | None = None
         self.worker = None
+        self._cancel = threading.Event()
         self._done = threading.Event()
         self._done.set()
-        self._progress = None
 
     @property
     def busy(self) -> bool:
         """Whether a job is running."""
         return self.name is not None
 
-    def start(self, name: str, factory: Factory, on_event: Callable[[str, object], None],
-              on_done: Callable[[object], None] | None = None) -> bool:
-        """Start a job unless one runs; False (and a notification) when busy.
-
-        Args:
-            name: what the user sees (``"Extract"``, ``"Train"``, ``"Predict"``).
-            factory: ``factory(token)`` returns the job's generator of ``(kind, payload)``.
-            on_event: called on the GUI thread with every yielded event.
-            on_done: called on the GUI thread with the job's result when it succeeded.
-
-        """
+    def start(self, name: str, factory: Callable, on_event: Callable[[str, Any], None],
+              on_outcome: Callable[[str, Any], None]) -> bool:
+        """Start a job unless one runs (see ``Runner.start``)."""
         from napari.qt.threading import create_worker
-        from napari.utils import progress
 
         if self.busy:
-            notify("info", f"{self.name} is still running: wait for it or press Cancel.")
             return False
-        self.name, self.token = name, CancelToken()
-        self._done = threading.Event()
-        self._progress = progress(total=0, desc=name)
-        worker = create_worker(_guarded, factory, self.token, self._done,
+        self.name = name
+        self._cancel, self._done = threading.Event(), threading.Event()
+        worker = create_worker(_guarded, factory, self._cancel, self._done,
                                _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(lambda event: self._on_event(event, on_event))
-        worker.returned.connect(lambda outcome: self._on_returned(outcome, on_done))
-        worker.finished.connect(self._on_finished)
+        worker.yielded.connect(lambda event: on_event(*event))
+        worker.returned.connect(lambda outcome: self._finish(on_outcome, outcome))
         self.worker = worker
-        self.busy_changed.emit(True)
         worker.start()
         return True
 
+    def _finish(self, on_outcome, outcome) -> None:
+        self.name, self.worker = None, None
+        on_outcome(*outcome)
+
     def cancel(self) -> None:
         """Ask the running job to stop (after its current batch or epoch)."""
-        if self.token is not None:
-            self.token.cancel()
-
-    def shutdown(self, timeout: float = 15.0) -> None:
-        """Cancel the running job and wait up to ``timeout`` s for it to end."""
-        token = self.token
-        if token is None:
-            return
-        token.cancel()
-        process = token.process
-        if process is not None:
-            process.shutdown(timeout=min(timeout, 10.0))
-        self._done.wait(timeout)
+        self._cancel.set()
 
     def wait(self, timeout: float) -> bool:
         """Block until the job's generator ended (tests, shutdown); True when it did."""
         return self._done.wait(timeout)
 
-    # -- worker callbacks (GUI thread) ---------------------------------------------------
-    def _on_event(self, event, on_event) -> None:
-        kind, payload = event
-        if kind == "progress" and self._progress is not None:
-            self._progress.total = int(payload["total"])
-            self._progress.n = int(payload["done"])
-            self._progress.refresh()
-        elif kind == "epoch" and self._progress is not None:
-            self._progress.total = int(payload.max_epochs)
-            self._progress.n = int(payload.epoch)
-            self._progress.refresh()
-        elif kind == "started" and self._progress is not None:
-            self._progress.set_description(f"{self.name}: embedding")
-        on_event(kind, payload)
-
-    def _on_returned(self, outcome, on_done) -> None:
-        status, value = outcome
-        if status == "ok":
-            if on_done is not None:
-                on_done(value)
-        elif status == "cancelled":
-            notify("info", f"{self.name} cancelled: {value}")
-        elif isinstance(value, DFLError):
-            notify("error", f"{self.name}: {one_line(value)}")
-        else:
-            notify("error", f"{self.name} failed: {one_line(value)}")
-
-    def _on_finished(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        self.name, self.token, self.worker = None, None, None
-        self.busy_changed.emit(False)
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Cancel the running job and wait up to ``timeout`` s for it to end."""
+        if self.busy:
+            self._cancel.set()
+            self._done.wait(timeout)

@@ -1,10 +1,11 @@
 """Prediction overlays: a class map (RGBA image) and a probability heatmap (Image).
 
 Both hold one value per tile of the working grid, a small array placed on the slide with
-``scale`` = tile size and ``translate``, never upsampled to the slide's size. They fill in
-as tiles are predicted. The class map is an RGBA image coloured through a small lookup
-table rather than a Labels layer: napari colours Labels through numba functions compiled on
-first use, which froze the event loop for about 1.5 s when the first prediction appeared.
+``scale`` = tile size and ``translate``, never upsampled to the slide's size. They follow
+the session's prediction and fill in as tiles are predicted. The class map is an RGBA image
+coloured through a small lookup table rather than a Labels layer: napari colours Labels
+through numba functions compiled on first use, which froze the event loop for about 1.5 s
+when the first prediction appeared.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from napari_dfl._qt.layers import rgba
-from napari_dfl.core.heads.tile_prediction import SlidePrediction
-from napari_dfl.core.slides.tissue import TileGrid
+from napari_dfl._qt.annotation_layers import rgba
+from napari_dfl.core.heads.tile_prediction import TilePrediction
+from napari_dfl.core.util.palette import UNKNOWN
+
+__all__ = ["CLASS_MAP_NAME", "PROBABILITY_NAME", "PredictionOverlay", "class_lut",
+           "tile_placement"]
 
 CLASS_MAP_NAME = "DFL class map"
 PROBABILITY_NAME = "DFL probability"
@@ -43,23 +47,67 @@ def class_lut(classes: list[str], colors: Mapping[str, object]) -> np.ndarray:
     """``(C + 1, 4)`` uint8 RGBA per class-map value + 1: row 0 (no tile) is transparent."""
     lut = np.zeros((len(classes) + 1, 4), dtype=np.uint8)
     for i, name in enumerate(classes):
-        lut[i + 1] = np.round(rgba(colors.get(name, "gray")) * 255)
+        lut[i + 1] = np.round(rgba(colors.get(name, UNKNOWN)) * 255)
     return lut
 
 
 class PredictionOverlay:
-    """Owns the two overlay layers of one prediction and refreshes them."""
+    """The two overlay layers of the session's prediction (see the module docstring)."""
 
-    def __init__(self, viewer, grid: TileGrid, classes: list[str],
-                 colors: Mapping[str, object], reference=None, shown_class: int = 0) -> None:
-        self.viewer = viewer
-        self.prediction = SlidePrediction.empty(grid, classes)
-        self.shown_class = int(shown_class)
-        self.lut = class_lut(list(classes), colors)
-        placement = tile_placement(grid.tile_size, reference)
+    def __init__(self, viewer, session, reference=None) -> None:
+        self.viewer, self.session, self.reference = viewer, session, reference
+        self.prediction: TilePrediction | None = None
+        self.class_layer = None
+        self.probability_layer = None
+        self.shown_class = 0
+        self.lut = np.zeros((1, 4), np.uint8)
+        session.prediction_started.connect(self._on_started)
+        session.prediction_updated.connect(self._on_updated)
+        session.prediction_finished.connect(self._on_finished)
+        session.classes_changed.connect(self.recolor)
+
+    def disconnect(self) -> None:
+        """Stop following the session (the layers stay)."""
+        self.session.prediction_started.disconnect(self._on_started)
+        self.session.prediction_updated.disconnect(self._on_updated)
+        self.session.prediction_finished.disconnect(self._on_finished)
+        self.session.classes_changed.disconnect(self.recolor)
+
+    @property
+    def n_predicted(self) -> int:
+        """Tiles predicted so far."""
+        return 0 if self.prediction is None else int(self.prediction.predicted.sum())
+
+    def _reusable(self, prediction: TilePrediction) -> bool:
+        """Whether the layers can be refilled in place (auto mode predicts the same tiles).
+
+        Removing and adding two layers after each retraining is slow under software GL.
+        """
+        old = self.prediction
+        layers = self.viewer.layers
+        return (old is not None and self.class_layer in layers
+                and self.probability_layer in layers
+                and old.grid.grid_shape == prediction.grid.grid_shape
+                and np.array_equal(old.grid.coords, prediction.grid.coords)
+                and old.classes == prediction.classes)
+
+    def _on_started(self, prediction: TilePrediction) -> None:
+        reuse = self._reusable(prediction)
+        self.prediction = prediction
+        self.lut = class_lut(prediction.classes, self.session.colors)
+        active = self.session.active
+        self.shown_class = prediction.classes.index(active) if active in prediction.classes \
+            else 0
+        if not reuse:
+            self._add_layers(prediction)
+        self.refresh()
+
+    def _add_layers(self, prediction: TilePrediction) -> None:
+        viewer, grid = self.viewer, prediction.grid
         for name in (CLASS_MAP_NAME, PROBABILITY_NAME):
             if name in viewer.layers:
                 viewer.layers.remove(name)
+        placement = tile_placement(grid.tile_size, self.reference)
         self.probability_layer = viewer.add_image(
             np.zeros(grid.grid_shape, dtype=np.float32), name=PROBABILITY_NAME,
             colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.5,
@@ -67,45 +115,38 @@ class PredictionOverlay:
         self.class_layer = viewer.add_image(
             np.zeros((*grid.grid_shape, 4), dtype=np.uint8), name=CLASS_MAP_NAME, rgb=True,
             opacity=0.5, **placement)
-        self.class_layer.metadata["classes"] = list(classes)
-        self.probability_layer.metadata["class"] = classes[self.shown_class]
+        self.class_layer.metadata["classes"] = list(prediction.classes)
+        self.probability_layer.metadata["class"] = prediction.classes[self.shown_class]
 
-    def reusable(self, grid: TileGrid, classes: list[str]) -> bool:
-        """Whether a new prediction of ``grid`` and ``classes`` can refill these layers.
+    def _on_updated(self, _coords, _proba) -> None:
+        self.refresh()
 
-        Auto mode predicts the same tiles again after each retraining: refilling the layers
-        in place avoids removing and adding two layers each time (slow under software GL).
-        """
-        layers = self.viewer.layers
-        same_grid = (self.prediction.grid.grid_shape == grid.grid_shape
-                     and len(self.prediction.grid) == len(grid)
-                     and np.array_equal(self.prediction.grid.coords, grid.coords))
-        return (same_grid and list(classes) == self.prediction.classes
-                and self.class_layer in layers and self.probability_layer in layers)
+    def _on_finished(self, prediction: TilePrediction) -> None:
+        if prediction is not self.prediction:
+            self._on_started(prediction)
+        self.refresh()
 
-    def recolor(self, colors: Mapping[str, object]) -> None:
+    def recolor(self, *_args) -> None:
         """Colour the class map with the classes' current colours."""
-        self.lut = class_lut(self.prediction.classes, colors)
-        self.refresh()
-
-    def update(self, coords: np.ndarray, proba: np.ndarray) -> None:
-        """Record predictions of tiles (level-0 anchors) and refresh both layers."""
-        self.prediction.update(coords, proba)
-        self.refresh()
+        if self.prediction is not None:
+            self.lut = class_lut(self.prediction.classes, self.session.colors)
+            self.refresh()
 
     def refresh(self) -> None:
         """Push the prediction's current state into the layers."""
-        self.class_layer.data = self.lut[self.prediction.class_map().astype(np.int64) + 1]
-        heat = np.nan_to_num(self.prediction.probability_map(self.shown_class), nan=0.0)
-        self.probability_layer.data = heat
+        prediction = self.prediction
+        if prediction is None or self.class_layer is None:
+            return
+        if self.class_layer in self.viewer.layers:
+            self.class_layer.data = self.lut[prediction.class_map().astype(np.int64) + 1]
+        if self.probability_layer in self.viewer.layers:
+            heat = np.nan_to_num(prediction.probability_map(self.shown_class), nan=0.0)
+            self.probability_layer.data = heat
 
     def show_class(self, index: int) -> None:
         """Show the probability of another class in the heatmap."""
+        if self.prediction is None:
+            return
         self.shown_class = int(index)
         self.probability_layer.metadata["class"] = self.prediction.classes[self.shown_class]
         self.refresh()
-
-    @property
-    def n_predicted(self) -> int:
-        """Tiles predicted so far."""
-        return int(self.prediction.predicted.sum())

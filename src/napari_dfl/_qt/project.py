@@ -1,10 +1,12 @@
 """The panel's project row: autosave, restore, Save/Open project, GeoJSON import/export.
 
-Annotations autosave (debounced, atomically) to the project folder after each change: by
-default the slide's store folder ``<slide folder>/<stem>.dfl/``, or the folder of the last
-Save/Open project. The bundled sample slide lives inside the installed package, which is
-never written to: its annotations autosave only once a project folder was chosen. File
-dialogs are only used to pick paths; every outcome is a napari notification.
+Annotations autosave (debounced, atomically) after each change: into the slide's own autosave
+folder in the user data folder, keyed by the slide's content
+(:mod:`napari_dfl.core.project.autosave`), and into the folder of the last Save/Open
+project. Picking a slide shows its own annotations (those of the slide before were saved
+to its folder first). Nothing is ever written next to a slide or into the package. File
+dialogs only pick paths; every outcome is a message of the session (a notification and the
+status line).
 """
 
 from __future__ import annotations
@@ -14,44 +16,31 @@ from pathlib import Path
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QGridLayout, QPushButton, QWidget
 
-import napari_dfl
 from napari_dfl.core.annotations.annotation import read_geojson, write_geojson
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.project import folder as core_project
+from napari_dfl.core.heads.prediction_files import save_geojson
+from napari_dfl.core.project import folder as project_folder
+from napari_dfl.core.project.autosave import autosave_folder, record_slide
+from napari_dfl.workflows.train import TrainingResult
+
+__all__ = ["AUTOSAVE_MS", "ProjectPanel"]
 
 #: Autosave delay after the last change (ms): a burst of edits gives one write.
 AUTOSAVE_MS = 500
 _GEOJSON_FILTER = "GeoJSON (*.geojson *.json)"
 
 
-def default_project_dir(slide_path: Path) -> Path | None:
-    """The slide's default project folder (its store folder); None for the bundled sample."""
-    from napari_dfl.workflows.panel_jobs import default_store_dir
-
-    if is_bundled_sample(slide_path):
-        return None
-    return Path(default_store_dir(Path(slide_path)))
-
-
-def is_bundled_sample(slide_path: Path) -> bool:
-    """Whether a slide is the sample shipped in the package (or the repository's copy)."""
-    from napari_dfl._sample_data import SAMPLE_SLIDE
-
-    path = Path(slide_path).resolve()
-    package = Path(napari_dfl.__file__).resolve().parent
-    return package in path.parents or (path.name == SAMPLE_SLIDE.name
-                                       and path.parent.name == SAMPLE_SLIDE.parent.name)
-
-
 class ProjectPanel(QWidget):
-    """Buttons and autosave of one :class:`~napari_dfl._qt.widget.DFLWidget`."""
+    """Buttons and autosave of one panel's session."""
 
-    def __init__(self, panel) -> None:
-        super().__init__()
-        self.panel = panel
+    def __init__(self, session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
         self.folder: Path | None = None  # chosen by Save/Open project
-        self.slide_dir: Path | None = None  # the default folder of the layers' slide
+        self.slide_dir: Path | None = None  # the autosave folder of the bound slide
+        self.bound_slide = None  # the slide the annotations shown belong to
         self.last_saved: Path | None = None
+        self.enabled = False  # no autosave before the slide's annotations were restored
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(AUTOSAVE_MS)
@@ -68,177 +57,160 @@ class ProjectPanel(QWidget):
             button.clicked.connect(slot)
             grid.addWidget(button, i // 2, i % 2)
             self.buttons[text] = button
+        session.annotations_changed.connect(self.schedule)
+        session.classes_changed.connect(self.schedule)
 
     # -- folders -------------------------------------------------------------------------
     def project_dir(self) -> Path | None:
-        """Where annotations autosave: the chosen project, else the slide's default."""
+        """Where annotations autosave: the chosen project, else the slide's folder."""
         return self.folder if self.folder is not None else self.slide_dir
-
-    def _bind_slide(self) -> None:
-        # the annotation layers belong to the slide they were made on: picking another slide
-        # later must not send these annotations to that slide's folder
-        layer = self.panel.slide_layer
-        self.slide_dir = None if layer is None else default_project_dir(
-            layer.metadata["slide"].path)
 
     # -- autosave ------------------------------------------------------------------------
     def schedule(self, *_args) -> None:
         """Restart the autosave timer (called on every annotation or class change)."""
-        if self.project_dir() is not None:
+        if self.enabled and self.project_dir() is not None:
             self.timer.start()
 
     def autosave(self) -> Path | None:
-        """Write the annotations now; a failure is a notification (the layers keep them)."""
+        """Write the annotations now; a failure is a message (the layers keep them).
+
+        They go to the slide's own autosave folder and, after Save/Open project, to the
+        project folder too: reopening the slide alone finds them as well.
+        """
         self.timer.stop()
-        folder = self.project_dir()
-        if folder is None or self.panel.regions is None or self.panel.points is None:
-            return None  # a deleted annotation layer must not erase its part of the file
-        try:
-            self.last_saved = core_project.save_annotations(
-                folder, self.panel.annotations(), self.panel.classes.colors)
-        except (OSError, DFLError) as exc:
-            self._notify("error", f"autosave to {folder} failed ({exc}); your annotations are "
-                         "still in the layers: use Save project… to pick another folder.")
+        if not self.enabled or self.project_dir() is None:
             return None
-        return self.last_saved
+        written = None
+        for folder in dict.fromkeys(f for f in (self.slide_dir, self.folder) if f is not None):
+            try:
+                written = project_folder.save_annotations(folder, self.session.annotations,
+                                                          self.session.colors)
+                if folder == self.slide_dir and self.bound_slide is not None:
+                    record_slide(folder, self.bound_slide)
+            except (OSError, DFLError) as exc:
+                self.session.tell("error", f"autosave to {folder} failed ({exc}); your "
+                                  "annotations are still in the layers: use Save project… "
+                                  "to pick another folder.")
+                return None
+        self.last_saved = written
+        return written
 
     def flush(self) -> None:
-        """Write a pending autosave at once (panel closing)."""
+        """Write a pending autosave at once (panel closing, slide changing)."""
         if self.timer.isActive():
             self.autosave()
 
     def restore(self) -> int:
-        """Load the slide's autosaved annotations into fresh layers; their count."""
-        self._bind_slide()
-        folder = self.project_dir()
-        path = None if folder is None else folder / core_project.ANNOTATIONS_NAME
-        panel = self.panel
-        if path is None or not path.is_file() or len(panel.regions.data) or \
-                len(panel.points.data):
+        """Follow the session's slide: save the last slide's annotations, show this one's.
+
+        The annotations of a slide are restored from its autosave folder; those of the slide
+        before were written to its own folder first. Returns the annotations restored.
+        """
+        self.flush()
+        slide = self.session.slide
+        if slide is self.bound_slide:
             return 0
-        try:
-            annotations = read_geojson(path)
-        except DFLError as exc:
-            self._notify("warning", f"the autosaved annotations could not be read ({exc}); "
-                         f"the file was left untouched: repair or import it.")
-            self.folder = folder.with_name(folder.name + ".recovered")  # never overwrite it
-            self._notify("info", f"new annotations autosave to {self.folder}.")
-            return 0
-        self._add(annotations, core_project.geojson_colors(path))
-        self.panel.status.setText(f"Restored {len(annotations)} annotations from {path}.")
+        first = self.bound_slide is None
+        self.bound_slide, self.folder, self.enabled = slide, None, False
+        self.slide_dir = None if slide is None else autosave_folder(slide)
+        path = None if self.slide_dir is None else \
+            self.slide_dir / project_folder.ANNOTATIONS_NAME
+        annotations, colors = [], {}
+        if path is not None and path.is_file():
+            try:
+                annotations = read_geojson(path)
+                colors = project_folder.geojson_colors(path)
+            except DFLError as exc:
+                self.session.tell("warning", f"the autosaved annotations could not be read "
+                                  f"({exc}); the file was left untouched: repair or import "
+                                  "it.")
+                # never overwrite it: new annotations autosave beside it
+                self.slide_dir = self.slide_dir.with_name(self.slide_dir.name + ".recovered")
+        if annotations or not first:
+            self._add(annotations, colors, replace_all=True)
+        self.enabled = slide is not None
+        if annotations:
+            self.session.say(f"Restored {len(annotations)} annotations of {slide.path.name} "
+                             f"from {path}.")
         return len(annotations)
 
-    def _add(self, annotations, colors: dict[str, str]) -> None:
-        classes = self.panel.classes
+    def _add(self, annotations, colors: dict[str, str], replace_all: bool = False) -> None:
+        session = self.session
         for name, color in colors.items():
-            if name not in classes.colors and any(a.label == name for a in annotations):
-                classes.add_class(name, color)
-        self.panel.add_annotations(annotations)
+            if any(a.label == name for a in annotations):
+                if name in session.colors:
+                    session.set_color(name, color)
+                else:
+                    session.add_class(name, color)
+        if replace_all:
+            session.replace_annotations(annotations)
+        else:
+            session.add_annotations(annotations)
 
     # -- project -------------------------------------------------------------------------
-    def settings_dict(self) -> dict:
-        """The panel's settings as JSON values (slide, mpp, extractor, store folder)."""
-        panel = self.panel
-        layer = panel.slide_layer
-        slide_path = str(layer.metadata["slide"].path) if layer is not None else None
-        out = {"slide": slide_path, "mpp": panel.mpp_spin.value() or None,
-               "backbone": panel.backbone_combo.currentText(),
-               "patch_size": panel.patch_spin.value(), "zooms": panel.zooms_edit.text(),
-               "variants": [v for v, box in (("rgb", panel.rgb_check),
-                                             ("gray", panel.gray_check)) if box.isChecked()],
-               "min_tissue": panel.tissue_spin.value(),
-               "store_dir": panel.store_edit.text().strip() or None}
-        if out["store_dir"] is None and slide_path is not None:
-            from napari_dfl.workflows.panel_jobs import default_store_dir
-
-            out["store_dir"] = default_store_dir(Path(slide_path))
-        return out
+    def project_file(self) -> project_folder.ProjectFile:
+        """What ``project.json`` records of the session: slide, settings, classes."""
+        slide = self.session.slide
+        return project_folder.ProjectFile(
+            slide=None if slide is None else str(Path(slide.path).resolve()),
+            settings=self.session.settings, colors=self.session.colors)
 
     def save(self, folder: str | Path) -> bool:
         """Save the project to ``folder`` (annotations, settings, head); autosave goes there."""
-        from napari_dfl.workflows.panel_jobs import known_store
-
-        panel, folder = self.panel, Path(folder)
-        extractor = None
-        if panel.head is not None:
-            try:
-                store = known_store(panel.settings())
-            except DFLError:
-                store = None
-            extractor = None if store is None else store.identity
-        overlay = panel.overlay
-        prediction = overlay.prediction if overlay is not None and overlay.n_predicted else None
+        session, folder = self.session, Path(folder)
+        result = session.result
+        prediction = session.prediction if session.prediction is not None and \
+            session.prediction.predicted.any() else None
         try:
-            core_project.save_project(folder, annotations=panel.annotations(),
-                                      settings=self.settings_dict(),
-                                      colors=panel.classes.colors, head=panel.head,
-                                      extractor=extractor, prediction=prediction)
+            project_folder.save_project(
+                folder, annotations=session.annotations, file=self.project_file(),
+                head=None if result is None else result.head,
+                extractor=None if result is None else result.extractor,
+                prediction=prediction)
         except (OSError, DFLError) as exc:
-            self._notify("error", f"the project could not be saved to {folder} ({exc}); "
+            session.tell("error", f"the project could not be saved to {folder} ({exc}); "
                          "choose another folder.")
             return False
         self.folder = folder
-        note = "" if panel.head is None or extractor else \
-            " (the head was not saved: its embedding store is unknown; Train again first)"
-        self._notify("info", f"Project saved to {folder}{note}.")
+        session.tell("info", f"Project saved to {folder}.")
         return True
 
     def open(self, folder: str | Path) -> bool:
         """Open a project: settings, classes, annotations (replacing the layers'), head."""
+        session = self.session
         try:
-            project = core_project.load_project(folder)
+            project = project_folder.load_project(folder)
         except DFLError as exc:
-            self._notify("error", str(exc))
+            session.tell("error", str(exc))
             return False
         self.flush()  # pending edits go to the folder they were made for
-        self._apply_settings(project.settings)
-        panel = self.panel
-        panel.ensure_annotation_layers()
-        _clear(panel.regions)
-        _clear(panel.points)
-        for name, color in project.colors.items():
-            if name in panel.classes.colors:
-                panel.classes.set_color(name, color)
-            else:
-                panel.classes.add_class(name, color)
+        same_slide = session.slide is not None and project.file.slide is not None and \
+            Path(session.slide.path).resolve() == Path(project.file.slide).resolve()
+        settings = project.file.settings
+        session.set_settings(settings if same_slide else settings.with_(mpp=None))
         self.folder = Path(folder)
-        self._add(project.annotations, core_project.geojson_colors(
-            Path(folder) / core_project.ANNOTATIONS_NAME))
+        self.enabled = False
+        for name, color in project.file.colors.items():
+            if not color:
+                continue
+            if name in session.colors:
+                session.set_color(name, color)
+            else:
+                session.add_class(name, color)
+        self._add(project.annotations, project_folder.geojson_colors(
+            Path(folder) / project_folder.ANNOTATIONS_NAME), replace_all=True)
+        self.enabled = True
         if project.head is not None:
-            panel._on_trained(project.head, core_project.card_extractor(project.card))
-        slide = panel.slide_layer
-        if (project.prediction is not None and slide is not None
-                and str(slide.metadata["slide"].path) == project.settings.get("slide")):
-            panel.show_prediction(project.prediction)
+            session.set_result(TrainingResult.from_card(project.head, project.card))
+        if project.prediction is not None and same_slide:
+            session.set_prediction(project.prediction)
         self.timer.stop()
         if project.problems:
-            self._notify("warning", f"Project {Path(folder).name} opened with problems: "
+            session.tell("warning", f"Project {Path(folder).name} opened with problems: "
                          + " ".join(project.problems))
         else:
-            self._notify("info", f"Project {Path(folder).name} opened.")
+            session.tell("info", f"Project {Path(folder).name} opened.")
         return True
-
-    def _apply_settings(self, settings: dict) -> None:
-        panel = self.panel
-        if settings.get("backbone") in [panel.backbone_combo.itemText(i)
-                                        for i in range(panel.backbone_combo.count())]:
-            panel.backbone_combo.setCurrentText(settings["backbone"])
-        if isinstance(settings.get("patch_size"), int):
-            panel.patch_spin.setValue(settings["patch_size"])
-        if isinstance(settings.get("zooms"), str):
-            panel.zooms_edit.setText(settings["zooms"])
-        if isinstance(settings.get("variants"), list):
-            panel.rgb_check.setChecked("rgb" in settings["variants"])
-            panel.gray_check.setChecked("gray" in settings["variants"])
-        if isinstance(settings.get("min_tissue"), (int, float)):
-            panel.tissue_spin.setValue(float(settings["min_tissue"]))
-        if isinstance(settings.get("store_dir"), str):
-            panel.store_edit.setText(settings["store_dir"])
-        layer = panel.slide_layer
-        same_slide = layer is not None and str(layer.metadata["slide"].path) == \
-            settings.get("slide")
-        if same_slide and isinstance(settings.get("mpp"), (int, float)):
-            panel.mpp_spin.setValue(float(settings["mpp"]))
 
     # -- GeoJSON -------------------------------------------------------------------------
     def import_geojson(self, path: str | Path) -> int:
@@ -246,38 +218,37 @@ class ProjectPanel(QWidget):
         try:
             annotations = read_geojson(path)
         except DFLError as exc:
-            self._notify("error", str(exc))
+            self.session.tell("error", str(exc))
             return 0
-        self._add(annotations, core_project.geojson_colors(path))
-        self._notify("info", f"Imported {len(annotations)} annotations from {Path(path).name}.")
+        self._add(annotations, project_folder.geojson_colors(path))
+        self.session.tell("info", f"Imported {len(annotations)} annotations from "
+                          f"{Path(path).name}.")
         return len(annotations)
 
     def export_geojson(self, path: str | Path) -> bool:
         """Write the annotations as QuPath GeoJSON annotations."""
         try:
-            write_geojson(self.panel.annotations(), path, colors=self.panel.classes.colors)
+            write_geojson(self.session.annotations, path, colors=self.session.colors)
         except (OSError, DFLError) as exc:
-            self._notify("error", f"export to {path} failed ({exc}).")
+            self.session.tell("error", f"export to {path} failed ({exc}).")
             return False
-        self._notify("info", f"Exported the annotations to {path}.")
+        self.session.tell("info", f"Exported the annotations to {path}.")
         return True
 
     def export_predictions(self, path: str | Path) -> bool:
         """Write the predicted tiles as QuPath detections; a note when nothing is predicted."""
-        from napari_dfl.core.heads.prediction_files import save_geojson
-
-        overlay = self.panel.overlay
-        if overlay is None or overlay.n_predicted == 0:
-            self._notify("warning", "no prediction to export yet: Train, then Predict.")
+        prediction = self.session.prediction
+        if prediction is None or not prediction.predicted.any():
+            self.session.tell("warning", "no prediction to export yet: Train, then Predict.")
             return False
-        colors = {k: v for k, v in self.panel.classes.colors.items()
-                  if k in overlay.prediction.classes}
+        colors = {k: v for k, v in self.session.colors.items() if k in prediction.classes}
         try:
-            save_geojson(overlay.prediction, path, colors or None)
+            save_geojson(prediction, path, colors or None)
         except (OSError, DFLError) as exc:
-            self._notify("error", f"export to {path} failed ({exc}).")
+            self.session.tell("error", f"export to {path} failed ({exc}).")
             return False
-        self._notify("info", f"Exported {overlay.n_predicted} predicted tiles to {path}.")
+        self.session.tell("info", f"Exported {int(prediction.predicted.sum())} predicted tiles "
+                          f"to {path}.")
         return True
 
     # -- dialogs (path picking only) -------------------------------------------------------
@@ -309,19 +280,3 @@ class ProjectPanel(QWidget):
         if path:
             self.export_predictions(path)
 
-    @staticmethod
-    def _notify(kind: str, message: str) -> None:
-        from napari_dfl._qt.jobs import notify
-
-        notify(kind, message)
-
-
-def _clear(layer) -> None:
-    """Remove every item of an annotation layer."""
-    if layer is None or not len(layer.data):
-        return
-    if hasattr(layer, "add_rectangles"):
-        layer.selected_data = set(range(len(layer.data)))
-        layer.remove_selected()
-    else:
-        layer.data = layer.data[:0]

@@ -1,10 +1,10 @@
 """The "DFL suggestions" layer: where to label next, and the keys to walk through it.
 
-After each prediction the panel asks :func:`napari_dfl.core.heads.suggest.suggest_tiles` for the
-tiles the head is least sure of (annotated tiles skipped) and shows them as square outlines
-the size of a tile. ``N`` centres the view on the next suggestion, ``Shift-N`` on the
-previous one, ``K`` labels the current one with the active class (a point annotation at the
-tile's centre, which trains like any other) and moves on.
+After each prediction the tiles the head is least sure of
+(:func:`napari_dfl.core.heads.suggest.suggest_tiles`, annotated tiles skipped) are shown as
+square outlines the size of a tile. ``N`` centres the view on the next suggestion,
+``Shift-N`` on the previous one, ``K`` labels the current one with the active class (a point
+annotation at the tile's centre, which trains like any other) and moves on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from shapely.geometry import Point
 
 from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.heads.suggest import annotated_tiles, margins, suggest_tiles
-from napari_dfl.core.heads.tile_prediction import SlidePrediction
+from napari_dfl.core.heads.tile_prediction import TilePrediction
+
+__all__ = ["MIN_SCREEN_PX", "SUGGESTIONS_NAME", "Suggestions", "viewer_camera"]
 
 SUGGESTIONS_NAME = "DFL suggestions"
 #: A suggested tile is shown at least this many screen pixels wide when jumped to.
@@ -28,58 +30,60 @@ def viewer_camera(viewer):
 
 
 class Suggestions:
-    """Owns the suggestions layer of a panel's viewer and the position in it."""
+    """The suggestions layer of a panel's viewer and the position in it."""
 
-    def __init__(self, panel) -> None:
-        self.panel = panel
-        self.viewer = panel.viewer
+    def __init__(self, viewer, session, reference_of, count: int = 20) -> None:
+        self.viewer, self.session = viewer, session
+        self._reference_of = reference_of
+        self.count = count
         self.reference = None
         self.centres = np.zeros((0, 2))  # level-0 (x, y)
         self.position = -1
         self.layer = None
+        session.prediction_finished.connect(self.refresh)
+
+    def disconnect(self) -> None:
+        """Stop following the session."""
+        self.session.prediction_finished.disconnect(self.refresh)
 
     # -- what the panel calls --------------------------------------------------------------
-    def refresh(self, n: int = 20) -> int:
-        """Suggest the least certain unannotated tiles of the panel's prediction; how many."""
-        overlay = self.panel.overlay
-        if overlay is None:
+    def refresh(self, prediction: TilePrediction | None = None) -> int:
+        """Suggest the least certain unannotated tiles of the prediction; how many."""
+        prediction = prediction or self.session.prediction
+        if prediction is None:
             return 0
-        prediction = overlay.prediction
-        exclude = annotated_tiles(prediction.grid, self.panel.annotations())
-        self.reference = self.panel.slide_layer
-        self.show(prediction, suggest_tiles(prediction, n, exclude))
+        exclude = annotated_tiles(prediction.grid, self.session.annotations)
+        self.reference = self._reference_of()
+        self.show(prediction, suggest_tiles(prediction, self.count, exclude))
         return len(self)
 
     def go(self, direction: int = 1) -> tuple[float, float] | None:
         """Key ``N``/``Shift-N``: centre the view on the next/previous suggestion."""
-        status = self.panel.status
         if not len(self):
-            status.setText("No suggestions: Predict first (or every tile is labelled).")
+            self.session.say("No suggestions: Predict first (or every tile is labelled).")
             return None
         centre = self.step(direction)
-        status.setText(f"Suggestion {self.position + 1} / {len(self)}: press K to label it "
-                       f"{self.panel.classes.active or '(add a class first)'}, N for the next.")
+        self.session.say(f"Suggestion {self.position + 1} / {len(self)}: press K to label it "
+                         f"{self.session.active or '(add a class first)'}, N for the next.")
         return centre
 
     def label(self) -> bool:
         """Key ``K``: label the current suggestion with the active class, go to the next."""
-        from napari_dfl._qt.jobs import notify
-
-        name = self.panel.classes.active
+        name = self.session.active
         if not name:
-            notify("warning", "add a class first: a suggestion is labelled with the active "
-                   "class (keys 1-9 pick it).")
+            self.session.tell("warning", "add a class first: a suggestion is labelled with "
+                              "the active class (keys 1-9 pick it).")
             return False
         centre = self.pop_current()
         if centre is None:
-            self.panel.status.setText("Press N to go to a suggestion first.")
+            self.session.say("Press N to go to a suggestion first.")
             return False
-        self.panel.add_annotations([Annotation(Point(*centre), name)])
+        self.session.add_annotations([Annotation(Point(*centre), name)])
         self.go(1)
         return True
 
     # -- the layer -------------------------------------------------------------------------
-    def show(self, prediction: SlidePrediction, indices: np.ndarray) -> None:
+    def show(self, prediction: TilePrediction, indices: np.ndarray) -> None:
         """Replace the suggestions by the tiles ``indices`` of ``prediction``."""
         grid = prediction.grid
         self.centres = grid.centers()[indices]
@@ -91,11 +95,14 @@ class Suggestions:
             placement = {} if self.reference is None else {
                 "scale": tuple(self.reference.scale[-2:]),
                 "translate": tuple(self.reference.translate[-2:])}
+            active = self.viewer.layers.selection.active
             self.layer = self.viewer.add_points(
                 rows_cols, name=SUGGESTIONS_NAME, symbol="square", size=grid.tile_size,
                 face_color="transparent", border_color="yellow", border_width=0.06,
                 features=features, **placement)
             self.layer.editable = False
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active  # keep drawing where it was
         else:
             self.layer.data = rows_cols
             self.layer.features = features

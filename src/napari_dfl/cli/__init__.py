@@ -1,7 +1,9 @@
-"""Command-line interface: ``napari-dfl <command> ...``, the same core calls as the GUI.
+"""Command-line interface: ``napari-dfl <command> ...``, the same workflows as the panel.
 
-Every error prints one line on stderr and exits non-zero; ``--debug`` shows the traceback.
-Each sub-command lives in its own module of this package.
+Parsing only: each sub-command module declares its options and calls a workflow of
+:mod:`napari_dfl.workflows`. Every error prints one line on stderr and exits non-zero;
+``--debug`` shows the traceback. Heavy modules are imported by the command that runs, so
+``napari-dfl --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from napari_dfl._version import __version__
 from napari_dfl.cli.options import COMMAND_MODULES
 from napari_dfl.core.errors import DFLError
 
@@ -23,8 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of all sub-commands."""
     parser = argparse.ArgumentParser(
         prog="napari-dfl",
-        description="Deep Feature Learning on histopathology whole-slide images.",
-    )
+        description="Deep Feature Learning on histopathology whole-slide images: embed "
+                    "slides with a frozen backbone, train a small head on your labels, "
+                    "predict whole slides.",
+        epilog="example:\n  napari-dfl demo --out out/demo\n"
+               "  napari-dfl COMMAND --help   (each command's options and an example)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"napari-dfl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -50,7 +58,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"napari-dfl: error: {' '.join(message.split())}", file=sys.stderr)
         return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

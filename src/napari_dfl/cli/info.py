@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 
-from napari_dfl.cli.options import positive_float
-from napari_dfl.core.errors import MissingMppWarning
+from napari_dfl.cli.options import add_sub_command, positive_float, say
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the sub-command."""
-    parser = sub.add_parser("info", help="describe a slide: format, levels, mpp, tissue")
-    parser.add_argument("slide", help="path of an SVS / TIFF / OME-TIFF / NDPI slide")
+    parser = add_sub_command(sub, "info", "describe a slide: format, levels, mpp, tissue",
+                             "napari-dfl info slide.svs --json")
+    parser.add_argument("slide", help="an SVS / TIFF / OME-TIFF / NDPI slide, or an image")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--mpp", type=positive_float,
                         help="microns per pixel at level 0, for slides whose file has none")
@@ -23,20 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the slide summary."""
-    from napari_dfl.core.slides.image import open_slide
-    from napari_dfl.core.slides.tissue import detect_tissue
+    from napari_dfl.workflows.slide_info import describe_slide  # not for --help
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MissingMppWarning)
-        slide = open_slide(args.slide, mpp=args.mpp)
-    with slide:
-        summary = slide.describe()
-        summary["tissue_fraction"] = None if args.no_tissue else round(
-            detect_tissue(slide).fraction, 4
-        )
-        summary["warnings"] = [str(w.message) for w in caught]
+    summary = describe_slide(args.slide, mpp=args.mpp, tissue=not args.no_tissue)
     if args.json:
-        print(json.dumps(summary))
+        say(json.dumps(summary))
     else:
         _print_summary(summary)
     return 0
@@ -45,18 +35,18 @@ def run(args: argparse.Namespace) -> int:
 def _print_summary(summary: dict) -> None:
     mpp = summary["mpp"]
     power = summary["objective_power"]
-    print(f"{summary['path']}")
-    print(f"  format           {summary['format']}")
-    print(f"  size             {summary['width']} x {summary['height']} px")
-    print(f"  mpp              {mpp if mpp is not None else 'unknown'}"
-          + (f" (from {summary['mpp_source']})" if mpp is not None else ""))
-    print(f"  objective power  {power if power is not None else 'unknown'}")
+    say(f"{summary['path']}")
+    say(f"  format           {summary['format']}")
+    say(f"  size             {summary['width']} x {summary['height']} px")
+    say(f"  mpp              {mpp if mpp is not None else 'unknown'}"
+        + (f" (from {summary['mpp_source']})" if mpp is not None else ""))
+    say(f"  objective power  {power if power is not None else 'unknown'}")
     if summary["tissue_fraction"] is not None:
-        print(f"  tissue fraction  {summary['tissue_fraction']:.1%}")
-    print("  levels           width x height  downsample")
+        say(f"  tissue fraction  {summary['tissue_fraction']:.1%}")
+    say("  levels           width x height  downsample")
     for i, level in enumerate(summary["levels"]):
         note = "  (computed)" if level["computed"] else ""
         size = f"{level['width']:>8} x {level['height']:<8}"
-        print(f"    {i}  {size} {level['downsample']:>8.3f}{note}")
+        say(f"    {i}  {size} {level['downsample']:>8.3f}{note}")
     for text in summary["warnings"]:
-        print(f"  warning: {text}")
+        say(f"  note: {text}")

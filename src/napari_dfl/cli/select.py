@@ -3,41 +3,55 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from napari_dfl.cli.embed import add_composition_arguments, embed_config
-from napari_dfl.cli.options import word_list
+from napari_dfl.cli.options import (
+    add_extractor_options,
+    add_run_options,
+    add_sub_command,
+    bounded_int,
+    say,
+    settings_from,
+    word_list,
+)
+from napari_dfl.cli.train import DATASETS_HELP
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the sub-command."""
-    parser = sub.add_parser("select-backbone",
-                            help="rank backbones by a grouped linear probe on labelled data")
-    parser.add_argument("datasets", nargs="+")
+    parser = add_sub_command(
+        sub, "select-backbone", "rank backbones by a grouped linear probe on labelled data",
+        "napari-dfl select-backbone slide.svs:slide.geojson --out selection",
+        "Embed the same labelled samples with each backbone, cross-validate a linear probe "
+        "on grouped folds and rank by balanced accuracy (then Cohen kappa); writes a "
+        "Markdown table, a CSV and a bar chart.")
+    parser.add_argument("datasets", nargs="+", help=DATASETS_HELP)
     parser.add_argument("--backbones", type=word_list,
                         default=("efficientnet-lite0", "efficientnet-lite1",
                                  "efficientnet-lite2"),
                         help="comma-separated backbone names (default: the offline presets)")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--out", default="backbone-selection", help="output folder")
-    parser.add_argument("--stores", help="folder of embedding stores (default: user cache)")
-    add_composition_arguments(parser)
+    parser.add_argument("--folds", type=bounded_int(2, 50, "folds"), default=5,
+                        help="grouped folds, 2 to 50 (default 5)")
+    parser.add_argument("--out", default="backbone-selection",
+                        help="output folder (default backbone-selection)")
+    add_extractor_options(parser)
+    add_run_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Compare, print the table, write Markdown, CSV and PNG."""
-    from napari_dfl.core.heads.selection import compare_backbones, markdown_table, write_results
+    from napari_dfl.core.heads.selection import markdown_table, write_results  # when run
+    from napari_dfl.workflows.select import compare_backbones  # not for --help
 
     def show(row: dict) -> None:
         state = "ok" if row["status"] == "ok" else f"unavailable ({row['error']})"
-        print(f"  {row['backbone']}: {state}", file=sys.stderr)
+        say(f"  {row['backbone']}: {state}", err=True)
 
-    rows = compare_backbones(args.datasets, args.backbones, embed_config(args),
-                             folds=args.folds, store_dir=args.stores, on_result=show)
+    rows = compare_backbones(args.datasets, args.backbones, settings_from(args),
+                             folds=args.folds, on_result=show)
     paths = write_results(rows, args.out)
-    print(markdown_table(rows))
+    say(markdown_table(rows).rstrip())
     ranked = [r["backbone"] for r in rows if r["status"] == "ok"]
-    print("ranking: " + (" > ".join(ranked) if ranked else "no backbone could be evaluated"))
-    print(f"wrote {paths['markdown']}, {paths['csv']}, {paths['png']}")
+    say("ranking: " + (" > ".join(ranked) if ranked else "no backbone could be evaluated"))
+    say(f"wrote {paths['markdown']}, {paths['csv']}, {paths['png']}")
     return 0 if ranked else 1

@@ -11,6 +11,14 @@ class DFLError(Exception):
     """Base class of all napari-dfl errors; its message is meant for the end user."""
 
 
+class Cancelled(DFLError):
+    """The user cancelled a job; what it finished (committed embeddings, a trained head) is kept.
+
+    Every cancellable job of the core and the workflows raises this class (or a subclass),
+    so that the panel and the CLI recognise a cancel by its type.
+    """
+
+
 class SlideError(DFLError):
     """A slide could not be opened or read."""
 
@@ -33,3 +41,11 @@ class UnsupportedSlideError(SlideError):
 
 class MissingMppWarning(UserWarning):
     """The slide has no physical pixel size; magnification-based steps need one."""
+
+
+def one_line(exc: BaseException) -> str:
+    """A one-line message for an exception: the core's own text, or type and text."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, DFLError) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,38 +1,39 @@
-"""End-to-end steps shared by the CLI and the API: labelled data -> embeddings -> head -> slide.
+"""Labelled samples, embedded: from datasets (the CLI) or a slide's annotations (the panel).
 
-Embeddings always go through the per-slide stores (:mod:`napari_dfl.core.features.store`), so
-training, evaluation and prediction on the same slides never compute an embedding twice.
+Both paths make samples the same way
+(:func:`napari_dfl.core.annotations.samples.slide_samples`), name their groups the same way
+(:func:`group_names`) and embed them through the same stores, so the same annotations and
+settings give the same training data, hence the same head, in the CLI and in the panel.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from napari_dfl.core.annotations.datasets import LabelledSource, load_datasets
+from napari_dfl.core.annotations.annotation import Annotation
+from napari_dfl.core.annotations.datasets import load_datasets
+from napari_dfl.core.annotations.samples import SampleSet, slide_samples
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.features.engine import (
-    EmbedProgress,
-    embed_coords,
-    extractor_description,
-    open_store_for,
+from napari_dfl.core.features.engine import EmbedProgress
+from napari_dfl.core.features.extractor import Extractor
+from napari_dfl.core.features.settings import Settings
+from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.features.store_folder import store_extractor
+from napari_dfl.workflows.embedding.local import (
+    CancelCheck,
+    Embedder,
+    LocalEmbedder,
+    ensure_embedded,
 )
-from napari_dfl.workflows.cohort_embedding import EmbedConfig, cached_backbone
+from napari_dfl.workflows.jobs import Event, as_events, run
 
-#: Environment variable overriding where stores are kept by default.
-STORE_ENV = "NAPARI_DFL_STORES"
-
-
-def default_store_dir() -> Path:
-    """Where embedding stores are cached: ``$NAPARI_DFL_STORES`` or the user cache folder."""
-    if os.environ.get(STORE_ENV):
-        return Path(os.environ[STORE_ENV])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "napari-dfl" / "stores"
+__all__ = ["LabelledEmbeddings", "annotation_samples", "embed_labelled", "extract_annotations",
+           "group_names", "labelled_from_store"]
 
 
 @dataclass
@@ -42,16 +43,17 @@ class LabelledEmbeddings:
     Attributes:
         embeddings: ``(N, D)`` float32.
         labels: ``(N,)`` class names.
-        groups: ``(N,)`` validation groups (source image or annotation region).
-        sources: the labelled sources they came from.
-        extractor: backbone and composition that produced them.
+        groups: ``(N,)`` validation groups (``<source file>::<annotation or image>``).
+        sources: the files the samples came from.
+        extractor: what produced the embeddings.
+
     """
 
     embeddings: np.ndarray
     labels: np.ndarray
     groups: np.ndarray
-    sources: list[LabelledSource]
-    extractor: dict
+    extractor: Extractor
+    sources: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         """Counts per class, number of groups and sources (goes into the model card)."""
@@ -60,85 +62,75 @@ class LabelledEmbeddings:
             "samples": len(self.labels),
             "per_class": {str(n): int(c) for n, c in zip(names, counts, strict=True)},
             "groups": len(np.unique(self.groups)),
-            "sources": [str(s.path) for s in self.sources],
+            "sources": list(self.sources),
         }
 
 
-def embed_labelled(
-    specs: Sequence[str | os.PathLike],
-    config: EmbedConfig,
-    store_dir: str | os.PathLike | None = None,
-    *,
-    classes: Sequence[str] | None = None,
-    on_progress: Callable[[EmbedProgress], None] | None = None,
-) -> LabelledEmbeddings:
+def group_names(source: str | os.PathLike, groups: np.ndarray) -> np.ndarray:
+    """Validation groups of one source's samples: ``<file name>::<group>``."""
+    name = Path(source).name
+    return np.array([f"{name}::{g}" for g in groups], dtype=str)
+
+
+def labelled_from_store(samples: SampleSet, store: EmbeddingStore) -> LabelledEmbeddings:
+    """The embeddings of one source's samples, read from its store."""
+    return LabelledEmbeddings(
+        embeddings=store.get(samples.coords).astype(np.float32),
+        labels=samples.labels.astype(str), groups=group_names(samples.source, samples.groups),
+        extractor=store_extractor(store), sources=[samples.source])
+
+
+def embed_labelled(specs: Sequence[str | os.PathLike], settings: Settings, *,
+                   embedder: Embedder | None = None, classes: Sequence[str] | None = None,
+                   on_progress: Callable[[EmbedProgress], None] | None = None,
+                   ) -> LabelledEmbeddings:
     """Load labelled datasets and embed their samples (computing only what is missing).
 
     Args:
         specs: dataset specifications (see
             :func:`napari_dfl.core.annotations.datasets.load_dataset`).
-        config: backbone, weights, composition and extraction settings.
-        store_dir: where per-slide stores live (default :func:`default_store_dir`).
-        classes: restrict/validate class names.
-        on_progress: called with each slide's extraction progress.
+        settings: extractor, store folder and extraction settings.
+        embedder: where embeddings are computed (default: in this process).
+        classes: restrict and validate class names.
+        on_progress: called with each source's extraction progress.
+
+    Raises:
+        DFLError: unusable datasets, or no sample at all.
+
     """
-    store_dir = Path(store_dir) if store_dir is not None else default_store_dir()
-    sources = load_datasets(list(specs), composition=config.composition, mpp=config.mpp,
+    embedder = embedder or LocalEmbedder(settings)
+    sources = load_datasets(list(specs), composition=settings.composition, mpp=settings.mpp,
                             min_tissue=0.0, classes=list(classes) if classes else None)
-    backbone = cached_backbone(config)
-    parts, labels, groups = [], [], []
+    parts: list[LabelledEmbeddings] = []
     for source in sources:
         with source.open() as slide:
-            store = open_store_for(slide, backbone, config.composition, store_dir)
-            for progress in embed_coords(slide, source.samples.coords, backbone,
-                                         config.composition, store,
-                                         batch_size=config.batch_size, readers=config.readers):
-                if on_progress is not None:
-                    on_progress(progress)
-            parts.append(store.get(source.samples.coords))
-        labels.append(source.samples.labels)
-        groups.append(np.array([f"{source.path.name}::{g}" for g in source.samples.groups]))
+            job = as_events("embedding",
+                            ensure_embedded(embedder, slide, source.samples.coords))
+            store = run(job, None if on_progress is None else
+                        lambda _kind, progress: on_progress(progress))
+            parts.append(labelled_from_store(source.samples, store))
     if not parts:
         raise DFLError("the datasets hold no labelled sample; add annotations or images.")
     return LabelledEmbeddings(
-        embeddings=np.concatenate(parts).astype(np.float32),
-        labels=np.concatenate(labels).astype(str),
-        groups=np.concatenate(groups).astype(str),
-        sources=sources,
-        extractor=extractor_description(backbone, config.composition),
-    )
+        embeddings=np.concatenate([p.embeddings for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        groups=np.concatenate([p.groups for p in parts]),
+        extractor=parts[0].extractor,
+        sources=[s for p in parts for s in p.sources])
 
 
-def out_of_fold(data: LabelledEmbeddings, config, folds: int = 5) -> dict:
-    """Grouped k-fold predictions of every sample by a head that never saw its group.
+def annotation_samples(slide, annotations: Sequence[Annotation], settings: Settings) -> SampleSet:
+    """The samples of the panel's annotations on its slide (glass tiles included)."""
+    return slide_samples(slide, list(annotations), settings.composition, min_tissue=0.0)
 
-    Returns:
-        ``{"proba": (N, C), "y_true": (N,) class index, "classes": [...], "report": ...}``
-        where ``report`` is :func:`~napari_dfl.core.heads.metrics.classification_report` of the
-        pooled out-of-fold predictions (honest: no group is on both sides of a split).
-    """
-    import warnings
 
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    from napari_dfl.core.heads.metrics import classification_report
-    from napari_dfl.core.heads.training import fit
-
-    classes = sorted(np.unique(data.labels).tolist())
-    y = np.searchsorted(classes, data.labels)
-    n_groups = len(np.unique(data.groups))
-    folds = min(folds, n_groups)
-    if folds < 2:
-        raise DFLError("out-of-fold evaluation needs samples from at least two groups "
-                       "(slides, regions or images).")
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=config.seed)
-    proba = np.full((len(y), len(classes)), np.nan, dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(splitter.split(data.embeddings, y, data.groups))
-    for train_idx, test_idx in splits:
-        head = fit(data.embeddings[train_idx], data.labels[train_idx], data.groups[train_idx],
-                   config, classes=classes)
-        proba[test_idx] = head.predict_proba(data.embeddings[test_idx])
-    report = classification_report(y, proba.argmax(axis=1), proba, classes)
-    return {"proba": proba, "y_true": y, "classes": classes, "report": report, "folds": folds}
+def extract_annotations(slide, annotations: Sequence[Annotation], settings: Settings,
+                        embedder: Embedder, cancel: CancelCheck | None = None,
+                        ) -> Generator[Event, None, SampleSet]:
+    """Embed the samples of annotations; yields ``("samples", SampleSet)`` first."""
+    samples = annotation_samples(slide, annotations, settings)
+    yield "samples", samples
+    if len(samples):
+        yield from as_events("embedding",
+                             ensure_embedded(embedder, slide, samples.coords, cancel))
+    return samples

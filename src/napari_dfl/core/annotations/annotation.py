@@ -1,9 +1,9 @@
-"""Annotations in QuPath's GeoJSON dialect, and the training samples they yield.
+"""Annotations: labelled regions and points, read from and written to QuPath's GeoJSON.
 
 Coordinates are level-0 pixels of the slide, x to the right and y down, as QuPath exports
-them. A *region* (Polygon, MultiPolygon) yields the tiles of the slide's regular tile grid
-that lie mostly inside it; a *point* (Point, MultiPoint) yields one sample centred on each
-point. See ``docs/annotations.md`` for the dialect and every rule in detail.
+them. A *region* is a Polygon or MultiPolygon, a *point* annotation a Point or MultiPoint;
+the samples they yield are made in :mod:`napari_dfl.core.annotations.samples`. See
+``docs/annotations.md`` for the dialect and every rule in detail.
 
 Reading validates everything before trusting it (JSON syntax, structure, finite coordinates,
 polygon validity, classes); nothing is evaluated or unpickled. Writing is atomic.
@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import uuid
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +28,12 @@ from shapely.geometry.base import BaseGeometry
 from napari_dfl.core.annotations.geojson import (
     AnnotationError,
     AnnotationWarning,
-    default_colors,
+    collection_text,
     describe,
     feature_collection,
     parse_features,
-    write_json_atomic,
 )
-from napari_dfl.core.errors import DFLError
-from napari_dfl.core.slides.sampling import Composition, anchors_from_centres
+from napari_dfl.core.util.atomic import write_text
 
 __all__ = [
     "POINT",
@@ -44,18 +41,13 @@ __all__ = [
     "Annotation",
     "AnnotationError",
     "AnnotationWarning",
-    "SampleSet",
     "annotations_from_geojson",
     "check_within",
-    "default_colors",
     "read_geojson",
-    "samples_from_annotations",
     "write_geojson",
 ]
 
 REGION, POINT = "region", "point"
-#: Share of a smaller region that must lie inside a larger one for it to count as nested.
-NESTED_SHARE = 0.9
 
 
 
@@ -201,8 +193,8 @@ def write_geojson(annotations: Iterable[Annotation], path: str | os.PathLike, *,
     Args:
         annotations: what to write.
         path: the destination (parent folders are created).
-        colors: class colour as ``"#rrggbb"`` or ``(r, g, b)``; others get
-            :func:`default_colors`.
+        colors: class colour as ``"#rrggbb"`` or ``(r, g, b)``; others get the palette's
+            (:func:`napari_dfl.core.util.palette.class_colors`).
         object_type: QuPath object type, ``"annotation"`` (default), ``"detection"`` or
             ``"tile"``.
 
@@ -214,9 +206,7 @@ def write_geojson(annotations: Iterable[Annotation], path: str | os.PathLike, *,
     collection = feature_collection(
         [(a.geometry, a.label, a.id, a.properties) for a in annotations],
         colors=colors, object_type=object_type)
-    path = Path(path)
-    write_json_atomic(collection, path)
-    return path
+    return write_text(path, collection_text(collection))
 
 
 def check_within(annotations: Sequence[Annotation], slide_dimensions: tuple[int, int],
@@ -250,202 +240,3 @@ def check_within(annotations: Sequence[Annotation], slide_dimensions: tuple[int,
         "another slide, or in another unit (napari-dfl expects level-0 pixels, as QuPath "
         "exports them, not microns or a downsampled image)."
     )
-
-
-# -- samples ----------------------------------------------------------------------------
-@dataclass
-class SampleSet:
-    """Labelled samples of one source (a slide or an image).
-
-    Attributes:
-        coords: ``(N, 2)`` int64 level-0 anchors (top-left of the first zoom's patch), the
-            key embeddings are stored under.
-        labels: ``(N,)`` class names.
-        groups: ``(N,)`` group of each sample (annotation id, or source image): validation
-            splits keep a group on one side.
-        source: the slide or image path the coordinates refer to.
-
-    """
-
-    coords: np.ndarray
-    labels: np.ndarray
-    groups: np.ndarray
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        self.coords = np.asarray(self.coords, dtype=np.int64).reshape(-1, 2)
-        self.labels = np.asarray(self.labels, dtype=str).reshape(-1)
-        self.groups = np.asarray(self.groups, dtype=str).reshape(-1)
-        if not len(self.coords) == len(self.labels) == len(self.groups):
-            raise ValueError(f"SampleSet needs as many coords ({len(self.coords)}), labels "
-                             f"({len(self.labels)}) and groups ({len(self.groups)}).")
-
-    def __len__(self) -> int:
-        return len(self.coords)
-
-    def counts(self) -> dict[str, int]:
-        """Number of samples per class, in sorted class order."""
-        names, counts = np.unique(self.labels, return_counts=True)
-        return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
-
-    def subset(self, index: np.ndarray) -> SampleSet:
-        """The samples at ``index`` (a boolean mask or integer indices)."""
-        return SampleSet(self.coords[index], self.labels[index], self.groups[index],
-                         self.source)
-
-    @classmethod
-    def empty(cls, source: str = "") -> SampleSet:
-        """A set without samples."""
-        return cls(np.zeros((0, 2), np.int64), np.zeros(0, str), np.zeros(0, str), source)
-
-    @classmethod
-    def concat(cls, sets: Sequence[SampleSet]) -> SampleSet:
-        """Concatenate sets; the source is kept when they share it, else they are joined."""
-        sets = list(sets)
-        if not sets:
-            return cls.empty()
-        sources = list(dict.fromkeys(s.source for s in sets))
-        return cls(np.concatenate([s.coords for s in sets]),
-                   np.concatenate([s.labels for s in sets]),
-                   np.concatenate([s.groups for s in sets]),
-                   sources[0] if len(sources) == 1 else os.pathsep.join(sources))
-
-
-def _tile_geometry(tiles: Any, composition: Composition, slide_mpp: float):
-    extent = composition.anchor_extent(slide_mpp)
-    if hasattr(tiles, "coords") and hasattr(tiles, "tile_size"):
-        coords, size = np.asarray(tiles.coords), float(tiles.tile_size)
-        if abs(size - extent) > 0.5:
-            raise DFLError(
-                f"the tile grid has {size:g} px tiles but the composition's first zoom "
-                f"({composition.zooms[0]:g} um/px, {composition.patch_size} px) needs "
-                f"{extent:g} px at level 0; lay the grid with tile_grid(slide, "
-                f"{composition.patch_size}, {composition.zooms[0]:g})."
-            )
-    else:
-        coords, size = np.asarray(tiles), extent
-    coords = coords.reshape(-1, 2).astype(np.int64)
-    return coords, size
-
-
-def _resolve_tiles(hits: dict[int, list[tuple[int, float]]], regions: list[Annotation]):
-    """Pick one region per tile; return ``{tile: region}`` and the ambiguous tile count."""
-    areas = [r.geometry.area for r in regions]
-    nested_cache: dict[tuple[int, int], bool] = {}
-
-    def nested(inner: int, outer: int) -> bool:
-        key = (inner, outer)
-        if key not in nested_cache:
-            a, b = regions[inner].geometry, regions[outer].geometry
-            nested_cache[key] = a.intersection(b).area >= NESTED_SHARE * areas[inner]
-        return nested_cache[key]
-
-    chosen, ambiguous = {}, 0
-    for tile, candidates in hits.items():
-        order = sorted(candidates, key=lambda c: (areas[c[0]], c[0]))
-        smallest = order[0][0]
-        label = regions[smallest].label
-        if all(regions[r].label == label or nested(smallest, r) for r, _ in order[1:]):
-            chosen[tile] = smallest
-        else:
-            ambiguous += 1
-    return chosen, ambiguous
-
-
-def samples_from_annotations(
-    annotations: Sequence[Annotation],
-    tiles: Any,
-    composition: Composition,
-    slide_mpp: float,
-    *,
-    min_overlap: float = 0.5,
-    source: str = "",
-) -> SampleSet:
-    """Turn annotations into labelled samples on one slide.
-
-    Regions: the tiles of ``tiles`` (a :class:`~napari_dfl.core.slides.tissue.TileGrid`, already
-    filtered for tissue, or an ``(N, 2)`` array of tile corners on the composition's grid)
-    whose area lies at least ``min_overlap`` inside the region. Candidates come from a
-    shapely ``STRtree`` over the tile boxes; the overlap is the exact intersection area.
-    A tile that qualifies for regions of different classes takes the class of the smallest
-    one when that one is nested in the others (at least 90% of it inside each: a
-    "Necrosis" drawn inside a "Tumor"); otherwise the tile is ambiguous and dropped, with
-    an :class:`AnnotationWarning`. Each tile sample's group is its region's id.
-
-    Points: one sample centred on each point (any position, tissue or not), group = the
-    annotation's id (all points of a MultiPoint share it).
-
-    Args:
-        annotations: regions and points, in level-0 pixels.
-        tiles: the candidate tiles.
-        composition: the sample composition (its first zoom's patch is the tile).
-        slide_mpp: the slide's level-0 microns per pixel.
-        min_overlap: share of a tile's area that must lie inside a region, in (0, 1].
-        source: recorded as the set's ``source``.
-
-    Returns:
-        Region samples in tile order, then point samples in annotation order.
-
-    """
-    if not 0 < min_overlap <= 1:
-        raise DFLError(f"min_overlap must be in (0, 1], got {min_overlap}.")
-    regions = [a for a in annotations if a.kind == REGION]
-    coords, labels, groups = [], [], []
-    if regions:
-        tile_coords, size = _tile_geometry(tiles, composition, slide_mpp)
-        x, y = tile_coords[:, 0].astype(float), tile_coords[:, 1].astype(float)
-        boxes = shapely.box(x, y, x + size, y + size)
-        tree = shapely.STRtree(boxes)
-        hits: dict[int, list[tuple[int, float]]] = {}
-        empty = []
-        for r, region in enumerate(regions):
-            geom = region.geometry
-            shapely.prepare(geom)
-            candidates = tree.query(geom, predicate="intersects")
-            inside = shapely.covers(geom, boxes[candidates])
-            share = np.ones(len(candidates))
-            edge = ~inside
-            share[edge] = shapely.area(shapely.intersection(boxes[candidates[edge]], geom))
-            share[edge] /= size * size
-            kept = candidates[share >= min_overlap - 1e-9]
-            if not len(kept):
-                empty.append(region)
-            for tile, value in zip(kept.tolist(), share[share >= min_overlap - 1e-9],
-                                   strict=True):
-                hits.setdefault(tile, []).append((r, float(value)))
-        chosen, ambiguous = _resolve_tiles(hits, regions)
-        for tile in sorted(chosen):
-            region = regions[chosen[tile]]
-            coords.append(tile_coords[tile])
-            labels.append(region.label)
-            groups.append(region.id)
-        _warn_regions(empty, ambiguous, min_overlap)
-    for ann in annotations:
-        if ann.kind != POINT:
-            continue
-        anchors = anchors_from_centres(ann.points(), composition, slide_mpp)
-        coords.extend(anchors)
-        labels.extend([ann.label] * len(anchors))
-        groups.extend([ann.id] * len(anchors))
-    if not coords:
-        return SampleSet.empty(source)
-    return SampleSet(np.asarray(coords), labels, groups, source)
-
-
-def _warn_regions(empty: list[Annotation], ambiguous: int, min_overlap: float) -> None:
-    if empty:
-        names = ", ".join(f"'{a.label}'" + (f" ({a.properties['name']})"
-                                             if isinstance(a.properties.get("name"), str)
-                                             else "") for a in empty[:5])
-        warnings.warn(
-            f"{len(empty)} region(s) cover no candidate tile by at least {min_overlap:.0%} "
-            f"and yield no sample: {names}. They may be smaller than a tile, or on glass "
-            "the tissue filter removed (lower min_tissue to keep glass tiles).",
-            AnnotationWarning, stacklevel=3,
-        )
-    if ambiguous:
-        warnings.warn(
-            f"{ambiguous} tile(s) lie in overlapping regions of different classes, neither "
-            "nested in the other, and were left out. Fix the overlaps in QuPath to use them.",
-            AnnotationWarning, stacklevel=3,
-        )

@@ -27,24 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_dfl.core.annotations.annotation import (
-    REGION,
-    SampleSet,
-    check_within,
-    read_geojson,
-    samples_from_annotations,
-)
+from napari_dfl.core.annotations.annotation import check_within, read_geojson
+from napari_dfl.core.annotations.samples import SampleSet, slide_samples
 from napari_dfl.core.errors import DFLError, MissingMppWarning
+from napari_dfl.core.slides.factory import open_slide
 from napari_dfl.core.slides.image import (
     DEFAULT_ASSUMED_MPP,
     ImageSlide,
     is_plain_image,
-    open_slide,
     probe_image,
 )
 from napari_dfl.core.slides.sampling import Composition, anchors_from_centres
 from napari_dfl.core.slides.tiff import Slide
-from napari_dfl.core.slides.tissue import tile_grid
 
 __all__ = ["DatasetError", "LabelledSource", "dataset_summary", "load_dataset", "load_datasets"]
 
@@ -160,12 +154,8 @@ def _from_annotated_slide(slide_path: Path, geojson: Path, composition: Composit
         )
     with slide:
         check_within(annotations, slide.dimensions, f"{geojson.name} (for {slide_path.name})")
-        tiles = np.zeros((0, 2), np.int64)
-        if any(a.kind == REGION for a in annotations):
-            tiles = tile_grid(slide, composition.patch_size, composition.zooms[0],
-                              min_tissue=min_tissue)
-        samples = samples_from_annotations(annotations, tiles, composition, slide_mpp,
-                                           min_overlap=min_overlap, source=str(slide_path))
+        samples = slide_samples(slide, annotations, composition, min_tissue=min_tissue,
+                                min_overlap=min_overlap)
     return [LabelledSource(slide_path, samples, reopen_mpp, assumed)]
 
 

@@ -4,45 +4,34 @@ Reading checks untrusted JSON values piece by piece (structure, finite coordinat
 classes) and builds shapely geometries only from values that passed. It raises
 :class:`AnnotationError` with a message naming the feature (``#n``, 1-based, in file order)
 and what to do; nothing else escapes it. Writing builds a FeatureCollection with QuPath's
-``objectType`` and ``classification`` and writes it atomically.
+``objectType`` and ``classification``; :func:`collection_text` lays it out one feature per line.
 :mod:`napari_dfl.core.annotations.annotation` wraps both around its
 :class:`~napari_dfl.core.annotations.annotation.Annotation` objects.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import math
-import os
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import shapely
 from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.util.atomic import atomic_path
+from napari_dfl.core.util.atomic import to_json
+from napari_dfl.core.util.palette import ColorError, class_colors, to_rgb
 
 #: Coordinates beyond this magnitude (level-0 pixels) are refused: no slide is that large.
 MAX_COORDINATE = 1e8
 _EXPORT_HINT = "Export it again from QuPath (File > Export objects as GeoJSON)."
 _LINES = ("LineString", "MultiLineString")
-#: QuPath's default class colours, used when no colour is given for these names.
-QUPATH_COLORS = {
-    "tumor": (200, 0, 0), "stroma": (150, 200, 150), "immune cells": (160, 90, 160),
-    "necrosis": (50, 50, 50), "other": (255, 200, 0), "region*": (0, 0, 180),
-    "ignore*": (180, 180, 180), "positive": (200, 50, 50), "negative": (112, 112, 225),
-}
-_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 _GEOMETRIES = ("Point", "MultiPoint", "Polygon", "MultiPolygon", "GeometryCollection", *_LINES)
 
 
@@ -329,38 +318,6 @@ def _warn(source: str, skipped: list[str], repaired: list[str]) -> None:
 
 
 # -- writing ----------------------------------------------------------------------------
-def to_rgb(value: Any, label: str = "") -> list[int]:
-    """``[r, g, b]`` of a colour given as ``'#rrggbb'``/``'#rgb'`` or three integers 0-255."""
-    if isinstance(value, str):
-        text = value.lstrip("#")
-        if len(text) == 3:
-            text = "".join(c * 2 for c in text)
-        with contextlib.suppress(ValueError):
-            if len(text) == 6:
-                return [int(text[i : i + 2], 16) for i in (0, 2, 4)]
-    elif isinstance(value, (tuple, list)) and len(value) in (3, 4) and all(
-        isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in value[:3]
-    ):
-        return [int(v) for v in value[:3]]
-    raise AnnotationError(f"colour {value!r} of class '{label}' is not '#rrggbb' or three "
-                          "integers 0-255.")
-
-
-def default_colors(labels: Iterable[str]) -> dict[str, list[int]]:
-    """Colours for labels: QuPath's defaults for its standard classes, else a palette.
-
-    The palette is assigned in sorted label order, so a given set of classes always gets
-    the same colours.
-    """
-    colors, k = {}, 0
-    for label in sorted(set(labels)):
-        known = QUPATH_COLORS.get(label.lower())
-        if known is None:
-            known, k = _PALETTE[k % len(_PALETTE)], k + 1
-        colors[label] = list(known)
-    return colors
-
-
 def _is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
@@ -378,8 +335,11 @@ def feature_collection(items: Sequence[tuple[BaseGeometry, str, str, dict]], *,
     ``properties.napari_dfl_id``) and ``properties`` with ``objectType`` and
     ``classification: {"name", "color": [r, g, b]}`` plus the given properties.
     """
-    palette = default_colors(label for _, label, _, _ in items)
-    palette.update({k: to_rgb(v, k) for k, v in (colors or {}).items()})
+    labels = sorted({label for _, label, _, _ in items})
+    try:
+        palette = {k: list(to_rgb(v)) for k, v in class_colors(labels, colors).items()}
+    except ColorError as exc:
+        raise AnnotationError(str(exc)) from None
     features = []
     for geometry, label, ident, props in items:
         properties = {"objectType": object_type, **props,
@@ -393,26 +353,12 @@ def feature_collection(items: Sequence[tuple[BaseGeometry, str, str, dict]], *,
     return {"type": "FeatureCollection", "features": features}
 
 
-def _plain(value: Any) -> Any:
-    """JSON form of numpy scalars and arrays (e.g. probabilities in properties)."""
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+def collection_text(collection: dict) -> str:
+    """JSON text of a FeatureCollection, one feature per line (readable, diff-friendly).
 
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    """Write JSON to a temporary file beside ``path``, fsync it, then rename it over.
-
-    A FeatureCollection is written one feature per line (readable, diff-friendly, compact).
+    Numpy values in properties (probabilities, say) are written as numbers.
     """
-    if isinstance(obj, dict) and isinstance(obj.get("features"), list):
-        head = {k: v for k, v in obj.items() if k != "features"}
-        lines = ",\n".join(json.dumps(f, separators=(",", ":"), default=_plain)
-                            for f in obj["features"])
-        text = json.dumps(head, default=_plain)[:-1] + ', "features": [\n' + lines + "\n]}\n"
-    else:
-        text = json.dumps(obj, indent=1, default=_plain) + "\n"
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    head = {k: v for k, v in collection.items() if k != "features"}
+    lines = ",\n".join(to_json(feature, indent=None).replace("\n", " ")
+                        for feature in collection["features"])
+    return json.dumps(head)[:-1] + ', "features": [\n' + lines + "\n]}\n"

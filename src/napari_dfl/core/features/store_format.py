@@ -4,23 +4,21 @@
 :class:`~napari_dfl.core.features.store.EmbeddingStore`
 itself; this module holds what both it and its callers need to know about the files: the
 names and format version, the errors, canonical JSON (identities are compared and hashed in
-it), the validation of a store's metadata and arrays, and the deterministic folder name of
-a slide's store.
+it) and the validation of a store's metadata and arrays. Where stores live and how they
+are named: :mod:`napari_dfl.core.features.store_folder`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.util.atomic import atomic_path
+from napari_dfl.core.util import atomic
 
 STORE_FORMAT_VERSION = 1
 META_FILE = "dfl_store.json"
@@ -102,14 +100,9 @@ def normalise_json(value: Any, what: str) -> Any:
     return json.loads(text)
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
 def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically: temporary file, then ``os.replace``."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
+    """Write one of the store's JSON files atomically (sorted keys: stable, diff-friendly)."""
+    atomic.write_json(path, obj, sort_keys=True)
 
 
 def write_commit(store_dir: Path, count: int) -> None:
@@ -235,38 +228,3 @@ def check_arrays(path: Path, emb: Any, crd: Any, dim: int, count: int) -> str | 
             if not (path / name / "c" / str(i) / "0").is_file():
                 return f"chunk {i} of {name!r} is missing"
     return None
-
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def store_path_for(
-    out_dir: str | os.PathLike[str], slide_path: str | os.PathLike[str], identity: dict[str, Any]
-) -> Path:
-    """Deterministic store folder for one slide and one extractor.
-
-    The name is ``<slide stem>__<backbone name>__<hash>.dfl.zarr``: the backbone name is
-    ``identity["backbone"]["name"]`` (or ``identity["backbone"]`` when it is a string), and the
-    hash is the first 12 hex digits of the sha256 of the canonical JSON of ``identity`` without
-    its top-level ``"slide"`` key, so all slides embedded by the same extractor share it.
-    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``.
-
-    Args:
-        out_dir: the output folder.
-        slide_path: the slide file.
-        identity: the extractor identity given to ``EmbeddingStore.create_or_open``.
-
-    Returns:
-        ``out_dir / name``.
-
-    """
-    identity = normalise_json(identity, "identity")
-    backbone = identity.get("backbone") if isinstance(identity, dict) else None
-    if isinstance(backbone, dict):
-        backbone = backbone.get("name") or backbone.get("id")
-    name = _SAFE.sub("_", str(backbone)) if backbone else "unknown"
-    rest = {k: v for k, v in identity.items() if k != "slide"}
-    digest = hashlib.sha256(_canonical(rest).encode()).hexdigest()[:12]
-    stem = _SAFE.sub("_", Path(slide_path).stem) or "slide"
-    return Path(out_dir) / f"{stem}__{name}__{digest}.dfl.zarr"
-

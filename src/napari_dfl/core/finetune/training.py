@@ -12,28 +12,30 @@ Two steps (linear probing, then fine-tuning: Kumar et al., 2022):
    image on both sides) and keeps the best epoch; epoch 0 is the linear probe alone, so a
    fine-tuning that does not help gives back the base network.
 
-Patches are the first zoom of the composition, in RGB. The tuned network is saved as a
-fine-tuned backbone folder (:mod:`napari_dfl.core.backbones.finetuned`) and then used like any other
+Patches are the first zoom of the composition, in RGB
+(:mod:`napari_dfl.core.finetune.patches`). The tuned network is saved as a fine-tuned
+backbone folder (:mod:`napari_dfl.core.finetune.folder`) and then used like any other
 backbone, for every part of a composition.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import json
-import math
-import os
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-from napari_dfl.core.backbones.finetuned import CARD_FILE, CARD_FORMAT, WEIGHTS_FILE
+from napari_dfl.core.backbones.backbone import load_backbone
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.finetune.augment import augment_patches
+from napari_dfl.core.finetune.patches import embed_patches
+from napari_dfl.core.heads.config import TrainConfig
+from napari_dfl.core.heads.splits import grouped_split
+from napari_dfl.core.heads.training import fit
 from napari_dfl.core.util.progress import drive
 
 __all__ = [
@@ -41,11 +43,8 @@ __all__ = [
     "FinetuneError",
     "FinetuneProgress",
     "FinetuneResult",
-    "embed_patches",
     "finetune",
     "finetune_patches",
-    "load_patches",
-    "save_finetuned",
     "trainable_names",
 ]
 
@@ -144,8 +143,6 @@ class FinetuneResult:
 
 def _blocks(model) -> list[str]:
     """Parameter-name prefixes of the model's blocks, in forward order."""
-    from torch import nn
-
     if hasattr(model, "blocks"):  # EfficientNet/MobileNet stages, or ViT's flat blocks
         names = []
         for i, stage in enumerate(model.blocks):
@@ -177,42 +174,6 @@ def trainable_names(model, blocks: int) -> list[str]:
     last_block = max(i for i, n in enumerate(names) if n.startswith(tuple(prefixes)))
     unfrozen = tuple(prefixes[-blocks:])
     return [n for i, n in enumerate(names) if n.startswith(unfrozen) or i > last_block]
-
-
-def load_patches(specs: Sequence[str | os.PathLike], composition, *, mpp: float | None = None,
-                 classes: Sequence[str] | None = None) -> dict:
-    """Cut the labelled patches of datasets at the composition's first zoom, in RGB.
-
-    Returns:
-        ``{"patches": (N, S, S, 3) uint8, "labels", "groups", "sources"}``.
-
-    Raises:
-        DFLError: unusable datasets (see
-            :func:`napari_dfl.core.annotations.datasets.load_datasets`).
-
-    """
-    from napari_dfl.core.annotations.datasets import load_datasets
-    from napari_dfl.core.slides.sampling import Composition, sample_patches
-
-    single = Composition(composition.patch_size, composition.zooms[:1], ("rgb",))
-    sources = load_datasets(list(specs), composition=single, mpp=mpp, min_tissue=0.0,
-                            classes=list(classes) if classes else None)
-    patches, labels, groups = [], [], []
-    for source in sources:
-        with source.open() as slide:
-            patches.append(sample_patches(slide, source.samples.coords, single)[:, 0])
-        labels.append(source.samples.labels)
-        groups += [f"{source.path.name}::{g}" for g in source.samples.groups]
-    return {"patches": np.concatenate(patches), "labels": np.concatenate(labels).astype(str),
-            "groups": np.array(groups, dtype=str), "sources": [str(s.path) for s in sources],
-            "patch": {"size": single.patch_size, "mpp": single.zooms[0]}}
-
-
-def embed_patches(backbone, patches: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Embeddings ``(N, D)`` float32 of uint8 RGB patches, ``batch`` at a time."""
-    return np.concatenate([backbone.embed(patches[i:i + batch])
-                           for i in range(0, len(patches), batch)]) if len(patches) else \
-        np.zeros((0, backbone.embed_dim), np.float32)
 
 
 def _check(labels: np.ndarray, groups: np.ndarray, patches: np.ndarray) -> None:
@@ -265,13 +226,6 @@ def finetune(
         FinetuneError: bad data (one class, one group...) or an unsupported architecture.
 
     """
-    import torch
-    import torch.nn.functional as F
-
-    from napari_dfl.core.backbones.backbone import load_backbone
-    from napari_dfl.core.heads.metrics import grouped_split
-    from napari_dfl.core.heads.training import TrainConfig, fit
-
     config = config or FinetuneConfig()
     patches = np.asarray(patches)
     labels, groups = np.asarray(labels, dtype=str), np.asarray(groups, dtype=str)
@@ -408,68 +362,3 @@ def finetune_patches(*args, progress: Callable[[FinetuneProgress], None] | None 
                      **kwargs) -> FinetuneResult:
     """Run :func:`finetune` to the end (same arguments), calling ``progress`` every epoch."""
     return drive(finetune(*args, **kwargs), progress)
-
-
-def save_finetuned(result: FinetuneResult, out: str | os.PathLike, *, name: str | None = None,
-                   config: FinetuneConfig | None = None, dataset: dict | None = None) -> Path:
-    """Write a fine-tuned backbone folder: ``model.safetensors`` and ``backbone_card.json``.
-
-    Each file is written atomically; the card goes last, so a folder with a card is complete.
-
-    Args:
-        result: the output of :func:`finetune`.
-        out: the folder to write (created; a fine-tuned backbone already there is replaced).
-        name: the name to load it by (``finetuned:<name>``); default: the folder's name.
-        config: the settings used (recorded in the card).
-        dataset: what it was tuned on (sources, patch size and mpp), for the card.
-
-    Returns:
-        The folder.
-
-    Raises:
-        FinetuneError: ``out`` is a file, or a non-empty folder that is not a fine-tuned
-            backbone (never overwritten).
-
-    """
-    from safetensors.torch import save_file
-
-    from napari_dfl import __version__
-    from napari_dfl.core.backbones.backbone import weights_sha256
-    from napari_dfl.core.util.atomic import atomic_path
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                              and not (out / CARD_FILE).exists())):
-        raise FinetuneError(f"{out} exists and is not a fine-tuned backbone folder: choose "
-                            "another --out.")
-    name = name or out.name
-    if not name or any(c in name for c in "/\\:") or name.startswith("."):
-        raise FinetuneError(f"invalid backbone name {name!r}: use letters, digits, - and _.")
-    model = result.backbone.model
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "napari_dfl": CARD_FORMAT})
-    backbone = result.backbone
-    card = {
-        "format": CARD_FORMAT, "version": 1, "name": name,
-        "weights_sha256": weights_sha256(out / WEIGHTS_FILE),
-        "base": {k: result.base[k] for k in ("name", "timm_name", "weights_sha256")},
-        "preprocessing": {"input_size": int(backbone.input_size),
-                          "mean": list(backbone.mean), "std": list(backbone.std),
-                          "interpolation": backbone.interpolation},
-        "classes": result.summary["classes"],
-        "dataset": dataset or {},
-        **{k: v for k, v in result.summary.items() if k != "classes"},
-        "trainable_parameters": len(result.trainable),
-        "config": asdict(config) if config is not None else None,
-        "augmentation": "random flips and quarter turns; H&E stain jitter "
-                        f"(strength {config.stain if config else FinetuneConfig().stain})",
-        "history": [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                     for k, v in dataclasses.asdict(h).items()} for h in result.history],
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "package_version": __version__,
-    }
-    text = json.dumps(card, indent=2, allow_nan=False)
-    with atomic_path(out / CARD_FILE) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return out

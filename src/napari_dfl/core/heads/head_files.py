@@ -16,31 +16,34 @@ using any of them, and :func:`check_compatible` refuses embeddings of another ex
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-import shutil
 import struct
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_dfl._version import __version__
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.heads.training import TrainConfig, TrainedHead, TrainingError, build_model
+from napari_dfl.core.features.extractor import Extractor, ExtractorError, ExtractorMismatchError
+from napari_dfl.core.heads.config import TrainConfig, TrainingError
+from napari_dfl.core.util.atomic import atomic_folder, recover_folder, to_json
+from napari_dfl.core.util.palette import class_colors
+
+if TYPE_CHECKING:  # torch: the panel imports this module when it opens
+    from napari_dfl.core.heads.model import TrainedHead
 
 __all__ = [
     "CARD_NAME",
-    "DEFAULT_COLORS",
     "HEAD_FORMAT",
     "HEAD_FORMAT_VERSION",
     "WEIGHTS_NAME",
     "HeadFileError",
     "HeadMismatchError",
     "check_compatible",
-    "expected_dim",
+    "head_extractor",
     "load_head",
     "save_head",
 ]
@@ -49,10 +52,6 @@ HEAD_FORMAT = "napari-dfl head"
 HEAD_FORMAT_VERSION = 1
 CARD_NAME = "model_card.json"
 WEIGHTS_NAME = "weights.safetensors"
-#: Colours given to classes without one (matplotlib's tab10, then tab20's light tones).
-DEFAULT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-                  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
-                  "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7")
 _MAX_CARD_BYTES = 16 << 20
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _NUMBER = (int, float)
@@ -62,47 +61,18 @@ class HeadFileError(DFLError):
     """A head folder is missing, damaged, tampered with or not a napari-dfl head."""
 
 
-class HeadMismatchError(DFLError):
+class HeadMismatchError(ExtractorMismatchError):
     """A head was trained on embeddings of another backbone or composition."""
 
 
 # -- saving ----------------------------------------------------------------------------------
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("napari-dfl")
-    except Exception:
-        from napari_dfl import __version__
-
-        return __version__
-
-
-def _extractor_for_card(extractor: dict) -> dict:
-    if not isinstance(extractor, dict):
-        raise HeadFileError("extractor must be the embedding engine's identity dict.")
-    card = {k: v for k, v in extractor.items() if k != "slide"}
-    backbone, composition = card.get("backbone"), card.get("composition")
-    if not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str) or \
-            not isinstance(backbone.get("weights_sha256"), str):
-        raise HeadFileError("extractor['backbone'] must give the backbone's name and "
-                            "weights_sha256 (Backbone.identity()).")
-    if not isinstance(composition, dict):
-        raise HeadFileError("extractor['composition'] must be the composition's dict "
-                            "(Composition.to_dict()).")
-    json.dumps(card)  # must be JSON-serialisable
-    return card
-
-
-def expected_dim(extractor: dict) -> int | None:
-    """Embedding length an extractor produces (``embed_dim x zooms x variants``), if known."""
-    backbone = extractor.get("backbone") or {}
-    composition = extractor.get("composition") or {}
-    dim = backbone.get("embed_dim")
-    zooms, variants = composition.get("zooms"), composition.get("variants")
-    if not isinstance(dim, int) or not isinstance(zooms, list) or not isinstance(variants, list):
-        return extractor.get("dim") if isinstance(extractor.get("dim"), int) else None
-    return dim * len(zooms) * len(variants)
+def _extractor_for_card(extractor: Extractor) -> dict:
+    if not isinstance(extractor, Extractor):
+        raise HeadFileError("extractor must be the Extractor of the head's embeddings.")
+    if not isinstance(extractor.backbone.get("weights_sha256"), str):
+        raise HeadFileError("the extractor must name the backbone's weights (weights_sha256): "
+                            "use Extractor.of(backbone, composition) of the loaded backbone.")
+    return extractor.to_dict()
 
 
 def _colors(classes: list[str], colors: dict[str, str] | None) -> dict[str, str]:
@@ -110,20 +80,18 @@ def _colors(classes: list[str], colors: dict[str, str] | None) -> dict[str, str]
     bad = {k: v for k, v in colors.items() if not (isinstance(v, str) and _COLOR.match(v))}
     if bad:
         raise HeadFileError(f"colours must be '#rrggbb' strings; got {bad}.")
-    return {name: colors.get(name, DEFAULT_COLORS[i % len(DEFAULT_COLORS)])
-            for i, name in enumerate(classes)}
+    return class_colors(classes, colors)
 
 
-def save_head(head: TrainedHead, path: str | os.PathLike, *, extractor: dict,
+def save_head(head: TrainedHead, path: str | os.PathLike, *, extractor: Extractor,
               data_summary: dict | None = None, colors: dict[str, str] | None = None) -> Path:
-    """Write a head folder atomically (a temp folder renamed into place).
+    """Write a head folder atomically (a temp folder swapped into place).
 
     Args:
         head: the trained head.
         path: the folder to write, e.g. ``tumour.dflhead``; an existing head folder there is
             replaced (the old one stays intact until the new one is complete).
-        extractor: the embedding engine's identity (``"slide"`` is dropped):
-            ``{"kind", "backbone": {..., "weights_sha256"}, "composition": {...}}``.
+        extractor: the extractor of the embeddings the head was trained on.
         data_summary: e.g. counts per class and number of groups.
         colors: ``{class: "#rrggbb"}``; missing classes get the default palette.
 
@@ -152,7 +120,7 @@ def save_head(head: TrainedHead, path: str | os.PathLike, *, extractor: dict,
     card = {
         "format": HEAD_FORMAT,
         "format_version": HEAD_FORMAT_VERSION,
-        "package_version": _package_version(),
+        "package_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "architecture": {"head": "mlp" if hidden else "linear", "input_dim": head.input_dim,
                          "hidden": hidden, "n_classes": len(head.classes),
@@ -169,28 +137,11 @@ def save_head(head: TrainedHead, path: str | os.PathLike, *, extractor: dict,
         "data_summary": data_summary if data_summary is not None else head.data_summary,
         "extractor": _extractor_for_card(extractor),
     }
-    text = json.dumps(card, indent=2, allow_nan=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old = None
-    try:
+    text = to_json(card, indent=2)
+    with atomic_folder(target) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={
             "format": HEAD_FORMAT, "format_version": str(HEAD_FORMAT_VERSION)})
-        with open(tmp / CARD_NAME, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}-{tmp.name[-8:]}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not target.exists():
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        (tmp / CARD_NAME).write_text(text, encoding="utf-8")
     return target
 
 
@@ -305,11 +256,14 @@ def load_head(path: str | os.PathLike) -> tuple[TrainedHead, dict]:
             shapes or values; the message says what is off.
 
     """
-    import torch
+    import torch  # only when a head is read, never when the panel opens
+
+    from napari_dfl.core.heads.model import TrainedHead, build_model  # torch: see above
 
     folder = Path(path)
     if folder.is_file() and folder.name in (CARD_NAME, WEIGHTS_NAME):
         folder = folder.parent
+    recover_folder(folder)  # a save interrupted while swapping folders: the old head is back
     if not folder.exists():
         raise HeadFileError(f"{folder} does not exist: give the path of a .dflhead folder.")
     if not folder.is_dir():
@@ -352,46 +306,29 @@ def load_head(path: str | os.PathLike) -> tuple[TrainedHead, dict]:
 
 
 # -- compatibility ---------------------------------------------------------------------------
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, _NUMBER) and isinstance(b, _NUMBER):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+def head_extractor(card: dict) -> Extractor:
+    """The extractor a head was trained on, from its (validated) card."""
+    try:
+        return Extractor.from_dict(card.get("extractor"), "the head's model card")
+    except ExtractorError as exc:
+        raise HeadFileError(str(exc)) from None
 
 
-def check_compatible(card: dict, extractor: dict) -> None:
-    """Refuse embeddings from another extractor than the head's.
+def check_compatible(card: dict, extractor: Extractor) -> None:
+    """Refuse embeddings of another extractor than the head's, naming every difference.
 
-    Compares the backbone name and weights sha256, its preprocessing (input size, mean,
-    std, interpolation) where both sides give it, the composition (patch size, zooms,
-    colour variants) and the embedding dimension.
+    Compares the backbone (name, weights, preprocessing, embedding size) where both sides
+    give it, and the composition (patch size, zooms, colour variants).
 
     Raises:
-        HeadMismatchError: listing every field that differs, and what to do.
+        HeadMismatchError: what differs, and what to do.
 
     """
-    head_ex = card.get("extractor") or {}
-    hb, eb = head_ex.get("backbone") or {}, extractor.get("backbone") or {}
-    hc, ec = head_ex.get("composition") or {}, extractor.get("composition") or {}
-    differ = []
-    for key in ("name", "weights_sha256"):
-        if not _same(hb.get(key), eb.get(key)):
-            differ.append((f"backbone {key}", hb.get(key), eb.get(key)))
-    for key in ("input_size", "mean", "std", "interpolation"):
-        if key in hb and key in eb and not _same(hb[key], eb[key]):
-            differ.append((f"preprocessing {key}", hb[key], eb[key]))
-    for key in sorted(set(hc) | set(ec)):
-        if not _same(hc.get(key), ec.get(key)):
-            differ.append((f"composition {key}", hc.get(key), ec.get(key)))
-    head_dim = (card.get("architecture") or {}).get("input_dim")
-    dim = expected_dim(extractor)
-    if dim is not None and head_dim is not None and dim != head_dim:
-        differ.append(("embedding dim", head_dim, dim))
-    if differ:
-        lines = "; ".join(f"{name}: head {a!r} vs embeddings {b!r}" for name, a, b in differ)
-        composition = ", ".join(f"{k}={v}" for k, v in hc.items())
+    trained = head_extractor(card)
+    differences = trained.differences(extractor)
+    if differences:
         raise HeadMismatchError(
-            f"This head does not fit these embeddings ({lines}). Extract embeddings with the "
-            f"head's backbone {hb.get('name')!r} (weights {str(hb.get('weights_sha256'))[:12]}) "
-            f"and composition ({composition}), or train a new head on these embeddings.")
+            f"This head does not fit these embeddings: it was trained with "
+            f"{', '.join(differences)}. Extract embeddings with the head's extractor "
+            f"({trained.describe()}), or train a new head on these embeddings.",
+            differences)

@@ -14,12 +14,14 @@ from PIL import Image
 from shapely.geometry import box
 
 from napari_dfl.core.annotations.annotation import Annotation, write_geojson
-from napari_dfl.core.annotations.geojson import default_colors, to_rgb
-from napari_dfl.core.heads.tile_prediction import SlidePrediction
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.heads.tile_prediction import TilePrediction
+from napari_dfl.core.slides.tissue import TileGrid
 from napari_dfl.core.util.atomic import atomic_path
+from napari_dfl.core.util.palette import class_colors, to_rgb
 
 
-def save_arrays(prediction: SlidePrediction, path: str | os.PathLike) -> Path:
+def save_arrays(prediction: TilePrediction, path: str | os.PathLike) -> Path:
     """Save the per-tile arrays as ``.npz`` (no pickled objects; load with allow_pickle=False).
 
     Keys: ``coords`` (N, 2) level-0 anchors, ``grid_index`` (N, 2), ``proba`` (N, C),
@@ -48,16 +50,13 @@ def save_arrays(prediction: SlidePrediction, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_arrays(path: str | os.PathLike) -> SlidePrediction:
+def load_arrays(path: str | os.PathLike) -> TilePrediction:
     """Read a prediction written by :func:`save_arrays` (validated; no pickles).
 
     Raises:
         DFLError: the file is absent, not such an archive, or inconsistent.
 
     """
-    from napari_dfl.core.errors import DFLError
-    from napari_dfl.core.slides.tissue import TileGrid
-
     path = Path(path)
     needed = ("coords", "grid_index", "proba", "tile_size", "classes", "grid_shape",
               "patch_size", "mpp", "tissue_fraction")
@@ -83,10 +82,10 @@ def load_arrays(path: str | os.PathLike) -> SlidePrediction:
                     tile_size=float(arrays["tile_size"]), patch_size=int(arrays["patch_size"]),
                     mpp=None if np.isnan(mpp) else mpp,
                     tissue_fraction=arrays["tissue_fraction"].astype(np.float64))
-    return SlidePrediction(grid, classes, proba)
+    return TilePrediction(grid, classes, proba)
 
 
-def save_geojson(prediction: SlidePrediction, path: str | os.PathLike,
+def save_geojson(prediction: TilePrediction, path: str | os.PathLike,
                  colors: dict[str, list[int]] | None = None) -> Path:
     """Tiles as QuPath detections with their class and class probabilities as measurements."""
     size = prediction.grid.tile_size
@@ -98,14 +97,14 @@ def save_geojson(prediction: SlidePrediction, path: str | os.PathLike,
                         for name, p in zip(prediction.classes, prediction.proba[i], strict=True)}
         tiles.append(Annotation(box(x, y, x + size, y + size), prediction.classes[labels[i]],
                                 id=f"tile-{x}-{y}", properties={"measurements": measurements}))
-    return write_geojson(tiles, path, colors=colors or default_colors(prediction.classes),
+    return write_geojson(tiles, path, colors=class_colors(prediction.classes, colors),
                          object_type="detection")
 
 
-def overlay_image(prediction: SlidePrediction, slide, colors: dict[str, list[int]] | None = None,
+def overlay_image(prediction: TilePrediction, slide, colors: dict[str, list[int]] | None = None,
                   max_size: int = 1024, alpha: float = 0.45) -> np.ndarray:
     """A thumbnail of the slide with each predicted tile tinted by its class colour."""
-    colors = colors or default_colors(prediction.classes)
+    colors = class_colors(prediction.classes, colors)
     thumb = slide.thumbnail(max_size).astype(np.float32)
     height, width = thumb.shape[:2]
     class_map = prediction.class_map()
@@ -123,7 +122,7 @@ def overlay_image(prediction: SlidePrediction, slide, colors: dict[str, list[int
     return np.clip(thumb + 0.5, 0, 255).astype(np.uint8)
 
 
-def save_overlay_png(prediction: SlidePrediction, slide, path: str | os.PathLike,
+def save_overlay_png(prediction: TilePrediction, slide, path: str | os.PathLike,
                      colors: dict[str, list[int]] | None = None, max_size: int = 1024) -> Path:
     """Write :func:`overlay_image` as a PNG."""
     path = Path(path)
@@ -133,7 +132,7 @@ def save_overlay_png(prediction: SlidePrediction, slide, path: str | os.PathLike
     return path
 
 
-def save_prediction(prediction: SlidePrediction, slide, out_dir: str | os.PathLike,
+def save_prediction(prediction: TilePrediction, slide, out_dir: str | os.PathLike,
                     stem: str | None = None,
                     colors: dict[str, list[int]] | None = None) -> dict[str, str]:
     """Write arrays, GeoJSON, overlay PNG and a JSON summary; return their paths."""

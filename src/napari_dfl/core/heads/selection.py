@@ -1,68 +1,45 @@
-"""Backbone selection by a linear probe on the user's own labels (the paper's proxy task).
+"""Ranking candidate extractors by a linear probe on the user's own labels (the proxy task).
 
-Each candidate backbone embeds the same labelled samples; a linear head is cross-validated
-with grouped folds; candidates are ranked by mean balanced accuracy (then Cohen kappa).
-Results are written as a Markdown table, a CSV and a bar chart.
+Each candidate embeds the same labelled samples; a linear head (:data:`PROBE`) is
+cross-validated with grouped folds; candidates are ranked by mean balanced accuracy (then
+Cohen kappa). Results are written as a Markdown table, a CSV and a bar chart. Embedding the
+candidates is the workflow's part (:mod:`napari_dfl.workflows.select`).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from napari_dfl.core.errors import DFLError
-from napari_dfl.workflows.cohort_embedding import EmbedConfig
+from napari_dfl.core.heads.config import TrainConfig
+
+__all__ = ["METRICS", "PROBE", "markdown_table", "probe_row", "rank", "write_results"]
 
 METRICS = ("balanced_accuracy", "cohen_kappa", "weighted_f1")
 
+#: The cheap probe that ranks candidates: a linear head, no noise, cross-entropy.
+PROBE = TrainConfig(head="linear", noise=0.0, loss="ce", class_weights=True)
 
-def compare_backbones(
-    specs: Sequence[str | os.PathLike],
-    backbones: Sequence[str],
-    config: EmbedConfig,
-    *,
-    folds: int = 5,
-    store_dir: str | os.PathLike | None = None,
-    on_result: Callable[[dict], None] | None = None,
-) -> list[dict]:
-    """Cross-validate a linear probe on each backbone's embeddings of the same samples.
 
-    A backbone that cannot be loaded (no weights offline, say) is reported with its error
-    and the others go on.
+def probe_row(candidate: str, result: dict, dim: int) -> dict:
+    """One ranking row from a :func:`~napari_dfl.core.heads.validation.cross_validate` result."""
+    row = {"backbone": candidate, "status": "ok", "error": None, "folds": result["n_folds"],
+           "dim": int(dim)}
+    for metric in METRICS:
+        row[metric] = float(result[metric])
+        row[metric + "_sd"] = float(result[metric + "_sd"])
+    return row
 
-    Returns:
-        One row per backbone, ranked best first: ``backbone``, ``status``, ``rank``, the
-        mean and sd of each metric, ``folds`` and ``error``.
-    """
-    from napari_dfl.core.heads.training import TrainConfig, cross_validate
-    from napari_dfl.workflows.labelled import embed_labelled
 
-    probe = TrainConfig(head="linear", noise=0.0, loss="ce", class_weights=True)
-    rows = []
-    for name in backbones:
-        row: dict = {"backbone": name, "status": "error", "error": None}
-        try:
-            data = embed_labelled(specs, dataclasses.replace(config, backbone=name), store_dir)
-            result = cross_validate(data.embeddings, data.labels, data.groups, probe,
-                                    folds=folds)
-            row.update(status="ok", folds=result["n_folds"], dim=int(data.embeddings.shape[1]))
-            for metric in METRICS:
-                row[metric] = float(result[metric])
-                row[metric + "_sd"] = float(result[metric + "_sd"])
-        except DFLError as exc:
-            row["error"] = str(exc)
-        rows.append(row)
-        if on_result is not None:
-            on_result(row)
+def rank(rows: list[dict]) -> list[dict]:
+    """Rows ranked best first (balanced accuracy, then kappa); failed rows last, unranked."""
     ranked = sorted((r for r in rows if r["status"] == "ok"),
                     key=lambda r: (-r["balanced_accuracy"], -r["cohen_kappa"]))
-    for rank, row in enumerate(ranked, start=1):
-        row["rank"] = rank
+    for position, row in enumerate(ranked, start=1):
+        row["rank"] = position
     return ranked + [r for r in rows if r["status"] != "ok"]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 
 from napari_dfl.core.annotations.annotation import POINT, REGION, Annotation
-from napari_dfl.core.heads.tile_prediction import SlidePrediction
+from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.slides.tissue import TileGrid
 
 
@@ -45,7 +45,7 @@ def annotated_tiles(grid: TileGrid, annotations: Sequence[Annotation]) -> np.nda
     return out
 
 
-def suggest_tiles(prediction: SlidePrediction, n: int = 20,
+def suggest_tiles(prediction: TilePrediction, n: int = 20,
                   exclude: np.ndarray | None = None, min_distance: float = 2.0) -> np.ndarray:
     """Indices of up to ``n`` predicted tiles to label next, least certain first.
 

@@ -1,28 +1,22 @@
-"""Whole-slide prediction: tissue tiles -> class probabilities, filled in as they compute.
+"""A head's prediction of a slide's tiles: class probabilities per tile, complete or partial.
 
-Tiles whose embeddings are already stored are predicted at once; the rest are extracted
-(:func:`napari_dfl.core.features.engine.embed_coords`) and predicted batch by batch, so a viewer can
-refresh its overlay after every report. Results are one value per tile on the tile grid;
-:meth:`SlidePrediction.placement` says where that small array sits on the slide.
+One value per tile on the slide's tile grid (a small array, never upsampled to the slide's
+size); :meth:`TilePrediction.placement` says where it sits on the slide. Predictions fill in
+as tiles are embedded (:func:`napari_dfl.workflows.predict.predict_tiles`), so every view
+of it copes with tiles not predicted yet.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
 
-from napari_dfl.core.errors import DFLError
-from napari_dfl.core.features.engine import embed_coords
-from napari_dfl.core.features.store import EmbeddingStore
-from napari_dfl.core.slides.sampling import Composition
 from napari_dfl.core.slides.tissue import TileGrid
 
 
 @dataclass
-class SlidePrediction:
+class TilePrediction:
     """Per-tile predictions of one slide, complete or partial.
 
     Attributes:
@@ -36,7 +30,7 @@ class SlidePrediction:
     proba: np.ndarray
 
     @classmethod
-    def empty(cls, grid: TileGrid, classes: list[str]) -> SlidePrediction:
+    def empty(cls, grid: TileGrid, classes: list[str]) -> TilePrediction:
         """A prediction with no tile predicted yet."""
         proba = np.full((len(grid), len(classes)), np.nan, dtype=np.float32)
         return cls(grid, list(classes), proba)
@@ -89,71 +83,3 @@ class SlidePrediction:
         """Number of predicted tiles per class."""
         labels = self.labels
         return {name: int((labels == i).sum()) for i, name in enumerate(self.classes)}
-
-
-@dataclass(frozen=True)
-class PredictProgress:
-    """Progress of a prediction; ``prediction`` is the live (partial) result."""
-
-    done: int
-    total: int
-    prediction: SlidePrediction
-
-    @property
-    def fraction(self) -> float:
-        """``done / total``."""
-        return 1.0 if self.total == 0 else self.done / self.total
-
-
-def predict_slide(
-    slide,
-    head,
-    backbone,
-    composition: Composition,
-    store: EmbeddingStore,
-    grid: TileGrid,
-    *,
-    batch_size: int = 8,
-    cancel: threading.Event | Callable[[], bool] | None = None,
-    order: str = "spatial",
-) -> Generator[PredictProgress, None, SlidePrediction]:
-    """Predict every tile of ``grid``, extracting missing embeddings on the way.
-
-    Args:
-        slide: the slide.
-        head: a trained head (``predict_proba``, ``classes``, ``input_dim``).
-        backbone: the backbone the head was trained on (checked by the caller with
-            :func:`napari_dfl.core.heads.head_files.check_compatible`).
-        composition: the head's composition.
-        store: the slide's store for this backbone and composition.
-        grid: the tiles to predict (usually the tissue grid; a subset for a field of view).
-        batch_size: samples per extraction batch.
-        cancel: checked between batches; what was predicted stays in the result.
-        order: extraction order, ``"spatial"`` or ``"given"`` (see ``embed_coords``).
-
-    Yields:
-        Progress after the stored tiles are predicted and after every extracted batch.
-
-    Returns:
-        The complete prediction (via ``StopIteration.value``).
-    """
-    if store.dim != head.input_dim:
-        raise DFLError(
-            f"the head expects {head.input_dim}-dimensional embeddings but the store holds "
-            f"{store.dim}; extract with the head's backbone and composition."
-        )
-    prediction = SlidePrediction.empty(grid, head.classes)
-    rows = store.lookup(grid.coords)
-    stored = rows >= 0
-    if stored.any():
-        prediction.proba[stored] = head.predict_proba(store.embeddings(rows[stored]))
-    yield PredictProgress(int(stored.sum()), len(grid), prediction)
-    missing = grid.coords[~stored]
-    if len(missing):
-        for progress in embed_coords(slide, missing, backbone, composition, store,
-                                     batch_size=batch_size, cancel=cancel, order=order):
-            if len(progress.committed):
-                prediction.update(progress.committed,
-                                  head.predict_proba(store.get(progress.committed)))
-                yield PredictProgress(int(prediction.predicted.sum()), len(grid), prediction)
-    return prediction

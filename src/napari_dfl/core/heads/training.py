@@ -9,282 +9,51 @@ image) so that neighbouring tiles never sit on both sides, and training stops ea
 validation loss, keeping the best weights.
 
 Training is a generator (:func:`train_head`) that yields one :class:`TrainProgress` per epoch
-and returns the :class:`TrainedHead`; :func:`fit` drives it. Everything is seeded: the same
-data, configuration and seed give bit-identical weights on one machine.
+and returns the :class:`~napari_dfl.core.heads.model.TrainedHead`; :func:`fit` drives it.
+Everything is seeded: the same data, configuration and seed give bit-identical weights on
+one machine.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_dfl.core.errors import DFLError
-from napari_dfl.core.heads.metrics import classification_report, cross_validate, grouped_split
-from napari_dfl.core.util.config import config_from_dict
+from napari_dfl.core.errors import Cancelled, DFLError
+from napari_dfl.core.heads.config import TrainConfig, TrainingError, TrainProgress
+from napari_dfl.core.heads.metrics import classification_report
+from napari_dfl.core.heads.model import (
+    TrainedHead,
+    build_model,
+    check_embeddings,
+    focal_loss,
+)
+from napari_dfl.core.heads.splits import grouped_split
 from napari_dfl.core.util.progress import drive
 
-__all__ = [
-    "HEAD_TYPES",
-    "LOSSES",
-    "MONITORS",
-    "HeadModule",
-    "TrainConfig",
-    "TrainProgress",
-    "TrainedHead",
-    "TrainingCancelled",
-    "TrainingError",
-    "build_model",
-    "cross_validate",
-    "fit",
-    "focal_loss",
-    "grouped_split",
-    "train_head",
-]
+__all__ = ["TrainingCancelled", "fit", "train_head", "validate_training_data"]
 
-HEAD_TYPES = ("linear", "mlp")
-LOSSES = ("focal", "ce")
-MONITORS = ("loss", "balanced_accuracy")
 _CHUNK = 8192  # rows per chunk for statistics and checks on large arrays
 _MIN_DELTA = 1e-3  # relative improvement of the monitored loss that resets the patience
 
 
-class TrainingError(DFLError):
-    """Training data or configuration is unusable; the message says what to change."""
-
-
-class TrainingCancelled(DFLError):
+class TrainingCancelled(Cancelled):
     """Training was cancelled by the user; nothing was kept."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a head is trained.
+def validate_training_data(embeddings, labels, groups, classes):
+    """Check and encode training data: ``(x float32, y int64, class names, groups)``.
 
-    Attributes:
-        head: ``"linear"`` or ``"mlp"`` (one hidden layer, ReLU, dropout).
-        hidden: width of the hidden layer (mlp only).
-        dropout: dropout after the hidden layer (mlp only).
-        loss: ``"focal"`` or ``"ce"`` (cross-entropy).
-        gamma: focal loss focusing parameter (0 gives cross-entropy).
-        class_weights: weight the loss by inverse class frequency (normalised so the mean
-            weight per training sample is 1).
-        noise: sigma of the Gaussian noise added to the standardised embeddings at each
-            training step; chosen by measurement on real embeddings (docs/heads.md).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay (L2).
-        batch_size: samples per step.
-        max_epochs: upper bound on epochs.
-        patience: epochs without an improvement of at least 0.1 % of the monitored value
-            before stopping; the best epoch's weights are restored.
-        val_fraction: share of the groups held out for validation (0 disables validation;
-            training then stops on the training loss).
-        seed: seed of the split, initialisation, shuffling, dropout and noise.
-        monitor: what early stopping watches on the validation split: ``"loss"`` or
-            ``"balanced_accuracy"`` (ties broken by the loss).
+    Raises:
+        TrainingError: mismatched lengths, unknown or repeated classes, fewer than two
+            classes, a class with fewer than two samples, or NaN/inf rows.
 
     """
-
-    head: str = "mlp"
-    hidden: int = 256
-    dropout: float = 0.2
-    loss: str = "focal"
-    gamma: float = 2.0
-    class_weights: bool = True
-    noise: float = 2.0
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    max_epochs: int = 200
-    patience: int = 15
-    val_fraction: float = 0.2
-    seed: int = 0
-    monitor: str = "loss"
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.head in HEAD_TYPES, f"head must be one of {HEAD_TYPES}, got {self.head!r}"),
-            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
-            (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.gamma >= 0.0, f"gamma must be >= 0, got {self.gamma}"),
-            (self.noise >= 0.0, f"noise must be >= 0, got {self.noise}"),
-            (self.lr > 0.0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0.0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}"),
-            (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (self.monitor in MONITORS,
-             f"monitor must be one of {MONITORS}, got {self.monitor!r}"),
-            (0.0 <= self.val_fraction <= 0.5,
-             f"val_fraction must be in [0, 0.5], got {self.val_fraction}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainingError(f"Invalid training configuration: {message}.")
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable form (stored in the model card)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; refuses unknown keys and values of the wrong type.
-
-        Raises:
-            TrainingError: unknown key, wrong type or invalid value.
-
-        """
-        return config_from_dict(cls, data, TrainingError, "training configuration")
-
-
-@dataclass
-class TrainProgress:
-    """One epoch of training, as yielded by :func:`train_head`."""
-
-    epoch: int
-    max_epochs: int
-    train_loss: float
-    val_loss: float | None
-    val_balanced_accuracy: float | None
-    best_epoch: int
-
-
-class HeadModule(nn.Module):
-    """Linear head, or one hidden layer (ReLU, dropout) then a linear layer.
-
-    Dropout draws from ``self.generator`` when set, so training never touches torch's
-    global random state (another thread may be using it).
-    """
-
-    def __init__(self, in_dim: int, n_classes: int, hidden: int | None = None,
-                 dropout: float = 0.0) -> None:
-        super().__init__()
-        # skip_init: no draw from torch's global RNG; build_model initialises the weights
-        self.hidden = nn.utils.skip_init(nn.Linear, in_dim, hidden) if hidden else None
-        self.out = nn.utils.skip_init(nn.Linear, hidden or in_dim, n_classes)
-        self.dropout = float(dropout)
-        self.generator: torch.Generator | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return logits ``(N, n_classes)`` for standardised embeddings ``(N, D)``."""
-        if self.hidden is not None:
-            x = F.relu(self.hidden(x))
-            if self.training and self.dropout > 0:
-                keep = 1.0 - self.dropout  # rand < keep: twice as fast as bernoulli_ on CPU
-                mask = torch.rand(x.shape, generator=self.generator).lt_(keep)
-                x = x * mask.mul_(1.0 / keep)
-        return self.out(x)
-
-
-def build_model(head: str, in_dim: int, n_classes: int, hidden: int = 256,
-                dropout: float = 0.0, generator: torch.Generator | None = None) -> HeadModule:
-    """Build a head, initialised from ``generator`` (PyTorch's default scheme).
-
-    torch's global random state is never used (None means a generator seeded with 0).
-    """
-    if head not in HEAD_TYPES:
-        raise TrainingError(f"unknown head {head!r}; choose among {HEAD_TYPES}.")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    model = HeadModule(in_dim, n_classes, hidden if head == "mlp" else None, dropout)
-    with torch.no_grad():
-        for layer in (model.hidden, model.out):
-            if layer is not None:
-                bound = 1.0 / math.sqrt(layer.in_features)
-                layer.weight.uniform_(-bound, bound, generator=generator)
-                layer.bias.uniform_(-bound, bound, generator=generator)
-    return model
-
-
-def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-class focal loss, ``-w_t (1 - p_t)^gamma log p_t`` (Lin et al. 2017).
-
-    Reduced like ``torch.nn.functional.cross_entropy``: a weighted mean (divided by the sum
-    of the targets' weights), so ``gamma = 0`` gives exactly the (weighted) cross-entropy.
-    """
-    logp = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
-    loss = -logp if gamma == 0 else -((1.0 - logp.exp()).clamp_min(0.0) ** gamma) * logp
-    if weight is None:
-        return loss.mean()
-    w = weight[targets]
-    return (w * loss).sum() / w.sum()
-
-
-@dataclass
-class TrainedHead:
-    """A trained head with what it needs to predict: classes and standardisation.
-
-    Attributes:
-        model: the head in eval mode; it takes standardised embeddings.
-        classes: class names, in output order.
-        mean: ``(D,)`` float32 training mean of the embeddings.
-        std: ``(D,)`` float32 training standard deviation (constant features get 1).
-        config: how it was trained.
-        metrics: validation report (:func:`~napari_dfl.core.heads.metrics.classification_report`)
-            or None when there was no validation split.
-        history: progress of every epoch.
-        data_summary: samples per class, groups, train/validation sizes (for the card).
-
-    """
-
-    model: nn.Module
-    classes: list[str]
-    mean: np.ndarray
-    std: np.ndarray
-    config: TrainConfig
-    metrics: dict | None = None
-    history: list[TrainProgress] = field(default_factory=list)
-    data_summary: dict | None = None
-
-    @property
-    def input_dim(self) -> int:
-        """Embedding dimension the head expects."""
-        return int(self.mean.shape[0])
-
-    def predict_proba(self, embeddings: np.ndarray, batch: int = 65536) -> np.ndarray:
-        """Class probabilities ``(N, C)`` float32 for raw (unstandardised) embeddings.
-
-        Raises:
-            DFLError: wrong shape or dimension, or rows with NaN/inf.
-
-        """
-        x = _check_embeddings(embeddings, self.input_dim)
-        out = np.empty((len(x), len(self.classes)), dtype=np.float32)
-        mean, std = torch.from_numpy(self.mean), torch.from_numpy(self.std)
-        self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(x), batch):
-                chunk = (torch.from_numpy(x[start:start + batch]) - mean) / std
-                out[start:start + batch] = torch.softmax(self.model(chunk), dim=1).numpy()
-        return out
-
-    def predict(self, embeddings: np.ndarray) -> np.ndarray:
-        """Index of the most probable class of each embedding, ``(N,)`` int64."""
-        return self.predict_proba(embeddings).argmax(axis=1).astype(np.int64)
-
-
-def _check_embeddings(embeddings: np.ndarray, dim: int | None = None) -> np.ndarray:
-    x = np.asarray(embeddings)
-    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
-        want = f"(N, {dim})" if dim is not None else "(N, D)"
-        raise DFLError(f"embeddings must be a {want} array, got shape {x.shape}: use "
-                       "embeddings from the same backbone and composition as the head.")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    bad = sum(int((~np.isfinite(x[s:s + _CHUNK])).any(axis=1).sum())
-              for s in range(0, len(x), _CHUNK))
-    if bad:
-        raise DFLError(f"{bad} of {len(x)} embedding rows contain NaN or inf: re-extract "
-                       "those tiles (a failed read or a corrupt store) or drop them.")
-    return x
-
-
-def _validate(embeddings, labels, groups, classes):
     labels = np.asarray(labels).astype(str)
     x = np.asarray(embeddings)
     if x.ndim != 2 or len(labels) != len(x):
@@ -313,7 +82,7 @@ def _validate(embeddings, labels, groups, classes):
             raise TrainingError(f"class {name!r} has {count.get(name, 0)} sample(s); every "
                                 "class needs at least 2: annotate more of it or remove it.")
     try:
-        x = _check_embeddings(x)
+        x = check_embeddings(x)
     except DFLError as exc:
         raise TrainingError(str(exc)) from None
     order = np.argsort(names)
@@ -342,7 +111,7 @@ def train_head(
     embeddings: np.ndarray,
     labels: Sequence[str] | np.ndarray,
     groups: np.ndarray | None = None,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     *,
     classes: list[str] | None = None,
     cancel: Callable[[], bool] | None = None,
@@ -355,7 +124,7 @@ def train_head(
         groups: ``(N,)`` group of each sample: slide, annotation region or source image.
             None makes every sample its own group, which leaks between neighbouring tiles;
             real use must pass groups.
-        config: training configuration.
+        config: training configuration (None: the defaults).
         classes: class names in output order (default: sorted labels).
         cancel: called once per epoch; returning True raises :class:`TrainingCancelled`.
 
@@ -368,8 +137,9 @@ def train_head(
         TrainingCancelled: ``cancel()`` returned True.
 
     """
+    config = config if config is not None else TrainConfig()
     groups_given = groups is not None
-    x, y, names, groups = _validate(embeddings, labels, groups, classes)
+    x, y, names, groups = validate_training_data(embeddings, labels, groups, classes)
     train_idx, val_idx = grouped_split(y, groups, config.val_fraction, config.seed)
     xt, xv = x[train_idx], x[val_idx]  # copies, standardised in place
     mean, std = _standardise(xt)

@@ -1,16 +1,16 @@
-"""A napari-dfl project folder: annotations, settings, head, and a reference to the store.
+"""A napari-dfl project folder: annotations, settings, head and prediction of one slide.
 
-``<name>.dfl/`` (by default the slide's store folder, ``<slide folder>/<stem>.dfl``) holds:
+``<name>/`` holds:
 
 * ``annotations.geojson``: every annotation, QuPath GeoJSON (written atomically, so the
   panel's autosave never leaves half a file).
-* ``project.json``: the panel's settings: slide path and µm/px, backbone, composition,
-  minimum tissue share, classes and colours, and the embedding store folder.
-* ``head.dflhead/``: the trained head and its model card (:mod:`napari_dfl.core.heads.head_files`),
-  when one was trained.
+* ``project.json``: the slide, its classes and colours, and the
+  :class:`~napari_dfl.core.features.settings.Settings` (backbone, composition, store
+  folder...), read back as a typed :class:`ProjectFile`.
+* ``head.dflhead/``: the trained head and its model card
+  (:mod:`napari_dfl.core.heads.head_files`), when one was trained.
 * ``prediction.npz``: the last whole-slide prediction
-  (:func:`napari_dfl.core.heads.prediction_files.
-  save_arrays`), when there was one.
+  (:func:`napari_dfl.core.heads.prediction_files.save_arrays`), when there was one.
 
 :func:`load_project` never raises for a damaged or moved project: it loads what it can and
 lists each missing or unreadable part, with what to do, in :attr:`Project.problems`.
@@ -22,22 +22,114 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_dfl.core.annotations.annotation import Annotation, read_geojson, write_geojson
-from napari_dfl.core.annotations.geojson import write_json_atomic
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.features.extractor import Extractor
+from napari_dfl.core.features.settings import Settings
+from napari_dfl.core.heads.head_files import head_extractor, load_head, save_head
+from napari_dfl.core.heads.prediction_files import load_arrays, save_arrays
+from napari_dfl.core.heads.tile_prediction import TilePrediction
+from napari_dfl.core.slides.sampling import Composition, CompositionError, parse_zooms
+from napari_dfl.core.util.atomic import write_json
+from napari_dfl.core.util.palette import to_hex
+
+if TYPE_CHECKING:  # torch: the panel imports this module when it opens
+    from napari_dfl.core.heads.model import TrainedHead
+
+__all__ = [
+    "ANNOTATIONS_NAME",
+    "HEAD_NAME",
+    "PREDICTION_NAME",
+    "SETTINGS_NAME",
+    "Project",
+    "ProjectError",
+    "ProjectFile",
+    "geojson_colors",
+    "load_project",
+    "save_annotations",
+    "save_project",
+]
 
 ANNOTATIONS_NAME = "annotations.geojson"
 SETTINGS_NAME = "project.json"
 HEAD_NAME = "head.dflhead"
 PREDICTION_NAME = "prediction.npz"
 PROJECT_FORMAT = "napari-dfl project"
-PROJECT_FORMAT_VERSION = 1
+PROJECT_FORMAT_VERSION = 2
 
 
 class ProjectError(DFLError):
     """A project folder cannot be used at all (absent, or a file)."""
+
+
+@dataclass
+class ProjectFile:
+    """What ``project.json`` says: the slide, the settings and the classes.
+
+    Attributes:
+        slide: the slide's path (None when the project was saved without one).
+        settings: the extractor and run settings; ``settings.mpp`` is the µm/px the user
+            gave for a slide whose file has none.
+        colors: ``{class: "#rrggbb"}`` in the panel's order.
+        head: the head folder's name inside the project, or None.
+        prediction: the prediction file's name inside the project, or None.
+
+    """
+
+    slide: str | None = None
+    settings: Settings = field(default_factory=Settings)
+    colors: dict[str, str] = field(default_factory=dict)
+    head: str | None = None
+    prediction: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to ``project.json``."""
+        return {"format": PROJECT_FORMAT, "format_version": PROJECT_FORMAT_VERSION,
+                "slide": self.slide, "settings": self.settings.to_dict(),
+                "classes": [{"name": k, "color": v} for k, v in self.colors.items()],
+                "head": self.head, "prediction": self.prediction}
+
+    @classmethod
+    def from_json(cls, data: Any, problems: list[str]) -> ProjectFile:
+        """Read ``project.json``'s object; unusable values are reported, defaults kept.
+
+        Version 1 files (settings at the top level, zooms as text) are read too.
+        """
+        version = data.get("format_version")
+        raw = data.get("settings") if version == PROJECT_FORMAT_VERSION else _v1_settings(data)
+        settings, bad = Settings.from_dict(raw if raw is not None else {})
+        problems.extend(f"{SETTINGS_NAME}: {text}." for text in bad)
+        colors: dict[str, str] = {}
+        for item in data.get("classes") or []:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                try:
+                    colors[item["name"]] = to_hex(item.get("color"))
+                except DFLError:
+                    colors[item["name"]] = ""
+        slide = data.get("slide") if isinstance(data.get("slide"), str) else None
+        head = data.get("head") if isinstance(data.get("head"), str) else None
+        prediction = data.get("prediction") if isinstance(data.get("prediction"), str) else None
+        return cls(slide, settings, colors, head, prediction)
+
+
+def _v1_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept the settings at the top level and the zooms as the panel's text."""
+    out = {k: data[k] for k in ("backbone", "min_tissue", "store_dir", "mpp") if k in data}
+    composition: dict[str, Any] = dict(Composition().to_dict())
+    if isinstance(data.get("patch_size"), int):
+        composition["patch_size"] = data["patch_size"]
+    zooms = data.get("zooms")
+    if isinstance(zooms, str):
+        try:
+            composition["zooms"] = list(parse_zooms(zooms))
+        except CompositionError:
+            composition["zooms"] = zooms  # reported as invalid by Settings.from_dict
+    if isinstance(data.get("variants"), list):
+        composition["variants"] = data["variants"]
+    out["composition"] = composition
+    return out
 
 
 @dataclass
@@ -46,64 +138,44 @@ class Project:
 
     Attributes:
         folder: the project folder.
+        file: what ``project.json`` says (defaults when it is absent or unreadable).
         annotations: the annotations (empty when the file is absent or unreadable).
-        settings: the settings of ``project.json`` (empty when absent or unreadable).
         head: the trained head, or None.
         card: the head's model card, or None.
-        prediction: the saved slide prediction (``SlidePrediction``), or None.
+        prediction: the saved tile prediction, or None.
         problems: one sentence per missing or damaged part, saying what to do.
 
     """
 
     folder: Path
+    file: ProjectFile = field(default_factory=ProjectFile)
     annotations: list[Annotation] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    head: Any = None
+    head: TrainedHead | None = None
     card: dict | None = None
-    prediction: Any = None
+    prediction: TilePrediction | None = None
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def colors(self) -> dict[str, str]:
-        """``{class: "#rrggbb"}`` from the settings, in their order."""
-        out = {}
-        for item in self.settings.get("classes") or []:
-            if isinstance(item, dict) and isinstance(item.get("name"), str):
-                out[item["name"]] = str(item.get("color") or "")
-        return out
 
 
 def save_annotations(folder: str | os.PathLike, annotations: list[Annotation],
                      colors: dict[str, str] | None = None) -> Path:
-    """Write ``annotations.geojson`` in ``folder`` atomically (the folder is created).
-
-    Args:
-        folder: the project folder.
-        annotations: what to write (an empty list writes an empty collection).
-        colors: ``{class: "#rrggbb"}``.
-
-    Returns:
-        The file written.
-
-    """
+    """Write ``annotations.geojson`` in ``folder`` atomically (the folder is created)."""
     return write_geojson(annotations, Path(folder) / ANNOTATIONS_NAME, colors=colors)
 
 
 def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
-                 settings: dict[str, Any], colors: dict[str, str] | None = None,
-                 head: Any = None, extractor: dict | None = None,
-                 prediction: Any = None) -> Path:
-    """Write a project folder: annotations, settings and (when given) the head.
+                 file: ProjectFile, head: TrainedHead | None = None,
+                 extractor: Extractor | None = None,
+                 prediction: TilePrediction | None = None) -> Path:
+    """Write a project folder: annotations, the head and prediction when given, then settings.
 
     Args:
         folder: the project folder (created when absent).
         annotations: the annotations.
-        settings: JSON-serialisable panel settings (slide, mpp, backbone, composition,
-            min_tissue, store_dir); ``classes`` is filled from ``colors``.
-        colors: ``{class: "#rrggbb"}`` in the panel's order.
+        file: the slide, settings and classes; its ``head`` and ``prediction`` names are
+            filled in from what is saved.
         head: a trained head, saved with its model card when ``extractor`` is given.
-        extractor: the embedding store's identity (needed to save the head).
-        prediction: the slide's ``SlidePrediction`` to keep with the project, or None.
+        extractor: the extractor of the head's embeddings (needed to save the head).
+        prediction: the slide's tile prediction to keep with the project, or None.
 
     Returns:
         The project folder.
@@ -112,61 +184,47 @@ def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
         DFLError: the folder cannot be written, or the head cannot be saved.
 
     """
-    from napari_dfl.core.heads.head_files import save_head
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ProjectError(f"{folder} is a file: choose a folder for the project.")
-    colors = dict(colors or {})
-    save_annotations(folder, annotations, colors)
-    data = {"format": PROJECT_FORMAT, "format_version": PROJECT_FORMAT_VERSION, **settings,
-            "classes": [{"name": k, "color": v} for k, v in colors.items()],
-            "head": HEAD_NAME if head is not None and extractor is not None else None,
-            "prediction": PREDICTION_NAME if prediction is not None else None}
-    if head is not None and extractor is not None:
+    save_annotations(folder, annotations, file.colors)
+    saved_head = head is not None and extractor is not None
+    if saved_head:
         save_head(head, folder / HEAD_NAME, extractor=extractor,
-                  colors={k: v for k, v in colors.items() if k in head.classes})
+                  colors={k: v for k, v in file.colors.items() if k in head.classes})
     if prediction is not None:
-        from napari_dfl.core.heads.prediction_files import save_arrays
-
         save_arrays(prediction, folder / PREDICTION_NAME)
-    write_json_atomic(data, folder / SETTINGS_NAME)  # last: it names what was written
+    file.head = HEAD_NAME if saved_head else None
+    file.prediction = PREDICTION_NAME if prediction is not None else None
+    write_json(folder / SETTINGS_NAME, file.to_json())  # last: it names what was written
     return folder
 
 
-def _read_settings(path: Path, problems: list[str]) -> dict[str, Any]:
+def _read_file(path: Path, problems: list[str]) -> ProjectFile:
     if not path.is_file():
         problems.append(f"{SETTINGS_NAME} is missing: the panel keeps its current settings "
                         "(check backbone, composition and store folder, then Save project).")
-        return {}
+        return ProjectFile()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         problems.append(f"{SETTINGS_NAME} is damaged ({str(exc).splitlines()[0]}): the panel "
                         "keeps its current settings; Save project to write it again.")
-        return {}
+        return ProjectFile()
     if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
         problems.append(f"{SETTINGS_NAME} is not a napari-dfl project file: the panel keeps "
                         "its current settings; Save project to write it again.")
-        return {}
-    return data
+        return ProjectFile()
+    return ProjectFile.from_json(data, problems)
 
 
 def load_project(folder: str | os.PathLike) -> Project:
     """Load what a project folder holds; list what is missing or damaged.
 
-    Args:
-        folder: the project folder.
-
-    Returns:
-        The project; :attr:`Project.problems` is empty when everything loaded.
-
     Raises:
         ProjectError: ``folder`` does not exist or is a file.
 
     """
-    from napari_dfl.core.heads.head_files import load_head
-
     folder = Path(folder)
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
@@ -184,103 +242,34 @@ def load_project(folder: str | os.PathLike) -> Project:
     else:
         problems.append(f"{ANNOTATIONS_NAME} is missing: no annotations were loaded "
                         "(import a QuPath GeoJSON if you have a copy).")
-    project.settings = settings = _read_settings(folder / SETTINGS_NAME, problems)
-    store = settings.get("store_dir")
-    if isinstance(store, str) and store and not Path(store).is_dir():
+    project.file = file = _read_file(folder / SETTINGS_NAME, problems)
+    store = file.settings.store_dir
+    if store and not Path(store).is_dir():
         problems.append(f"the embedding store folder {store} is missing (moved or deleted): "
                         "press Extract to compute the embeddings again, or set the store "
                         "folder to where it now is.")
-    slide = settings.get("slide")
-    if isinstance(slide, str) and slide and not Path(slide).exists():
-        problems.append(f"the project's slide {slide} is not there: open the slide from its "
-                        "new place; the annotations are in level-0 pixels of that slide.")
-    if settings.get("head"):
-        head_dir = folder / str(settings["head"])
+    if file.slide and not Path(file.slide).exists():
+        problems.append(f"the project's slide {file.slide} is not there: open the slide from "
+                        "its new place; the annotations are in level-0 pixels of that slide.")
+    if file.head:
         try:
-            project.head, project.card = load_head(head_dir)
+            project.head, project.card = load_head(folder / file.head)
         except DFLError as exc:
             problems.append(f"the trained head could not be loaded ({exc}): press Train to "
                             "train it again.")
     if project.card is not None:
-        problems.extend(extractor_mismatch(project.card, settings))
-    if settings.get("prediction"):
-        from napari_dfl.core.heads.prediction_files import load_arrays
-
+        differences = head_extractor(project.card).differences(
+            file.settings.chosen_extractor())
+        if differences:
+            problems.append("the trained head was made with " + ", ".join(differences)
+                            + ": set the panel to the head's backbone and composition before "
+                            "Predict, or Train again.")
+    if file.prediction:
         try:
-            project.prediction = load_arrays(folder / str(settings["prediction"]))
+            project.prediction = load_arrays(folder / file.prediction)
         except DFLError as exc:
             problems.append(f"the saved prediction could not be loaded ({exc}).")
     return project
-
-
-def card_extractor(card: dict | None) -> dict | None:
-    """``{"backbone": name, "composition": dict}`` recorded by a head's model card, or None."""
-    extractor = (card or {}).get("extractor") or {}
-    if not extractor:
-        return None
-    return {"backbone": (extractor.get("backbone") or {}).get("name"),
-            "composition": extractor.get("composition") or {}}
-
-
-def settings_extractor(settings: dict[str, Any]) -> dict:
-    """The backbone name and composition that a project's ``project.json`` settings give.
-
-    Zooms are stored as the panel's text (``"0.5, 2.0"``); unreadable values are left out,
-    so that only what the settings really say is compared.
-    """
-    composition: dict[str, Any] = {}
-    if isinstance(settings.get("patch_size"), int):
-        composition["patch_size"] = settings["patch_size"]
-    zooms = settings.get("zooms")
-    if isinstance(zooms, str):
-        try:
-            composition["zooms"] = [float(z) for z in zooms.replace(";", ",").split(",")
-                                    if z.strip()]
-        except ValueError:
-            composition["zooms"] = zooms  # differs from any head's: reported as it is
-    if isinstance(settings.get("variants"), list):
-        composition["variants"] = list(settings["variants"])
-    return {"backbone": settings.get("backbone"), "composition": composition}
-
-
-def extractor_differences(trained: dict | None, current: dict) -> list[str]:
-    """Where a head's extractor differs from ``current``, as ``"<what> <head's> (now: ...)"``.
-
-    Both are ``{"backbone": name, "composition": dict}``; what either side does not say
-    is not compared.
-    """
-    if not trained:
-        return []
-    differ = []
-    if trained.get("backbone") and current.get("backbone") and \
-            trained["backbone"] != current["backbone"]:
-        differ.append(f"backbone {trained['backbone']} (now: {current['backbone']})")
-    now = current.get("composition") or {}
-    for key, value in (trained.get("composition") or {}).items():
-        if key in now and _as_list(value) != _as_list(now[key]):
-            differ.append(f"{key} {value} (now: {now[key]})")
-    return differ
-
-
-def _as_list(value: Any) -> list:
-    """Scalars and sequences alike as a list (numbers as floats) for comparison."""
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    return [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-            for v in items]
-
-
-def extractor_mismatch(card: dict, settings: dict[str, Any]) -> list[str]:
-    """Sentences saying where a head's extractor differs from the project's settings.
-
-    A head only applies to embeddings of its own backbone and composition; a project whose
-    settings were edited by hand (or saved by another version) would otherwise predict
-    with embeddings the head never saw.
-    """
-    differ = extractor_differences(card_extractor(card), settings_extractor(settings))
-    if not differ:
-        return []
-    return ["the trained head was made with " + ", ".join(differ) + ": set the panel to the "
-            "head's backbone and composition before Predict, or Train again."]
 
 
 def geojson_colors(path: str | os.PathLike) -> dict[str, str]:
@@ -299,8 +288,8 @@ def geojson_colors(path: str | os.PathLike) -> dict[str, str]:
         cls = props.get("classification") if isinstance(props, dict) else None
         if not isinstance(cls, dict) or not isinstance(cls.get("name"), str):
             continue
-        color = cls.get("color")
-        if (isinstance(color, list) and len(color) >= 3
-                and all(isinstance(c, int) and 0 <= c <= 255 for c in color[:3])):
-            out.setdefault(cls["name"], "#{:02x}{:02x}{:02x}".format(*color[:3]))
+        try:
+            out.setdefault(cls["name"], to_hex(cls.get("color")))
+        except DFLError:
+            continue
     return out

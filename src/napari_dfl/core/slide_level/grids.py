@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.features.pca_colours import pca_colors
 from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.features.store_folder import slide_name
 from napari_dfl.core.util.atomic import atomic_path
 
 __all__ = [
@@ -29,7 +31,6 @@ __all__ = [
     "load_compressed",
     "pca_rgb",
     "save_compressed",
-    "slide_name",
 ]
 
 _CHUNK = 8192
@@ -57,14 +58,6 @@ class CompressedSlide:
     tile_size: float
     name: str
     identity: dict
-
-
-def slide_name(store: EmbeddingStore) -> str:
-    """The slide's file name recorded in a store identity, else the store folder prefix."""
-    slide = store.identity.get("slide")
-    if isinstance(slide, dict) and isinstance(slide.get("name"), str) and slide["name"]:
-        return slide["name"]
-    return Path(store.path).name.split("__")[0]
 
 
 def grid_placement(store: EmbeddingStore,
@@ -161,8 +154,6 @@ def pca_rgb(slide: CompressedSlide, background: int = 255) -> np.ndarray:
         ``(rows, cols, 3)`` uint8.
 
     """
-    from napari_dfl.core.explorer.embedding_map import pca_colors
-
     rgb = np.full((*slide.mask.shape, 3), background, np.uint8)
     if slide.mask.sum() >= 2:
         rgb[slide.mask] = pca_colors(slide.grid[slide.mask])

@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_dfl.core.slide_level.model import MILConfig, MILError, SlideModel, build_mil
+from napari_dfl._version import __version__
+from napari_dfl.core.features.extractor import Extractor, ExtractorError
+from napari_dfl.core.slide_level.config import MILConfig, MILError
+from napari_dfl.core.slide_level.model import SlideModel, build_mil
+from napari_dfl.core.util.atomic import atomic_folder, recover_folder, to_json
 
 # -- the model folder: weights.safetensors + model_card.json ---------------------------------
 SLIDE_MODEL_FORMAT = "napari-dfl slide model"
@@ -21,19 +25,17 @@ CARD_NAME, WEIGHTS_NAME = "model_card.json", "weights.safetensors"
 
 
 def save_slide_model(model: SlideModel, path: str | os.PathLike) -> Path:
-    """Write the model folder atomically (temp folder renamed into place).
+    """Write the model folder atomically (a temp folder swapped into place).
 
     Raises:
         MILError: ``path`` exists and is not a slide model folder (it is left untouched).
 
     """
-    import shutil
-    import tempfile
-
     from safetensors.numpy import save_file
 
-    from napari_dfl import __version__
-
+    if model.extractor is None:
+        raise MILError("the slide model does not record the extractor of its stores: train it "
+                       "with train_slide_model, which sets it.")
     target = Path(path)
     if target.exists() and not (target / CARD_NAME).is_file() and \
             not (target.is_dir() and not any(target.iterdir())):
@@ -47,19 +49,12 @@ def save_slide_model(model: SlideModel, path: str | os.PathLike) -> Path:
                              "n_classes": len(model.classes)},
             "classes": model.classes, "training": model.config.to_dict(),
             "metrics": model.metrics, "data_summary": model.summary,
-            "extractor": model.extractor, "early_stopping": model.early_stopping}
-    text = json.dumps(card, indent=2, allow_nan=False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+            "extractor": {**model.extractor.to_dict(), "dim": len(model.mean)},
+            "early_stopping": model.early_stopping}
+    text = to_json(card, indent=2)
+    with atomic_folder(target) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME))
         (tmp / CARD_NAME).write_text(text, encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -96,6 +91,7 @@ def load_slide_model(path: str | os.PathLike) -> SlideModel:
     from safetensors.numpy import load_file
 
     folder = Path(path)
+    recover_folder(folder)  # a save interrupted while swapping folders: the old model is back
     card = _card(folder)
     config = MILConfig.from_dict(card["training"])
     dim, classes = card["architecture"]["input_dim"], card["classes"]
@@ -117,6 +113,10 @@ def load_slide_model(path: str | os.PathLike) -> SlideModel:
     model.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in tensors.items()
                            if k.startswith("model.")})
     model.eval()
+    try:
+        extractor = Extractor.from_dict(card["extractor"], f"{folder / CARD_NAME}")
+    except ExtractorError as exc:
+        raise MILError(f"{exc} Train the slide model again.") from None
     return SlideModel(model, list(classes), tensors["mean"], tensors["std"], config,
-                      card.get("metrics"), card["extractor"], card.get("data_summary") or {},
+                      card.get("metrics"), extractor, card.get("data_summary") or {},
                       card.get("early_stopping") or {})

@@ -1,8 +1,7 @@
 """Training slide classifiers: fitting with early stopping, cross-validation, final model.
 
 The model and its configuration live in :mod:`napari_dfl.core.slide_level.model`. Training
-streams one
-slide's store at a time (statistics are accumulated chunk by chunk). With
+streams one slide's store at a time (statistics are accumulated chunk by chunk). With
 ``MILConfig.val_fraction > 0`` a stratified, grouped share of the slides (whole patients
 when the cohort gives groups) is held out inside :func:`fit_slides`: after every epoch the
 validation loss is computed and training stops when it has not improved for
@@ -21,16 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.features.store_folder import store_extractor
 from napari_dfl.core.heads.metrics import classification_report
-from napari_dfl.core.heads.training import focal_loss
-from napari_dfl.core.slide_level.model import (
-    MILConfig,
-    MILError,
-    SlideEntry,
-    SlideModel,
-    build_mil,
-    extractor_of,
-)
+from napari_dfl.core.heads.model import focal_loss
+from napari_dfl.core.slide_level.cohort import SlideEntry
+from napari_dfl.core.slide_level.config import MILConfig, MILError
+from napari_dfl.core.slide_level.model import SlideModel, build_mil
 
 __all__ = [
     "cross_validate_slides",
@@ -265,5 +260,5 @@ def train_slide_model(entries: list[SlideEntry], config: MILConfig | None = None
     metrics = cross_validate_slides(entries, classes, config, folds)[0] if folds else None
     model = fit_slides(entries, classes, config)
     model.metrics = metrics
-    model.extractor = extractor_of(EmbeddingStore.open(entries[0].store))
+    model.extractor = store_extractor(EmbeddingStore.open(entries[0].store))
     return model

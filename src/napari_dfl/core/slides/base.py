@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from napari_dfl.core.errors import SlideError
+from napari_dfl.core.errors import SlideError, SlideNotFoundError
 
 #: Value used to pad regions that extend past the slide border (white glass).
 BACKGROUND = 255
@@ -182,3 +182,41 @@ def padded_window(read, width: int, height: int, x0: int, y0: int, x1: int,
     if cx1 > cx0 and cy1 > cy0:
         out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = read(cy0, cy1, cx0, cx1)
     return out
+
+
+def check_file(path: Path) -> None:
+    """Refuse a path that is not an existing regular file, saying what it is instead.
+
+    A folder, a named pipe or a device would hang or fail later in a reader, with a
+    message that does not say why.
+
+    Raises:
+        SlideNotFoundError: nothing at ``path``.
+        SlideError: a folder or another kind of file.
+
+    """
+    if not path.exists():
+        raise SlideNotFoundError(f"{path}: no such file. Check the path and try again.")
+    if path.is_dir():
+        raise SlideError(f"{path} is a folder; give the path of an image file inside it.")
+    if not path.is_file():
+        raise SlideError(f"{path} is not a regular file (a pipe or a device?); give the path "
+                         "of a slide file.")
+
+
+def validated_mpp(value: float | None, what: str) -> float | None:
+    """``value`` as a positive finite float (None stays None).
+
+    Raises:
+        SlideError: naming ``what`` (e.g. ``"mpp"``) and the bad value.
+
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (number > 0 and math.isfinite(number)):
+        raise SlideError(f"{what} must be a positive number of microns per pixel, got {value!r}.")
+    return number

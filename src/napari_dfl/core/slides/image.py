@@ -9,14 +9,10 @@ embedding treat it like any slide.
 Plain images rarely record a trustworthy pixel size (72 or 96 dpi are writer defaults), so
 their metadata is not read: the mpp is the one the user gives, else an *assumed* value,
 announced with a :class:`~napari_dfl.core.errors.MissingMppWarning`.
-
-:func:`open_slide` picks the right class for a file: TIFF-family files go to ``Slide``, PNG,
-JPEG and BMP files to ``ImageSlide``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from pathlib import Path
@@ -27,13 +23,17 @@ from PIL import Image, UnidentifiedImageError
 from napari_dfl.core.errors import (
     CorruptSlideError,
     MissingMppWarning,
-    NotATiffError,
     SlideError,
-    SlideNotFoundError,
     UnsupportedSlideError,
 )
-from napari_dfl.core.slides.base import BACKGROUND, Level, SlideReader, padded_window
-from napari_dfl.core.slides.tiff import Slide
+from napari_dfl.core.slides.base import (
+    BACKGROUND,
+    Level,
+    SlideReader,
+    check_file,
+    padded_window,
+    validated_mpp,
+)
 
 #: Suffixes :func:`open_slide` sends to :class:`ImageSlide` (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -48,25 +48,6 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _HIGH_DEPTH_MODES = ("I", "F")  # and every "I;16..." mode
 _TO_RGB_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "L", "LA", "La", "P", "PA", "CMYK", "YCbCr",
                  "LAB", "HSV")
-
-
-def _validated_mpp(value: float | None, what: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not (number > 0 and math.isfinite(number)):
-        raise SlideError(f"{what} must be a positive number of microns per pixel, got {value!r}.")
-    return number
-
-
-def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise SlideNotFoundError(f"{path}: no such file. Check the path and try again.")
-    if path.is_dir():
-        raise SlideError(f"{path} is a folder; give the path of an image file inside it.")
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -132,7 +113,7 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
 
     """
     path = Path(path)
-    _check_path(path)
+    check_file(path)
     with _open_image(path) as image:
         size = image.size
         if size[0] * size[1] > MAX_PIXELS:
@@ -187,9 +168,9 @@ class ImageSlide(SlideReader):
     def __init__(self, path: str | os.PathLike, mpp: float | None = None,
                  assumed_mpp: float | None = None) -> None:
         self.path = Path(path)
-        _check_path(self.path)
-        mpp = _validated_mpp(mpp, "mpp")
-        assumed_mpp = _validated_mpp(assumed_mpp, "assumed mpp")
+        check_file(self.path)
+        mpp = validated_mpp(mpp, "mpp")
+        assumed_mpp = validated_mpp(assumed_mpp, "assumed mpp")
         self._array, self.format = _decode_rgb(self.path)
         height, width = self._array.shape[:2]
         self.levels: list[Level] = [Level(width, height, 1.0)]
@@ -251,58 +232,3 @@ def is_plain_image(path: str | os.PathLike) -> bool:
     if magic in _TIFF_MAGICS:
         return False
     return magic.startswith(_IMAGE_MAGICS) or path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def open_slide(path: str | os.PathLike, mpp: float | None = None,
-               assumed_mpp: float | None = None) -> Slide | ImageSlide:
-    """Open a whole-slide image or a plain image with the matching class.
-
-    PNG, JPEG and BMP files (by signature, else by suffix) become :class:`ImageSlide`;
-    everything else goes to :class:`Slide`, whose messages explain what it cannot open.
-    Files that are not TIFFs go to the optional OpenSlide backend when it is installed
-    (:class:`~napari_dfl.core.slides.openslide_backend.OpenSlideSlide`).
-    A TIFF without a pyramid is a ``Slide`` too (it reads it lazily, with computed levels).
-
-    Args:
-        path: the file.
-        mpp: microns per pixel given by the user; overrides the file's value.
-        assumed_mpp: used only when neither ``mpp`` nor the file gives one; the slide's
-            ``mpp_source`` is then ``"assumed"`` and a :class:`MissingMppWarning` says so.
-
-    Returns:
-        The opened slide.
-
-    """
-    path = Path(path)
-    _check_path(path)
-    if is_plain_image(path):
-        return ImageSlide(path, mpp=mpp, assumed_mpp=assumed_mpp)
-    assumed_mpp = _validated_mpp(assumed_mpp, "assumed mpp")
-    with warnings.catch_warnings():
-        if assumed_mpp is not None:
-            warnings.simplefilter("ignore", MissingMppWarning)
-        try:
-            slide = Slide(path, mpp=mpp)
-        except NotATiffError:
-            from napari_dfl.core.slides.openslide_backend import OpenSlideSlide, openslide_available
-
-            if not openslide_available():
-                raise
-            try:
-                slide = OpenSlideSlide(path, mpp=mpp)
-            except SlideError:
-                raise NotATiffError(
-                    f"{path.name} is neither a TIFF-family slide (SVS, TIFF, OME-TIFF, NDPI) "
-                    "nor a format OpenSlide reads (MIRAX, VMS, ...); check the file, or "
-                    "convert it to a pyramidal TIFF."
-                ) from None
-    if slide.mpp is None and assumed_mpp is not None:
-        slide.mpp, slide.mpp_source = assumed_mpp, "assumed"
-        warnings.warn(
-            f"{path.name} does not record its pixel size; assuming {assumed_mpp:g} microns "
-            "per pixel. If that is wrong, give the real value with --mpp (CLI) or the mpp "
-            "field (GUI).",
-            MissingMppWarning,
-            stacklevel=2,
-        )
-    return slide

@@ -14,6 +14,7 @@ patch's level-0 side so that centres and corners convert exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ from napari_dfl.core.errors import DFLError
 from napari_dfl.core.slides.tiff import Slide
 
 VARIANTS = ("rgb", "gray")
+#: Range of a patch's side in pixels (at its zoom).
+MIN_PATCH, MAX_PATCH = 16, 4096
 # ITU-R BT.601 luma weights.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -53,9 +56,10 @@ class Composition:
     def __post_init__(self) -> None:
         object.__setattr__(self, "zooms", tuple(float(z) for z in self.zooms))
         object.__setattr__(self, "variants", tuple(str(v) for v in self.variants))
-        if self.patch_size < 16:
-            raise CompositionError(f"patch size must be at least 16 px, got {self.patch_size}.")
-        if not self.zooms or any(not z > 0 for z in self.zooms):
+        if not MIN_PATCH <= self.patch_size <= MAX_PATCH:
+            raise CompositionError(f"patch size must be {MIN_PATCH} to {MAX_PATCH} px, got "
+                                   f"{self.patch_size}.")
+        if not self.zooms or any(not (z > 0 and math.isfinite(z)) for z in self.zooms):
             raise CompositionError(
                 f"zooms must be positive um/px values such as 0.5,2.0; got {self.zooms}."
             )
@@ -98,6 +102,24 @@ class Composition:
     def from_dict(cls, data: dict) -> Composition:
         """Inverse of :meth:`to_dict`."""
         return cls(int(data["patch_size"]), tuple(data["zooms"]), tuple(data["variants"]))
+
+
+def parse_zooms(text: str) -> tuple[float, ...]:
+    """Zooms written by a user, ``"0.5, 2"`` (commas or semicolons), as µm/px values.
+
+    Raises:
+        CompositionError: a part is not a positive number, or nothing is given.
+
+    """
+    parts = [part.strip() for part in str(text).replace(";", ",").split(",") if part.strip()]
+    try:
+        zooms = tuple(float(part) for part in parts)
+    except ValueError:
+        zooms = ()
+    if not zooms or any(not (z > 0 and math.isfinite(z)) for z in zooms):
+        raise CompositionError(f"zooms must be positive numbers of µm/px separated by commas, "
+                               f"such as 0.5, 2.0 (x20 and x5); got {text!r}.")
+    return zooms
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

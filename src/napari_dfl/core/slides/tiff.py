@@ -25,10 +25,9 @@ from napari_dfl.core.errors import (
     MissingMppWarning,
     NotATiffError,
     SlideError,
-    SlideNotFoundError,
     UnsupportedSlideError,
 )
-from napari_dfl.core.slides.base import Level, SlideReader, padded_window
+from napari_dfl.core.slides.base import Level, SlideReader, check_file, padded_window
 from napari_dfl.core.slides.metadata import read_physical_metadata
 from napari_dfl.core.slides.tilecache import CachingStore, TileLRU
 
@@ -41,11 +40,8 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _ASSOCIATED = ("thumbnail", "label", "macro", "overview")
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise SlideNotFoundError(f"{path}: no such file. Check the path and try again.")
-    if path.is_dir():
-        raise SlideError(f"{path} is a folder; give the path of a slide file inside it.")
+def _check_tiff(path: Path) -> None:
+    check_file(path)
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic not in _TIFF_MAGICS:
@@ -150,7 +146,7 @@ class Slide(SlideReader):
 
     def __init__(self, path: str | os.PathLike, mpp: float | None = None) -> None:
         self.path = Path(path)
-        _check_file(self.path)
+        _check_tiff(self.path)
         try:
             with _quiet_tifffile():
                 self._tif = tifffile.TiffFile(self.path)

@@ -1,4 +1,4 @@
-"""Embedding a cohort: serial, on a 2-worker dask LocalCluster, and from the CLI."""
+"""Embedding many slides: serial, on a 2-worker dask LocalCluster, and from the CLI."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pytest
 from bad_files import not_an_image
 from napari_dfl.cli import main
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.slides.sampling import Composition
-from napari_dfl.workflows.cohort_embedding import EmbedConfig, embed_cohort, parse_scheduler
+from napari_dfl.workflows.slide_batch import embed_slides, parse_scheduler
 
-CONFIG = EmbedConfig(composition=Composition(224, (0.5,), ("rgb",)), batch_size=8,
-                     torch_threads=1)
+SETTINGS = Settings(composition=Composition(224, (0.5,), ("rgb",)), batch_size=8,
+                    torch_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def cohort(tmp_path_factory, sample_slide_path, pyramid_tiff_path):
 
 @pytest.fixture(scope="module")
 def serial(cohort, tmp_path_factory):
-    return embed_cohort(cohort, tmp_path_factory.mktemp("serial"), CONFIG)
+    return embed_slides(cohort, SETTINGS.with_(store_dir=str(tmp_path_factory.mktemp("s"))))
 
 
 def test_serial_reports_each_slide_and_skips_the_bad_one(serial, cohort):
@@ -42,7 +43,7 @@ def test_serial_reports_each_slide_and_skips_the_bad_one(serial, cohort):
 
 
 def test_distributed_equals_serial(serial, cohort, tmp_path):
-    reports = embed_cohort(cohort, tmp_path, CONFIG, scheduler="local:2")
+    reports = embed_slides(cohort, SETTINGS.with_(store_dir=str(tmp_path)), scheduler="local:2")
     assert [r["status"] for r in reports] == ["ok", "ok", "error"]
     for mine, theirs in zip(reports[:2], serial[:2], strict=True):
         a, b = EmbeddingStore.open(mine["store"]), EmbeddingStore.open(theirs["store"])

@@ -1,13 +1,16 @@
-"""The extraction child process (Qt-free): results land in the store, cancel, errors."""
+"""The extraction child process and the two embedders: results land in the store, cancel,
+errors, and a store made by one embedder is found by the other."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from napari_dfl.core.errors import one_line
+from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.slides.sampling import Composition
-from napari_dfl.workflows.extraction_service import ExtractionProcess, ExtractionRequest, one_line
+from napari_dfl.workflows.embedding.service import ExtractionProcess, ExtractionRequest
 
 FAST = Composition(patch_size=112, zooms=(0.5,), variants=("rgb",))
 
@@ -26,7 +29,7 @@ def run_to_end(job: ExtractionProcess, limit: float = 120.0) -> list[tuple[str, 
 
 def request(slide, tmp_path, coords, **kw) -> ExtractionRequest:
     return ExtractionRequest(slide_path=str(slide), mpp=None, coords=coords,
-                             composition=FAST.to_dict(), store_dir=str(tmp_path), **kw)
+                             settings=Settings(composition=FAST, store_dir=str(tmp_path)), **kw)
 
 
 def test_child_process_embeds_into_the_store(sample_slide_path, tmp_path):
@@ -76,7 +79,7 @@ def test_a_killed_child_is_reported(sample_slide_path, tmp_path, code):
 
 def test_the_service_keeps_its_child_between_jobs_and_restarts_a_dead_one(sample_slide_path,
                                                                          tmp_path):
-    from napari_dfl.workflows.extraction_service import ExtractionService
+    from napari_dfl.workflows.embedding.service import ExtractionService
 
     service = ExtractionService()
     try:
@@ -111,19 +114,47 @@ def test_the_service_keeps_its_child_between_jobs_and_restarts_a_dead_one(sample
 
 
 def test_preloading_loads_the_backbone_before_the_first_job(sample_slide_path, tmp_path):
-    from napari_dfl.workflows.extraction_service import ExtractionService
+    from napari_dfl.workflows.embedding.service import ExtractionService
 
     service = ExtractionService()
     try:
-        service.preload("no-such-backbone")  # reported, never fatal to the child
-        service.preload("efficientnet-lite0")
+        service.preload(Settings(backbone="no-such-backbone"))  # reported, never fatal
+        service.preload(Settings())
         bad = service.wait_preloaded("no-such-backbone", 120)
         assert bad is not None and not bad["ok"] and "no-such-backbone" in bad["message"]
         good = service.wait_preloaded("efficientnet-lite0", 120)
-        assert good == {"backbone": "efficientnet-lite0", "ok": True}
+        assert good["ok"] and good["backbone"] == "efficientnet-lite0"
+        assert good["identity"]["name"] == "efficientnet-lite0"
+        assert service.backbone_identity(Settings()) == good["identity"]
+        assert service.backbone_identity(Settings(weights="other.pth")) is None
         pid = service.process.pid
         coords = np.array([[1000, 1500]], np.int64)
         messages = run_to_end(service.job(request(sample_slide_path, tmp_path, coords)).start())
         assert messages[-1][0] == "finished" and service.process.pid == pid
+    finally:
+        service.close()
+
+
+def test_the_child_and_the_local_embedder_share_their_stores(sample_slide_path, tmp_path):
+    from napari_dfl.core.slides.tiff import Slide
+    from napari_dfl.workflows.embedding.child import ChildEmbedder
+    from napari_dfl.workflows.embedding.local import LocalEmbedder
+    from napari_dfl.workflows.embedding.service import ExtractionService
+
+    settings = Settings(composition=FAST, store_dir=str(tmp_path))
+    coords = np.array([[1000, 1500], [1112, 1500]], np.int64)
+    service = ExtractionService()
+    try:
+        with Slide(sample_slide_path) as slide:
+            child = ChildEmbedder(settings, service)
+            progress = list(child.embed(slide, coords))
+            assert progress[-1].done == 2 and progress[-1].computed == 2
+            stored = child.known_store(slide)
+            local = LocalEmbedder(settings)
+            assert local.known_store(slide).path == stored.path
+            again = list(local.embed(slide, coords))
+            assert again[-1].computed == 0 and again[-1].done == 2
+            np.testing.assert_array_equal(local.known_store(slide).get(coords),
+                                          stored.get(coords))
     finally:
         service.close()

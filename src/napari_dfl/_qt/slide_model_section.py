@@ -1,15 +1,13 @@
 """The "Slide-level model" section: load a slide model, predict the open slide with it.
 
-Thin Qt over :mod:`napari_dfl.core.slide_level.prediction`: the prediction runs as one job of
-the main
-panel's :class:`~napari_dfl._qt.jobs.JobRunner`; tiles the slide's store lacks are embedded
-in the extraction child (:func:`napari_dfl.workflows.panel_jobs.extract`), never in this process.
-The result is an attention heatmap (one value per tile) and a row of the session's table.
+Thin Qt over :func:`napari_dfl.workflows.slide_level.predict_open_slide`, run as a job of the
+panel's session: tiles the slide's store lacks are embedded in the extraction child, never
+in this process. The result is an attention heatmap (one value per tile) and a row of the
+session's table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,45 +21,24 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_dfl._qt.jobs import notify
 from napari_dfl._qt.overlays import tile_placement
-from napari_dfl.core.errors import DFLError
-from napari_dfl.core.features.store import EmbeddingStore
-from napari_dfl.core.slide_level.prediction import (
-    SlidePredictionResult,
-    describe_extractor,
-    extractor_mismatch,
-    predict_tiles,
-    slide_tiles,
-    store_for_model,
-)
-from napari_dfl.workflows.extraction_service import one_line
-from napari_dfl.workflows.panel_jobs import CancelToken, Settings, extract, known_store
+from napari_dfl.core.errors import DFLError, one_line
+from napari_dfl.core.slide_level.prediction import SlideLabelPrediction, extractor_problem
+from napari_dfl.workflows.slide_level import predict_open_slide
 
 if TYPE_CHECKING:  # torch: imported by the jobs that need it, not when the panel opens
     from napari_dfl.core.slide_level.model import SlideModel
 
+__all__ = ["ATTENTION_NAME", "SlideModelSection", "model_summary"]
+
 ATTENTION_NAME = "DFL attention"
-
-
-def predict_slide_job(settings: Settings, model: SlideModel,
-                      token: CancelToken) -> Generator[tuple[str, object], None,
-                                                       SlidePredictionResult]:
-    """Find (or complete) the slide's store for the model, then predict the slide."""
-    grid = slide_tiles(settings.slide, settings.composition, settings.min_tissue)
-    yield "grid", grid
-    store = (store_for_model(model.extractor, settings.slide.path, settings.store_dir)
-             or known_store(settings))
-    missing = grid.coords if store is None else grid.coords[store.missing(grid.coords)]
-    if len(missing):
-        path = yield from extract(settings, missing, token)
-        store = EmbeddingStore.open(path)
-    return predict_tiles(model, store, grid, settings.slide.path.name)
 
 
 def model_summary(model: SlideModel) -> str:
     """Classes, extractor, training cohort, cross-validation and early stopping, in lines."""
-    lines = [f"Classes: {', '.join(model.classes)}", describe_extractor(model.extractor)]
+    lines = [f"Classes: {', '.join(model.classes)}"]
+    if model.extractor is not None:
+        lines.append(model.extractor.describe())
     summary = model.summary or {}
     if summary:
         lines.append(f"Trained on {summary.get('n_slides')} slides "
@@ -76,20 +53,21 @@ def model_summary(model: SlideModel) -> str:
     return "\n".join(lines)
 
 
-class CohortPanel(QWidget):
+class SlideModelSection(QWidget):
     """Load a slide model, predict the open slide, show attention and a per-slide table.
 
     Args:
-        panel: the main :class:`~napari_dfl._qt.widget.DFLWidget` (its ``viewer``,
-            ``slide_layer``, ``settings()`` and ``jobs`` are used).
+        viewer: the napari viewer (the attention layer goes there).
+        session: the panel's session (slide, settings, jobs).
+        reference_of: returns the slide layer (placement of the attention layer).
 
     """
 
-    def __init__(self, panel, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer, session, reference_of, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.panel = panel
+        self.viewer, self.session, self._reference_of = viewer, session, reference_of
         self.model: SlideModel | None = None
-        self.result: SlidePredictionResult | None = None
+        self.result: SlideLabelPrediction | None = None
         self.load_button = QPushButton("Load slide model…")
         self.predict_button = QPushButton("Predict this slide")
         self.predict_button.setEnabled(False)
@@ -103,21 +81,21 @@ class CohortPanel(QWidget):
             layout.addWidget(widget)
         self.load_button.clicked.connect(self._choose)
         self.predict_button.clicked.connect(self.predict_slide)
-        panel.jobs.busy_changed.connect(self._on_busy)
+        session.job_changed.connect(lambda job: self._on_busy(job is not None))
 
-    def _choose(self) -> None:
+    def _choose(self) -> None:  # pragma: no cover - interactive
         path = QFileDialog.getExistingDirectory(self, "Slide model folder (train-slides --out)")
         if path:
             self.load(path)
 
     def load(self, path) -> bool:
-        """Load the slide model folder ``path``; a bad folder is notified, never raised."""
-        from napari_dfl.core.slide_level.model_files import load_slide_model
+        """Load the slide model folder ``path``; a bad folder is reported, never raised."""
+        from napari_dfl.core.slide_level.model_files import load_slide_model  # torch
 
         try:
             model = load_slide_model(path)
         except (DFLError, OSError) as exc:
-            notify("error", f"Load slide model: {one_line(exc)}")
+            self.session.tell("error", f"Load slide model: {one_line(exc)}")
             return False
         if self.model is None or model.classes != self.model.classes:
             self.table.setRowCount(0)
@@ -126,51 +104,57 @@ class CohortPanel(QWidget):
                 ["slide", "prediction", *[f"p({c})" for c in model.classes]])
         self.model = model
         self.info.setText(model_summary(model))
-        self._on_busy(self.panel.jobs.busy)
-        notify("info", f"Loaded the slide model {path}: classes {', '.join(model.classes)}.")
+        self._on_busy(self.session.busy)
+        self.session.tell("info", f"Loaded the slide model {path}: classes "
+                          f"{', '.join(model.classes)}.")
         return True
 
     def predict_slide(self) -> bool:
-        """Predict the panel's slide in a background job; False (notified) when it cannot."""
+        """Predict the session's slide in a background job; False (reported) when it cannot."""
+        session = self.session
         if self.model is None:
-            notify("warning", "load a slide model first (Load slide model…).")
+            session.tell("warning", "load a slide model first (Load slide model…).")
             return False
         try:
-            settings = self.panel.settings()
+            slide = session.working_slide()
         except DFLError as exc:
-            notify("warning", one_line(exc))
+            session.tell("warning", one_line(exc))
             return False
-        mismatch = extractor_mismatch(self.model.extractor, settings.backbone,
-                                      settings.composition)
-        if mismatch:
-            notify("warning", f"Predict slide: {mismatch}")
+        settings = session.settings
+        problem = extractor_problem(self.model.extractor, settings.chosen_extractor())
+        if problem:
+            session.tell("warning", f"Predict slide: {problem}")
             return False
-        model = self.model
-        return self.panel.jobs.start(
-            "Predict slide", lambda token: predict_slide_job(settings, model, token),
-            lambda kind, payload: None, self._on_predicted)
+        model, embedder = self.model, session.embedder()
+        return session.start_job(
+            "Predict slide",
+            lambda cancel: predict_open_slide(slide, model, settings, embedder, cancel),
+            self._on_predicted)
 
     def _on_busy(self, busy: bool) -> None:
         self.predict_button.setEnabled(self.model is not None and not busy)
 
-    def _on_predicted(self, result: SlidePredictionResult) -> None:
-        viewer = self.panel.viewer
+    def _on_predicted(self, result: SlideLabelPrediction) -> None:
+        viewer = self.viewer
         self.result = result
         if ATTENTION_NAME in viewer.layers:
             viewer.layers.remove(ATTENTION_NAME)
         data = result.attention_grid(fill=0.0)
+        active = viewer.layers.selection.active
         layer = viewer.add_image(
             data, name=ATTENTION_NAME, colormap="magma", opacity=0.6, blending="translucent",
             contrast_limits=(0.0, float(max(data.max(), 1e-12))),
-            **tile_placement(result.grid.tile_size, self.panel.slide_layer))
+            **tile_placement(result.grid.tile_size, self._reference_of()))
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active
         layer.metadata.update(slide=result.slide, classes=result.classes,
                               proba=result.proba.tolist())
         self._add_row(result)
         probs = ", ".join(f"{c} {p:.2f}" for c, p in zip(result.classes, result.proba,
                                                          strict=True))
-        notify("info", f"{result.slide}: {result.prediction} ({probs}).")
+        self.session.tell("info", f"{result.slide}: {result.prediction} ({probs}).")
 
-    def _add_row(self, result: SlidePredictionResult) -> None:
+    def _add_row(self, result: SlideLabelPrediction) -> None:
         names = [self.table.item(r, 0).text() for r in range(self.table.rowCount())]
         row = names.index(result.slide) if result.slide in names else self.table.rowCount()
         if row == self.table.rowCount():

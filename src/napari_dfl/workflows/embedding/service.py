@@ -4,10 +4,10 @@ Why a process: with Mesa's software OpenGL (llvmpipe), importing ``torchvision.o
 ``triton`` after a napari viewer has rendered segfaults the process, and ``import timm``
 imports both. The backbone therefore never lives in the GUI process: a child started with
 the ``spawn`` method (a fresh interpreter, no OpenGL context, no inherited Qt state) loads
-it, runs :func:`napari_dfl.core.features.engine.embed_coords` into the embedding store and reports
-over a queue. The GUI reads embeddings back from the store (``import torch`` alone is safe
-there). A crash of the child cannot take the viewer down, and cancelling is checked between
-batches: every committed batch stays in the store.
+it, embeds with a :class:`~napari_dfl.workflows.embedding.local.LocalEmbedder` into the embedding
+store and reports over a queue. The GUI reads embeddings back from the store (``import
+torch`` alone is safe there). A crash of the child cannot take the viewer down, and
+cancelling is checked between batches: every committed batch stays in the store.
 
 Why long-lived: starting Python, torch and timm and loading the weights takes seconds, far
 longer than embedding the few samples a new annotation adds. An :class:`ExtractionService`
@@ -17,8 +17,9 @@ runs at a time; a child that died is started again by the next job.
 
 Messages of a job are ``(kind, payload)`` tuples of plain Python/numpy values:
 
-* ``("started", {"store": str, "total": int, "backbone": dict, "dim": int})``
-* ``("progress", {"done": int, "total": int, "committed": (M, 2) int64})``
+* ``("started", {"store": str, "done": int, "total": int, "backbone": dict, "dim": int})``
+* ``("progress", {"done": int, "total": int, "computed": int, "rate": float,
+  "committed": (M, 2) int64})``
 * ``("finished", {"store": str, "done": int, "total": int})``
 * ``("cancelled", {"store": str | None, "message": str})``
 * ``("failed", {"message": str})``: one line, the core's ``DFLError`` text where there is one.
@@ -28,6 +29,7 @@ This module imports neither Qt nor napari, nor (in the parent) torch or timm.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import multiprocessing as mp
@@ -41,6 +43,13 @@ from typing import Any
 
 import numpy as np
 
+from napari_dfl.core.errors import Cancelled, one_line
+from napari_dfl.core.features.engine import configure_torch_threads
+from napari_dfl.core.features.settings import Settings
+from napari_dfl.core.slides.tiff import Slide
+from napari_dfl.workflows.embedding.backbone_cache import cached_backbone
+from napari_dfl.workflows.embedding.local import LocalEmbedder
+
 __all__ = [
     "TERMINAL",
     "ExtractionJob",
@@ -48,7 +57,7 @@ __all__ = [
     "ExtractionRequest",
     "ExtractionService",
     "default_threads",
-    "one_line",
+    "shared_service",
 ]
 
 #: Message kinds after which a job sends nothing more.
@@ -64,16 +73,6 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def one_line(exc: BaseException) -> str:
-    """A one-line message for an exception: the core's own text, or type and text."""
-    from napari_dfl.core.errors import DFLError
-
-    text = " ".join(str(exc).split())
-    if isinstance(exc, DFLError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 @dataclass(frozen=True)
 class ExtractionRequest:
     """Everything the child needs to extract embeddings of one slide.
@@ -82,71 +81,49 @@ class ExtractionRequest:
         slide_path: the slide file.
         mpp: level-0 microns per pixel given by the user (None: the file's own).
         coords: ``(N, 2)`` level-0 ``(x, y)`` sample anchors.
-        composition: :meth:`napari_dfl.core.slides.sampling.Composition.to_dict` of the samples.
-        store_dir: the folder of the slide's embedding stores.
-        backbone: a preset or timm name (see ``core.backbones.available_backbones``).
-        weights: weights source or file for the backbone (None: the preset's own).
-        batch_size: samples per forward batch.
-        threads: torch threads in the child (None: :func:`default_threads`).
+        settings: backbone, composition, store folder and batch size.
         order: ``"spatial"`` or ``"given"`` (keep the order of ``coords``).
+        threads: torch threads in the child (None: :func:`default_threads`).
 
     """
 
     slide_path: str
     mpp: float | None
     coords: np.ndarray = field(repr=False)
-    composition: dict
-    store_dir: str
-    backbone: str = "efficientnet-lite0"
-    weights: str | None = None
-    batch_size: int = 8
-    threads: int | None = None
+    settings: Settings = field(default_factory=Settings)
     order: str = "spatial"
+    threads: int | None = None
 
 
 # -- the child ----------------------------------------------------------------------------
 def _extract_one(request: ExtractionRequest, send: Callable[[str, dict], None],
-                 cancelled: Callable[[], bool], backbones: dict) -> None:
+                 cancelled: Callable[[], bool]) -> None:
     """Run one request in the child; report through ``send``; never raises."""
     store_path = None
     try:
-        from napari_dfl.core.backbones.backbone import load_backbone
-        from napari_dfl.core.features.engine import (
-            ExtractionCancelled,
-            configure_torch_threads,
-            embed_coords,
-            open_store_for,
-        )
-        from napari_dfl.core.slides.sampling import Composition
-        from napari_dfl.core.slides.tiff import Slide
-
         configure_torch_threads(request.threads or default_threads())
-        composition = Composition.from_dict(request.composition)
         slide = Slide(request.slide_path, mpp=request.mpp)
         slide.require_mpp()
         if cancelled():
             send("cancelled", {"store": None, "message": "extraction cancelled."})
             return
-        key = (request.backbone, request.weights)
-        if key not in backbones:
-            backbones.clear()  # one backbone at a time: they take hundreds of MB
-            backbones[key] = load_backbone(request.backbone, weights=request.weights)
-        backbone = backbones[key]
-        store = open_store_for(slide, backbone, composition, request.store_dir)
+        embedder = LocalEmbedder(request.settings)
+        store = embedder.known_store(slide)
         store_path = str(store.path)
         coords = np.asarray(request.coords, dtype=np.int64).reshape(-1, 2)
-        send("started", {"store": store_path, "total": len(coords),
-                         "backbone": backbone.identity(), "dim": store.dim})
-        generator = embed_coords(slide, coords, backbone, composition, store,
-                                 batch_size=request.batch_size, cancel=cancelled,
-                                 order=request.order)
+        done = len(coords) - int(store.missing(np.unique(coords, axis=0)).sum()) \
+            if len(coords) else 0
+        send("started", {"store": store_path, "done": done,
+                         "total": len(np.unique(coords, axis=0)) if len(coords) else 0,
+                         "backbone": embedder.backbone.identity(), "dim": store.dim})
         last = None
         try:
-            for progress in generator:
+            for progress in embedder.embed(slide, coords, cancelled, request.order):
                 last = progress
                 send("progress", {"done": progress.done, "total": progress.total,
+                                  "computed": progress.computed, "rate": progress.rate,
                                   "committed": np.asarray(progress.committed)})
-        except ExtractionCancelled as exc:
+        except Cancelled as exc:
             send("cancelled", {"store": store_path, "message": one_line(exc)})
             return
         done, total = (last.done, last.total) if last is not None else (0, 0)
@@ -155,42 +132,37 @@ def _extract_one(request: ExtractionRequest, send: Callable[[str, dict], None],
         send("failed", {"message": one_line(exc), "store": store_path})
 
 
-def _preload(backbone: str, weights: str | None, backbones: dict) -> dict:
-    """Load a backbone into the child's cache ahead of the first job; never raises."""
-    try:
-        from napari_dfl.core.backbones.backbone import load_backbone
-        from napari_dfl.core.features.engine import configure_torch_threads
+def _preload(settings: Settings) -> dict:
+    """Load a backbone into the child's cache ahead of the first job; never raises.
 
+    The report carries the backbone's identity, from which the parent finds the stores
+    this backbone wrote without asking the child again.
+    """
+    report = {"backbone": settings.backbone, "weights": settings.weights}
+    try:
         configure_torch_threads(default_threads())
-        key = (backbone, weights)
-        if key not in backbones:
-            loaded = load_backbone(backbone, weights=weights)
-            backbones.clear()
-            backbones[key] = loaded
-        return {"backbone": backbone, "ok": True}
+        return {**report, "ok": True, "identity": cached_backbone(settings).identity()}
     except BaseException as exc:  # the job that needs it will report the error
-        return {"backbone": backbone, "ok": False, "message": one_line(exc)}
+        return {**report, "ok": False, "message": one_line(exc)}
 
 
 def _service_main(requests: Any, messages: Any, cancel_id: Any) -> None:
     """Entry point of the child: run requests one by one until ``None`` arrives."""
     with contextlib.suppress(AttributeError, OSError):  # not POSIX, or not allowed
         os.nice(CHILD_NICENESS)
-    backbones: dict = {}
     while True:
         item = requests.get()
         if item is None:
             return
         if item[0] == PRELOAD:
-            messages.put((0, "preloaded", _preload(item[1], item[2], backbones)))
+            messages.put((0, "preloaded", _preload(item[1])))
             continue
         job_id, request = item
 
         def send(kind: str, payload: dict, job_id: int = job_id) -> None:
             messages.put((job_id, kind, payload))
 
-        _extract_one(request, send, lambda job_id=job_id: cancel_id.value == job_id,
-                     backbones)
+        _extract_one(request, send, lambda job_id=job_id: cancel_id.value == job_id)
 
 
 # -- the parent ---------------------------------------------------------------------------
@@ -210,6 +182,9 @@ class ExtractionService:
         self._requests = None
         self._messages = None
         self._cancel_id = self._ctx.Value("q", 0, lock=False)
+        self._read_lock = threading.Lock()
+        self._inbox: dict[int, collections.deque] = {}  # job id -> its messages, in order
+        self._current = 0  # the job whose messages are kept (late ones of others are not)
         self.preloaded: dict[str, dict] = {}  # backbone -> the child's preload report
 
     @property
@@ -222,8 +197,8 @@ class ExtractionService:
         """Whether a child is running (its backbone may already be loaded)."""
         return self._process is not None and self._process.is_alive()
 
-    def preload(self, backbone: str, weights: str | None = None) -> None:
-        """Start the child (if needed) and load ``backbone`` in it while the user annotates.
+    def preload(self, settings: Settings) -> None:
+        """Start the child (if needed) and load the settings' backbone while the user annotates.
 
         The first extraction then starts embedding at once instead of after the seconds
         it takes to import torch and timm and load the weights. Failures are silent here:
@@ -232,14 +207,26 @@ class ExtractionService:
         with self._lock:
             if not self.warm:
                 self._spawn()
-            self._requests.put((PRELOAD, backbone, weights))
+            self._requests.put((PRELOAD, settings))
 
     def wait_preloaded(self, backbone: str, timeout: float) -> dict | None:
-        """Wait (no job running) until the child reports ``backbone`` preloaded; its report."""
+        """Wait until the child reports ``backbone`` preloaded; its report (None: not yet)."""
         deadline = time.monotonic() + timeout
         while backbone not in self.preloaded and time.monotonic() < deadline:
-            self._get(0.2)
+            self._pump(0.2)
         return self.preloaded.get(backbone)
+
+    def backbone_identity(self, settings: Settings) -> dict | None:
+        """The identity of the settings' backbone, if the child already reported it loaded.
+
+        Never waits and never starts anything: what has arrived is read, that is all.
+        """
+        while self._pump(0.0):
+            pass
+        report = self.preloaded.get(settings.backbone)
+        if report and report.get("ok") and report.get("weights") == settings.weights:
+            return report.get("identity")
+        return None
 
     def job(self, request: ExtractionRequest) -> ExtractionJob:
         """A job for ``request``, not started yet (``start()`` submits it)."""
@@ -249,11 +236,14 @@ class ExtractionService:
         with self._lock:
             if not self.warm:
                 self._spawn()
+            self._current = job.id
+            self._inbox = {job.id: collections.deque()}
             self._requests.put((job.id, job.request))
 
     def _spawn(self) -> None:
         self._discard_queues()
         self.preloaded = {}
+        self._inbox = {}
         self._requests, self._messages = self._ctx.Queue(), self._ctx.Queue()
         self._process = self._ctx.Process(
             target=_service_main, args=(self._requests, self._messages, self._cancel_id),
@@ -263,20 +253,31 @@ class ExtractionService:
     def _cancel(self, job_id: int) -> None:
         self._cancel_id.value = job_id
 
-    def _get(self, timeout: float) -> tuple | None:
-        """The next job message; the child's own reports (job id 0) are recorded, skipped."""
-        if self._messages is None:
-            return None
-        while True:
+    def _pump(self, timeout: float) -> bool:
+        """Move one message from the child into its job's inbox (or record a report).
+
+        Any thread may pump (a job polling, the GUI asking for the backbone identity):
+        messages always reach their own job. Returns True when a message was read.
+        """
+        messages = self._messages
+        if messages is None:
+            return False
+        with self._read_lock:
             try:
-                item = self._messages.get(timeout=timeout) if timeout > 0 else \
-                    self._messages.get_nowait()
+                item = messages.get(timeout=timeout) if timeout > 0 else messages.get_nowait()
             except (queue_module.Empty, OSError, ValueError, EOFError):
-                return None
-            if item[0] != 0:
-                return item
+                return False
+        if item[0] == 0:
             if item[1] == "preloaded":
                 self.preloaded[item[2]["backbone"]] = item[2]
+        elif item[0] == self._current:
+            self._inbox.setdefault(item[0], collections.deque()).append(item[1:])
+        return True  # a late message of an earlier, abandoned job is dropped
+
+    def _take(self, job_id: int) -> tuple | None:
+        """The next message of a job from its inbox, or None."""
+        inbox = self._inbox.get(job_id)
+        return inbox.popleft() if inbox else None
 
     def kill(self) -> None:
         """Stop the child at once (a job that will not stop); the next job starts another."""
@@ -305,7 +306,7 @@ class ExtractionService:
             self._discard_queues()
 
     def _drain(self) -> None:
-        while self._get(0.0) is not None:
+        while self._pump(0.0):
             pass  # a child blocked on a full pipe could not exit
 
     def _discard_queues(self) -> None:
@@ -358,23 +359,24 @@ class ExtractionJob:
         out: list[tuple[str, dict]] = []
         if self.finished:
             return out
-        wait = timeout
-        while (item := self.service._get(wait)) is not None:
-            wait = 0.0
-            job_id, kind, payload = item
-            if job_id != self.id:
-                continue  # a late message of an earlier, abandoned job
-            out.append((kind, payload))
-            if kind in TERMINAL:
-                self._finish((kind, payload))
-                return out
-        process = self.service.process
+        service = self.service
+        deadline = time.monotonic() + timeout
+        while True:
+            while (item := service._take(self.id)) is not None:
+                out.append(item)
+                if item[0] in TERMINAL:
+                    self._finish(item)
+                    return out
+            if out or not service._pump(max(0.0, deadline - time.monotonic())):
+                break
+        process = service.process
         if process is None or not process.is_alive():
-            item = self.service._get(0.5)  # the last messages may still be in the pipe
-            if item is not None and item[0] == self.id:
-                out.append(item[1:])
-                if item[1] in TERMINAL:
-                    self._finish(item[1:])
+            while service._pump(0.5):  # the last messages may still be in the pipe
+                pass
+            while (item := service._take(self.id)) is not None:
+                out.append(item)
+                if item[0] in TERMINAL:
+                    self._finish(item)
                     return out
             code = None if process is None else process.exitcode
             failure = ("failed", {"message": "the extraction process ended unexpectedly "
@@ -425,3 +427,20 @@ class ExtractionProcess(ExtractionJob):
         """Cancel, wait up to ``timeout`` s, then stop the child."""
         super().shutdown(timeout)
         self.service.close()
+
+
+_SHARED: ExtractionService | None = None
+
+
+def shared_service() -> ExtractionService:
+    """The process's extraction child (one for all panels; it keeps its backbone).
+
+    Closed when the process exits.
+    """
+    global _SHARED
+    if _SHARED is None:
+        import atexit
+
+        _SHARED = ExtractionService()
+        atexit.register(_SHARED.close)
+    return _SHARED

@@ -1,0 +1,114 @@
+"""The "Backbone and composition" form: the session's settings, edited in the panel.
+
+Every edit builds a new :class:`~napari_dfl.core.features.settings.Settings` and gives it to
+the session; a value the settings refuse is reported in the status line and the field
+shows the session's value again. When the session's settings change (a project opened),
+the fields follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QSpinBox,
+    QWidget,
+)
+
+from napari_dfl.core.backbones.finetuned import PREFIX, list_finetuned
+from napari_dfl.core.backbones.registry import available_backbones
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.features.settings import Settings
+from napari_dfl.core.slides.sampling import Composition, parse_zooms
+
+__all__ = ["SettingsForm"]
+
+
+class SettingsForm(QWidget):
+    """Backbone, patch size, zooms, colour variants, minimum tissue, store folder."""
+
+    def __init__(self, session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.backbone_combo = QComboBox()
+        self.backbone_combo.addItems([spec.name for spec in available_backbones()]
+                                     + [PREFIX + entry["name"] for entry in list_finetuned()])
+        self.patch_spin = QSpinBox(minimum=32, maximum=1024, singleStep=16)
+        self.zooms_edit = QLineEdit()
+        self.rgb_check = QCheckBox("RGB")
+        self.gray_check = QCheckBox("gray")
+        self.tissue_spin = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, singleStep=0.1)
+        self.store_edit = QLineEdit()
+        self.store_edit.setPlaceholderText("default: the user cache, shared with the CLI")
+        variants = QHBoxLayout()
+        variants.addWidget(self.rgb_check)
+        variants.addWidget(self.gray_check)
+        form = QFormLayout(self)
+        form.addRow("backbone", self.backbone_combo)
+        form.addRow("patch px", self.patch_spin)
+        form.addRow("zooms µm/px", self.zooms_edit)
+        form.addRow("variants", variants)
+        form.addRow("min tissue", self.tissue_spin)
+        form.addRow("store folder", self.store_edit)
+        self.show_settings(session.settings)
+        self.backbone_combo.currentTextChanged.connect(self.apply)
+        self.patch_spin.valueChanged.connect(self.apply)
+        self.zooms_edit.editingFinished.connect(self.apply)
+        self.rgb_check.toggled.connect(self.apply)
+        self.gray_check.toggled.connect(self.apply)
+        self.tissue_spin.valueChanged.connect(self.apply)
+        self.store_edit.editingFinished.connect(self.apply)
+        session.settings_changed.connect(self.show_settings)
+
+    def _widgets(self) -> tuple:
+        return (self.backbone_combo, self.patch_spin, self.zooms_edit, self.rgb_check,
+                self.gray_check, self.tissue_spin, self.store_edit)
+
+    def show_settings(self, settings: Settings) -> None:
+        """Show ``settings`` in the fields (without sending them back)."""
+        for widget in self._widgets():
+            widget.blockSignals(True)
+        comp = settings.composition
+        if self.backbone_combo.findText(settings.backbone) < 0:
+            self.backbone_combo.addItem(settings.backbone)
+        self.backbone_combo.setCurrentText(settings.backbone)
+        self.patch_spin.setValue(comp.patch_size)
+        self.zooms_edit.setText(", ".join(f"{z:g}" for z in comp.zooms))
+        self.rgb_check.setChecked("rgb" in comp.variants)
+        self.gray_check.setChecked("gray" in comp.variants)
+        self.tissue_spin.setValue(settings.min_tissue)
+        self.store_edit.setText(settings.store_dir or "")
+        for widget in self._widgets():
+            widget.blockSignals(False)
+
+    def read(self) -> Settings:
+        """The settings the fields show (the session's others kept).
+
+        Raises:
+            DFLError: a field holds a value the settings refuse (the message says which).
+
+        """
+        variants = tuple(v for v, box in (("rgb", self.rgb_check), ("gray", self.gray_check))
+                         if box.isChecked())
+        composition = Composition(self.patch_spin.value(), parse_zooms(self.zooms_edit.text()),
+                                  variants)
+        return replace(self.session.settings, backbone=self.backbone_combo.currentText(),
+                       composition=composition, min_tissue=self.tissue_spin.value(),
+                       store_dir=self.store_edit.text().strip() or None)
+
+    def apply(self, *_args) -> bool:
+        """Give the fields' settings to the session; False (and a status) when refused."""
+        try:
+            settings = self.read()
+        except DFLError as exc:
+            self.session.tell("warning", f"{exc} The previous settings are kept.")
+            self.show_settings(self.session.settings)
+            return False
+        self.session.set_settings(settings)
+        return True

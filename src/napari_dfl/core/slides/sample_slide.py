@@ -1,0 +1,24 @@
+"""The sample slide shipped with the package, and its demo annotations.
+
+CMU-1-Small-Region.svs (OpenSlide test data, CC0): real H&E skin, Aperio JPEG,
+2220 x 2967 px at 0.499 µm/px. The demo annotations mark epidermis, dermis and background
+regions on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["SAMPLE_ANNOTATIONS", "SAMPLE_SLIDE", "is_bundled_sample"]
+
+#: The bundled slide (inside the installed package; never written to).
+SAMPLE_SLIDE = Path(__file__).resolve().parents[2] / "sample_data" / "CMU-1-Small-Region.svs"
+#: Demo annotations drawn on it: epidermis, dermis and background regions.
+SAMPLE_ANNOTATIONS = SAMPLE_SLIDE.with_suffix(".geojson")
+
+
+def is_bundled_sample(path: str | Path) -> bool:
+    """Whether a path is the bundled sample (the package's or the repository's copy)."""
+    path = Path(path).resolve()
+    return path in (SAMPLE_SLIDE, SAMPLE_SLIDE.resolve()) or (
+        path.name == SAMPLE_SLIDE.name and path.parent.name == SAMPLE_SLIDE.parent.name)
