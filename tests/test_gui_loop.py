@@ -47,8 +47,15 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     wait_idle(widget, qtbot)
     head = widget.session.head
     assert head is not None and set(head.classes) == set(samples.counts())
-    assert "Balanced accuracy" in widget.metrics.text() or "No validation" in \
-        widget.metrics.text()
+    # The figure shown is the grouped cross-validation, with what it rests on.
+    assessment = widget.session.result.assessment
+    assert assessment["judgeable"], assessment["reason"]
+    assert assessment["n"] == len(samples) and assessment["n_groups"] == 10
+    text = widget.metrics.text()
+    low, high = (round(100 * v) for v in assessment["ci"])
+    assert f"Balanced accuracy <b>{round(100 * assessment['balanced_accuracy'])}%</b>" in text
+    assert f"(95% interval {low}%–{high}%)" in text
+    assert f"{len(samples)} samples in 10 regions" in text
 
     fills = []
     widget.session.prediction_updated.connect(

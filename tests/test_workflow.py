@@ -40,8 +40,10 @@ def test_demo_report_and_files(demo):
     assert report["samples"] > 90 and set(report["data"]["per_class"]) == {
         "background", "dermis", "epidermis"}
     # Grouped out-of-fold validation beats chance (1/3) clearly.
-    assert report["validation"]["balanced_accuracy"] > 0.5
-    assert report["validation"]["cohen_kappa"] > 0.3
+    validation = report["validation"]
+    assert validation["judgeable"] and validation["n"] == report["samples"]
+    assert validation["balanced_accuracy"] > 0.5 and validation["cohen_kappa"] > 0.3
+    assert validation["ci"][0] <= validation["balanced_accuracy"] <= validation["ci"][1]
     counts = report["prediction"]["counts"]
     assert report["prediction"]["predicted"] == report["prediction"]["tiles"] > 100
     assert counts["epidermis"] > 20 and counts["dermis"] > 20
@@ -107,9 +109,16 @@ def test_cli_train_and_evaluate(demo, tmp_path, capsys):
     common = ["--patch-size", str(DEMO_PATCH), "--stores", str(out / "embeddings")]
     assert main(["train", dataset, "--out", str(tmp_path / "h.dflhead"), "--head", "linear",
                  *common]) == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
     head, card = load_head(tmp_path / "h.dflhead")
     assert card["training"]["head"] == "linear" and head.config.head == "linear"
+    # The printed figure is the card's assessment: grouped, with its sample size and interval.
+    assessment = card["assessment"]
+    assert assessment["judgeable"] and assessment["n_groups"] == 10
+    low, high = assessment["ci"]
+    assert (f"{assessment['n']} samples in 10 regions: balanced accuracy "
+            f"{assessment['balanced_accuracy']:.3f} (95% interval {low:.3f}-{high:.3f})"
+            in printed), printed
     assert (tmp_path / "h.dflhead" / "validation.png").stat().st_size > 1000
     assert main(["evaluate", dataset, "--folds", "3", "--json", *common]) == 0
     result = json.loads(capsys.readouterr().out)

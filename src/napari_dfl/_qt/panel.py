@@ -29,7 +29,7 @@ from napari_dfl._qt.auto import AutoMode
 from napari_dfl._qt.classes_widget import ClassesWidget
 from napari_dfl._qt.explorer import Explorer
 from napari_dfl._qt.jobs import QtRunner, keep_triton_out, notify, warm_up_training
-from napari_dfl._qt.metrics_view import metrics_html
+from napari_dfl._qt.metrics_view import assessment_html
 from napari_dfl._qt.overlays import PredictionOverlay
 from napari_dfl._qt.project import ProjectPanel
 from napari_dfl._qt.settings_form import SettingsForm
@@ -256,7 +256,7 @@ class DFLWidget(QWidget):
 
     # -- session -> widgets ----------------------------------------------------------------
     def _on_head(self, result) -> None:
-        self.metrics.setText("" if result is None else metrics_html(result.head))
+        self.metrics.setText("" if result is None else assessment_html(result.assessment))
 
     def _on_job(self, job) -> None:
         busy = job is not None

@@ -166,7 +166,8 @@ class ProjectPanel(QWidget):
                 folder, annotations=session.annotations, file=self.project_file(),
                 head=None if result is None else result.head,
                 extractor=None if result is None else result.extractor,
-                prediction=prediction)
+                prediction=prediction,
+                assessment=None if result is None else result.assessment)
         except (OSError, DFLError) as exc:
             session.tell("error", f"the project could not be saved to {folder} ({exc}); "
                          "choose another folder.")

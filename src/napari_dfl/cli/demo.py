@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where everything went."""
-    from napari_dfl.workflows.demo import run_demo  # loads torch: not for --help
+    from napari_dfl.core.heads.assessment import summary_line  # loads torch: not for --help
+    from napari_dfl.workflows.demo import run_demo
 
     progress = Progress()
     try:
@@ -36,11 +37,8 @@ def run(args: argparse.Namespace) -> int:
                           store_dir=args.stores, on_event=progress.event)
     finally:
         progress.close()
-    m = report["validation"]
     say(f"demo: {report['samples']} labelled samples in {report['data']['groups']} regions; "
-        f"grouped {report['folds']}-fold cross-validation, all out-of-fold predictions "
-        f"pooled: balanced accuracy {m['balanced_accuracy']:.3f}, Cohen kappa "
-        f"{m['cohen_kappa']:.3f}, weighted F1 {m['weighted_f1']:.3f}")
+        f"{summary_line(report['validation'])}")
     say(f"demo: predicted {report['prediction']['predicted']} tissue tiles "
         f"{report['prediction']['counts']} in {report['seconds']['predict']:.1f} s "
         f"({report['seconds']['total']:.1f} s in all); embeddings in {report['stores']}")

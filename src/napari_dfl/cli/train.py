@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Embed, train, write the head folder with its model card and validation plot."""
-    from napari_dfl.workflows.train import train_datasets, write_head  # not for --help
+    from napari_dfl.core.heads.assessment import summary_line  # not for --help
+    from napari_dfl.workflows.train import train_datasets, write_head
 
     progress = Progress()
     try:
@@ -48,12 +49,5 @@ def run(args: argparse.Namespace) -> int:
     head, summary = result.head, result.data.summary()
     say(f"wrote {path}: {len(head.classes)} classes {head.classes}, {summary['samples']} "
         f"samples in {summary['groups']} groups")
-    m = head.metrics
-    if m:
-        kappa = "n/a" if m["cohen_kappa"] is None else f"{m['cohen_kappa']:.3f}"
-        f1 = "n/a" if m["weighted_f1"] is None else f"{m['weighted_f1']:.3f}"
-        say(f"validation ({m['n']} samples): balanced accuracy "
-            f"{m['balanced_accuracy']:.3f}, Cohen kappa {kappa}, weighted F1 {f1}")
-    else:
-        say("no validation split was possible: annotate each class in several regions")
+    say(f"validation: {summary_line(result.assessment)}")
     return 0

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_dfl.core.features.settings import Settings
+from napari_dfl.core.heads.assessment import assess
 from napari_dfl.core.heads.config import TrainConfig
 from napari_dfl.core.heads.head_files import save_head
+from napari_dfl.core.heads.metrics import classification_report
 from napari_dfl.core.heads.plots import save_report_plots
 from napari_dfl.core.heads.prediction_files import save_prediction
 from napari_dfl.core.heads.training import fit
-from napari_dfl.core.heads.validation import cross_validate, json_ready
+from napari_dfl.core.heads.validation import json_ready
 from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
 from napari_dfl.core.slides.sampling import Composition
 from napari_dfl.core.slides.tiff import Slide
@@ -57,16 +59,19 @@ def run_demo(out: Path, folds: int = 3, device: str | None = None,
 
     tick = time.perf_counter()
     config = TrainConfig()
-    evaluation = cross_validate(data.embeddings, data.labels, data.groups, config,
-                                folds=folds)
-    metrics_path = write_json(out / "metrics.json", json_ready(evaluation))
-    save_report_plots(evaluation["pooled"], evaluation["out_of_fold"]["proba"],
-                      evaluation["out_of_fold"]["y_true"], evaluation["classes"],
-                      out / "metrics.png")
+    evaluation = assess(data.embeddings, data.labels, data.groups, config, folds=folds)
+    assessment = json_ready(evaluation)
+    metrics_path = write_json(out / "metrics.json", assessment)
+    if "out_of_fold" in evaluation:
+        oof = evaluation["out_of_fold"]
+        report = classification_report(oof["y_true"], oof["proba"].argmax(1), oof["proba"],
+                                       evaluation["classes"])
+        save_report_plots(report, oof["proba"], oof["y_true"], evaluation["classes"],
+                          out / "metrics.png")
     head = fit(data.embeddings, data.labels, data.groups, config)
     colors = class_colors(sorted(head.classes))
     head_path = save_head(head, out / "demo.dflhead", extractor=data.extractor,
-                          data_summary=data.summary(), colors=colors)
+                          data_summary=data.summary(), colors=colors, assessment=assessment)
     times["train"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -77,7 +82,6 @@ def run_demo(out: Path, folds: int = 3, device: str | None = None,
     times["predict"] = time.perf_counter() - tick
     times["total"] = time.perf_counter() - start
 
-    pooled = evaluation["pooled"]
     report = {
         "slide": str(SAMPLE_SLIDE),
         "annotations": str(SAMPLE_ANNOTATIONS),
@@ -86,11 +90,8 @@ def run_demo(out: Path, folds: int = 3, device: str | None = None,
         "stores": str(settings.stores),
         "samples": len(data.labels),
         "data": data.summary(),
-        "folds": evaluation["n_folds"],
-        "validation": {k: pooled[k] for k in ("balanced_accuracy", "cohen_kappa",
-                                              "weighted_f1")},
-        "validation_per_fold": {k: {"mean": evaluation[k], "sd": evaluation[k + "_sd"]}
-                                for k in ("balanced_accuracy", "cohen_kappa", "weighted_f1")},
+        "folds": assessment["folds"],
+        "validation": assessment,
         "prediction": {"tiles": len(grid), "predicted": int(prediction.predicted.sum()),
                        "counts": prediction.counts()},
         "seconds": {k: round(v, 2) for k, v in times.items()},

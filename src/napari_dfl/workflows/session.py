@@ -507,9 +507,12 @@ class Session:
             self.say(f"Embedded {payload.done} / {payload.total} samples.")
         elif kind == "epoch":
             self._stage("training", payload.epoch, payload.max_epochs)
-            bacc = payload.val_balanced_accuracy
-            self.say(f"Epoch {payload.epoch}: loss {payload.train_loss:.3f}"
-                     + (f", validation balanced accuracy {bacc:.2f}" if bacc else ""))
+            val = payload.val_loss
+            self.say(f"Training: epoch {payload.epoch}, loss {payload.train_loss:.3f}"
+                     + ("" if val is None else f" (early-stopping split {val:.3f})"))
+        elif kind == "assessing":
+            self._stage("assessing", 0, 0)
+            self.say(f"Measuring the head: grouped cross-validation of {payload} samples...")
         elif kind == "trained":
             self._on_trained(payload)
         elif kind == "prediction":

@@ -40,17 +40,20 @@ class TrainingResult:
         head: the head (its ``metrics`` are the validation report, or None).
         extractor: the extractor of its training embeddings (a head only fits those).
         data: the labelled embeddings it was trained on (None for a head read from disk).
+        assessment: grouped cross-validation on that data
+            (:func:`napari_dfl.core.heads.assessment.assess`), the figure users are shown.
 
     """
 
     head: TrainedHead
     extractor: Extractor
     data: LabelledEmbeddings | None = None
+    assessment: dict | None = None
 
     @classmethod
     def from_card(cls, head: TrainedHead, card: dict) -> TrainingResult:
         """A head read from disk (a head folder, a project) with its card's extractor."""
-        return cls(head, head_extractor(card))
+        return cls(head, head_extractor(card), assessment=card.get("assessment"))
 
 
 def train_datasets(specs: Sequence[str | os.PathLike], settings: Settings,
@@ -59,12 +62,15 @@ def train_datasets(specs: Sequence[str | os.PathLike], settings: Settings,
                    on_progress: Callable[[EmbedProgress], None] | None = None,
                    ) -> TrainingResult:
     """Embed labelled datasets (what the stores lack) and train a head on them."""
-    from napari_dfl.core.heads.training import fit  # torch: loaded when a head is trained
+    from napari_dfl.core.heads.assessment import assess  # torch: when a head is trained
+    from napari_dfl.core.heads.training import fit
+    from napari_dfl.core.heads.validation import json_ready
 
     data = embed_labelled(specs, settings, embedder=embedder, classes=classes,
                           on_progress=on_progress)
     head = fit(data.embeddings, data.labels, data.groups, config)
-    return TrainingResult(head, data.extractor, data)
+    assessment = json_ready(assess(data.embeddings, data.labels, data.groups, config))
+    return TrainingResult(head, data.extractor, data, assessment)
 
 
 def evaluate_datasets(specs: Sequence[str | os.PathLike], settings: Settings,
@@ -92,7 +98,7 @@ def write_head(result: TrainingResult, path: str | os.PathLike,
 
     summary = None if result.data is None else result.data.summary()
     folder = save_head(result.head, path, extractor=result.extractor, data_summary=summary,
-                       colors=colors)
+                       colors=colors, assessment=result.assessment)
     if result.head.metrics:
         # The confusion matrix; the PR curves need validation probabilities, not kept.
         save_report_plots(result.head.metrics, None, np.empty(0, np.int64),
@@ -115,7 +121,10 @@ def train_on_annotations(slide, annotations: Sequence[Annotation], settings: Set
         TrainingError: fewer than two annotated classes and the like (the core's text).
 
     """
-    from napari_dfl.core.heads.training import train_head  # torch: not when the panel opens
+    # torch: loaded by the first Train, not when the panel opens
+    from napari_dfl.core.heads.assessment import assess
+    from napari_dfl.core.heads.training import train_head
+    from napari_dfl.core.heads.validation import json_ready
 
     samples = annotation_samples(slide, annotations, settings)
     yield "samples", samples
@@ -129,4 +138,7 @@ def train_on_annotations(slide, annotations: Sequence[Annotation], settings: Set
     data = labelled_from_store(samples, store)
     head = yield from as_events("epoch", train_head(data.embeddings, data.labels, data.groups,
                                                     config, cancel=cancel))
-    return TrainingResult(head, data.extractor, data)
+    yield "assessing", len(data.labels)
+    assessment = json_ready(assess(data.embeddings, data.labels, data.groups, config,
+                                   cancel=cancel))
+    return TrainingResult(head, data.extractor, data, assessment)

@@ -84,7 +84,8 @@ def _colors(classes: list[str], colors: dict[str, str] | None) -> dict[str, str]
 
 
 def save_head(head: TrainedHead, path: str | os.PathLike, *, extractor: Extractor,
-              data_summary: dict | None = None, colors: dict[str, str] | None = None) -> Path:
+              data_summary: dict | None = None, colors: dict[str, str] | None = None,
+              assessment: dict | None = None) -> Path:
     """Write a head folder atomically (a temp folder swapped into place).
 
     Args:
@@ -94,6 +95,8 @@ def save_head(head: TrainedHead, path: str | os.PathLike, *, extractor: Extracto
         extractor: the extractor of the embeddings the head was trained on.
         data_summary: e.g. counts per class and number of groups.
         colors: ``{class: "#rrggbb"}``; missing classes get the default palette.
+        assessment: the grouped cross-validation of the head's data
+            (:func:`napari_dfl.core.heads.assessment.assess`), recorded as is.
 
     Returns:
         The folder written.
@@ -136,6 +139,7 @@ def save_head(head: TrainedHead, path: str | os.PathLike, *, extractor: Extracto
                     "best_epoch": head.history[-1].best_epoch if head.history else None},
         "data_summary": data_summary if data_summary is not None else head.data_summary,
         "extractor": _extractor_for_card(extractor),
+        "assessment": assessment,
     }
     text = to_json(card, indent=2)
     with atomic_folder(target) as tmp:

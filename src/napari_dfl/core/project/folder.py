@@ -165,7 +165,8 @@ def save_annotations(folder: str | os.PathLike, annotations: list[Annotation],
 def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
                  file: ProjectFile, head: TrainedHead | None = None,
                  extractor: Extractor | None = None,
-                 prediction: TilePrediction | None = None) -> Path:
+                 prediction: TilePrediction | None = None,
+                 assessment: dict | None = None) -> Path:
     """Write a project folder: annotations, the head and prediction when given, then settings.
 
     Args:
@@ -176,6 +177,7 @@ def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
         head: a trained head, saved with its model card when ``extractor`` is given.
         extractor: the extractor of the head's embeddings (needed to save the head).
         prediction: the slide's tile prediction to keep with the project, or None.
+        assessment: the head's grouped cross-validation, recorded in its card.
 
     Returns:
         The project folder.
@@ -190,7 +192,7 @@ def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
     save_annotations(folder, annotations, file.colors)
     saved_head = head is not None and extractor is not None
     if saved_head:
-        save_head(head, folder / HEAD_NAME, extractor=extractor,
+        save_head(head, folder / HEAD_NAME, extractor=extractor, assessment=assessment,
                   colors={k: v for k, v in file.colors.items() if k in head.classes})
     if prediction is not None:
         save_arrays(prediction, folder / PREDICTION_NAME)
