@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_dfl._qt.annotation_layers import labels_of
 from napari_dfl.core.annotations.annotation import read_geojson
 from napari_dfl.core.features.store import EmbeddingStore
 
@@ -31,7 +32,6 @@ def wait_idle(widget, qtbot, timeout_s: float = 240) -> None:
 
 def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     from napari_dfl._qt.overlays import CLASS_MAP_NAME, PROBABILITY_NAME
-    from napari_dfl.core.heads.config import TrainConfig
 
     viewer, widget = loop_panel
     assert widget.extract()
@@ -43,7 +43,7 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     store = EmbeddingStore.open(store_path)
     assert not store.missing(samples.coords).any()
 
-    assert widget.train(TrainConfig(max_epochs=40, patience=8))
+    widget.train_button.click()
     wait_idle(widget, qtbot)
     head = widget.session.head
     assert head is not None and set(head.classes) == set(samples.counts())
@@ -60,14 +60,22 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     fills = []
     widget.session.prediction_updated.connect(
         lambda *_: fills.append(widget.overlay.n_predicted))
+    viewer.layers.selection.active = widget.points  # the user was adding points
     assert widget.predict()
     wait_idle(widget, qtbot)
     overlay = widget.overlay
     grid = overlay.prediction.grid
     assert overlay.n_predicted == len(grid)
     assert len(set(fills)) >= 2, "the overlay should fill in progressively"
-    assert CLASS_MAP_NAME in viewer.layers and PROBABILITY_NAME in viewer.layers
     class_layer = viewer.layers[CLASS_MAP_NAME]
+    heat_layer = overlay.probability_layer
+    assert heat_layer.name.startswith(PROBABILITY_NAME) and heat_layer in viewer.layers
+    # New output layers took neither the active layer nor the selection.
+    # (== and not "is": the panel sees the viewer's layers through napari's plugin proxy)
+    assert viewer.layers.selection.active == widget.points
+    assert list(viewer.layers.selection) == [widget.points]
+    # One output visible at a time: the class map.
+    assert class_layer.visible and not heat_layer.visible
     assert class_layer.data.shape == (*grid.grid_shape, 4)
 
     # Line up: sample the class map at the world position of each tile's centre and
@@ -90,6 +98,47 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     assert white.sum() > 20
     assert (labels[white] == background).mean() > 0.8
     assert (labels[~white] == background).mean() < 0.5
+
+    # Keys pick the class with an output layer active, through Qt's key events on the canvas;
+    # the image layer's own "2" (transform mode) does not fire.
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    classes = widget.session.classes
+    viewer.layers.selection.active = class_layer
+    canvas = viewer.window._qt_viewer.canvas.native
+    QTest.keyClick(canvas, Qt.Key.Key_2)
+    assert widget.session.active == classes[1]
+    assert class_layer.mode == "pan_zoom"
+    assert f"Class 2: {classes[1]}" in widget.caption.text.text
+    assert f"<b>{classes[1]}</b> (key 2)" in widget.classes.active_label.text()
+    QTest.keyClick(canvas, Qt.Key.Key_1)
+    assert widget.session.active == classes[0]
+    QTest.keyClick(canvas, Qt.Key.Key_3)
+    viewer.layers.selection.active = widget.points
+    n_before = len(widget.session.annotations)
+    widget.points.add([[1500.0, 1100.0]])
+    assert labels_of(widget.points)[-1] == classes[2]
+    qtbot.waitUntil(lambda: len(widget.session.annotations) == n_before + 1, timeout=5000)
+    assert widget.session.annotations[-1].label == classes[2]
+
+    # The heatmap of a chosen class, alone, named, with its legend.
+    controls = widget.overlay_controls
+    assert controls.choices() == ["Class map", *(f"Probability: {c}"
+                                                 for c in overlay.prediction.classes),
+                                  "Nothing"]
+    assert all(f"{c}: {n} tiles" in controls.legend.text()
+               for c, n in overlay.prediction.counts().items())
+    controls.choose("Probability: epidermis")
+    assert heat_layer.visible and not class_layer.visible
+    assert heat_layer.name == f"{PROBABILITY_NAME}: epidermis"
+    assert "Probability of <b>epidermis</b>" in controls.legend.text()
+    epidermis = overlay.prediction.classes.index("epidermis")
+    expected = overlay.heat_lut[np.round(
+        overlay.prediction.probability_map(epidermis) * 255).astype(int)]
+    np.testing.assert_array_equal(heat_layer.data, expected)
+    controls.choose("Nothing")
+    assert not heat_layer.visible and not class_layer.visible
 
 
 def test_cancel_stops_an_extraction(loop_panel, qtbot):
@@ -137,8 +186,64 @@ def test_auto_mode_retrains_and_predicts_after_a_new_annotation(loop_panel, qtbo
     assert widget.overlay is first_overlay and widget.overlay.class_layer is class_layer
     assert len(widget.viewer.layers) == layers_before
     assert len(widget.suggestions) > 0
+    # Tiles below the tissue threshold were not predicted: transparent in both outputs.
+    unpredicted = first_overlay.prediction.class_map() < 0
+    assert unpredicted.sum() > 20
+    assert (class_layer.data[unpredicted, 3] == 0).all()
+    assert (first_overlay.probability_layer.data[unpredicted, 3] == 0).all()
+    assert (first_overlay.probability_layer.data[~unpredicted, 3] == 255).all()
 
     widget.auto_check.setChecked(False)
     widget.session.add_annotations([Annotation(Point(1200.0, 1500.0), "dermis")])
     qtbot.wait(1500)
     assert widget.auto.runs == 2 and not widget.session.busy, "auto mode is off"
+
+
+def same_weights(a, b) -> bool:
+    """Whether two heads are the same: weights, standardisation and classes."""
+    import torch
+
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    return (a.classes == b.classes and sa.keys() == sb.keys()
+            and all(torch.equal(sa[k], sb[k]) for k in sa)
+            and np.array_equal(a.mean, b.mean) and np.array_equal(a.std, b.std))
+
+
+def test_the_same_annotations_give_the_same_head_in_the_panel_and_the_cli(
+        loop_panel, qtbot, tmp_path):
+    import subprocess
+    import sys
+
+    from napari_dfl.core.heads.head_files import load_head
+    from napari_dfl.core.slides.sample_slide import SAMPLE_SLIDE
+
+    _viewer, widget = loop_panel
+    # Annotations drawn in the layers as a user would (their ids come from the layers).
+    widget.session.set_active("dermis")
+    widget.regions.add_rectangles(np.array([[1400.0, 900.0], [1700.0, 1300.0]]))
+    widget.session.set_active("background")
+    widget.points.add(np.array([[150.0, 2000.0], [2800.0, 150.0]]))
+    qtbot.waitUntil(lambda: len(widget.session.annotations) == 13, timeout=5000)
+
+    widget.train_button.click()
+    wait_idle(widget, qtbot)
+    first = widget.session.result
+    widget.train_button.click()
+    wait_idle(widget, qtbot)
+    second = widget.session.result
+    assert second is not first
+    assert same_weights(first.head, second.head), "trained twice, two different heads"
+    assert second.assessment == first.assessment
+
+    # The CLI on the panel's exported annotations and the same store: the same head.
+    exported = tmp_path / "drawn.geojson"
+    assert widget.project.export_geojson(exported)
+    out = tmp_path / "cli.dflhead"
+    command = [sys.executable, "-m", "napari_dfl", "train", f"{SAMPLE_SLIDE}:{exported}",
+               "--out", str(out), "--patch-size", "112", "--zooms", "0.5", "--variants",
+               "rgb", "--stores", str(widget.session.settings.stores)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cli_head, card = load_head(out)
+    assert same_weights(cli_head, first.head), "the CLI trained another head"
+    assert card["assessment"] == first.assessment

@@ -2,15 +2,22 @@
 
 A view over the session's classes: buttons call the session, the list is redrawn when the
 session says its classes changed. Rows 1-9 show the key that picks them.
+
+Deleting a class that has annotations asks first, inline (a bar under the list, not a modal
+dialog that would block the viewer); once deleted, an Undo bar offers it back
+(:meth:`napari_dfl.workflows.session.Session.restore_class`).
 """
 
 from __future__ import annotations
+
+from html import escape
 
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QColorDialog,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -48,11 +55,25 @@ class ClassesWidget(QWidget):
         row2 = QHBoxLayout()
         row2.addWidget(self.color_button)
         row2.addWidget(self.delete_button)
+        self.active_label = QLabel()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.active_label)
         layout.addWidget(self.list)
         layout.addLayout(row)
         layout.addLayout(row2)
+        self.confirm_label, self.confirm_button, self.keep_button = (
+            QLabel(), QPushButton("Delete"), QPushButton("Keep"))
+        self.confirm_bar = self._bar(self.confirm_label, self.confirm_button, self.keep_button)
+        self.undo_label, self.undo_button = QLabel(), QPushButton("Undo")
+        self.undo_bar = self._bar(self.undo_label, self.undo_button)
+        layout.addWidget(self.confirm_bar)
+        layout.addWidget(self.undo_bar)
+        self._pending: str | None = None
+        self.confirm_button.clicked.connect(self._confirm_delete)
+        self.keep_button.clicked.connect(self._cancel_delete)
+        self.undo_button.clicked.connect(self._undo)
+        session.class_trashed.connect(self._show_undo)
         self.add_button.clicked.connect(self._add)
         self.name_edit.returnPressed.connect(self._add)
         self.rename_button.clicked.connect(self._rename)
@@ -82,6 +103,14 @@ class ClassesWidget(QWidget):
         self._show_active(self.session.active)
 
     def _show_active(self, name) -> None:
+        if name is None:
+            self.active_label.setText("Add a class to annotate.")
+        else:
+            key = self.session.classes.index(name) + 1
+            colour = self.session.colors.get(name, UNKNOWN)
+            self.active_label.setText(
+                f"New annotations: <span style='color:{colour}'>&#9632;</span> "
+                f"<b>{escape(name)}</b>" + (f" (key {key})" if key <= 9 else ""))
         for i in range(self.list.count()):
             if self.list.item(i).data(_NAME_ROLE) == name:
                 if self.list.currentRow() != i:
@@ -113,9 +142,55 @@ class ClassesWidget(QWidget):
                                                              self.name_edit.text()):
             self.name_edit.clear()
 
+    @staticmethod
+    def _bar(label: QLabel, *buttons: QPushButton) -> QWidget:
+        bar = QWidget()
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(0, 0, 0, 0)
+        label.setWordWrap(True)
+        row.addWidget(label, 1)
+        for button in buttons:
+            row.addWidget(button)
+        bar.setVisible(False)
+        return bar
+
     def _delete(self) -> None:
-        if self.session.active:
-            self.session.remove_class(self.session.active)
+        """Delete the active class; ask first when it has annotations."""
+        name = self.session.active
+        if not name:
+            return
+        mine = [a for a in self.session.annotations if a.label == name]
+        if not mine:
+            self.session.remove_class(name)
+            return
+        regions = sum(a.kind == "region" for a in mine)
+        self._pending = name
+        self.confirm_label.setText(
+            f"Delete '{name}' and its {regions} regions, {len(mine) - regions} points? "
+            "Undo brings them back.")
+        self.confirm_bar.setVisible(True)
+
+    def _confirm_delete(self) -> None:
+        name, self._pending = self._pending, None
+        self.confirm_bar.setVisible(False)
+        if name is not None:
+            self.session.remove_class(name)
+
+    def _cancel_delete(self) -> None:
+        self._pending = None
+        self.confirm_bar.setVisible(False)
+
+    def _show_undo(self, entry) -> None:
+        self.undo_label.setText(f"Deleted {entry.describe()}.")
+        self.undo_bar.setVisible(True)
+
+    def _undo(self) -> None:
+        self.session.restore_class()
+        trash = self.session.trash
+        if trash:
+            self._show_undo(trash[-1])
+        else:
+            self.undo_bar.setVisible(False)
 
     def _pick_color(self) -> None:  # pragma: no cover - interactive
         name = self.session.active

@@ -24,6 +24,7 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from napari_dfl._qt.annotation_layers import rgba
+from napari_dfl._qt.layer_focus import keeping_focus
 from napari_dfl._qt.overlays import tile_placement
 from napari_dfl._qt.suggestions import viewer_camera
 from napari_dfl.core.annotations.annotation import Annotation
@@ -173,20 +174,19 @@ class Explorer:
     def _ensure_slide_layers(self) -> None:
         viewer, reference = self.slide_viewer, self._slide_layer_of()
         placement = tile_placement(self.map.tile_size, reference)
-        active = viewer.layers.selection.active
-        if SLIDE_SELECTION_NAME in viewer.layers:
-            viewer.layers.remove(SLIDE_SELECTION_NAME)
-        viewer.add_image(np.zeros((*self.grid_shape, 4), np.uint8), name=SLIDE_SELECTION_NAME,
-                         rgb=True, **placement)
-        if SLIDE_LASSO_NAME not in viewer.layers:
-            extra = {} if reference is None else {"scale": reference.scale[-2:],
-                                                  "translate": reference.translate[-2:]}
-            lasso = viewer.add_shapes(name=SLIDE_LASSO_NAME, ndim=2, face_color=[1, 1, 0, 0.1],
-                                      edge_color="yellow", edge_width=4, **extra)
-            lasso.events.data.connect(self._on_slide_lasso)
+        with keeping_focus(viewer):  # the user keeps drawing where they were
+            if SLIDE_SELECTION_NAME in viewer.layers:
+                viewer.layers.remove(SLIDE_SELECTION_NAME)
+            viewer.add_image(np.zeros((*self.grid_shape, 4), np.uint8),
+                             name=SLIDE_SELECTION_NAME, rgb=True, **placement)
+            if SLIDE_LASSO_NAME not in viewer.layers:
+                extra = {} if reference is None else {"scale": reference.scale[-2:],
+                                                      "translate": reference.translate[-2:]}
+                lasso = viewer.add_shapes(name=SLIDE_LASSO_NAME, ndim=2,
+                                          face_color=[1, 1, 0, 0.1], edge_color="yellow",
+                                          edge_width=4, **extra)
+                lasso.events.data.connect(self._on_slide_lasso)
         self._bind_keys(viewer.layers[SLIDE_LASSO_NAME])
-        if active is not None and active in viewer.layers:
-            viewer.layers.selection.active = active  # the user keeps drawing where they were
 
     # -- colours -------------------------------------------------------------------------
     def colors(self, mode: str) -> np.ndarray:
@@ -368,11 +368,10 @@ class Explorer:
         viewer = self.slide_viewer
         if FALSE_COLOUR_NAME in viewer.layers:
             viewer.layers.remove(FALSE_COLOUR_NAME)
-        active = viewer.layers.selection.active
-        layer = viewer.add_image(image, name=FALSE_COLOUR_NAME, rgb=True, opacity=0.6,
-                                 **tile_placement(self.map.tile_size, self._slide_layer_of()))
-        if active is not None and active in viewer.layers:
-            viewer.layers.selection.active = active
+        with keeping_focus(viewer):
+            layer = viewer.add_image(image, name=FALSE_COLOUR_NAME, rgb=True, opacity=0.6,
+                                     **tile_placement(self.map.tile_size,
+                                                      self._slide_layer_of()))
         return layer
 
 

@@ -1,11 +1,19 @@
-"""Prediction overlays: a class map (RGBA image) and a probability heatmap (Image).
+"""Prediction overlays: a class map and a probability heatmap, one shown at a time.
 
-Both hold one value per tile of the working grid, a small array placed on the slide with
-``scale`` = tile size and ``translate``, never upsampled to the slide's size. They follow
-the session's prediction and fill in as tiles are predicted. The class map is an RGBA image
-coloured through a small lookup table rather than a Labels layer: napari colours Labels
-through numba functions compiled on first use, which froze the event loop for about 1.5 s
-when the first prediction appeared.
+Both hold one RGBA value per tile of the working grid, a small array placed on the slide
+with ``scale`` = tile size and ``translate``, never upsampled to the slide's size, and
+transparent where no tile was predicted (glass, the margin past the last whole tile, tiles
+still to come): nothing veils the slide but the prediction itself. They follow the session's
+prediction and fill in as tiles are predicted.
+
+One output is visible at a time (:meth:`PredictionOverlay.show`): the class map by default,
+or the probability of a chosen class (its name is in the layer's name), or none; stacking
+both made colours that match no class. The panel's overlay controls pick it and show the
+legend. New layers never take the user's active layer (:func:`keeping_focus`).
+
+RGBA images rather than a Labels layer: napari colours Labels through numba functions
+compiled on first use, which froze the event loop for about 1.5 s when the first prediction
+appeared.
 """
 
 from __future__ import annotations
@@ -13,16 +21,34 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from psygnal import Signal
 
 from napari_dfl._qt.annotation_layers import rgba
+from napari_dfl._qt.layer_focus import keeping_focus
 from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.util.palette import UNKNOWN
 
-__all__ = ["CLASS_MAP_NAME", "PROBABILITY_NAME", "PredictionOverlay", "class_lut",
-           "tile_placement"]
+__all__ = [
+    "CLASS_MAP",
+    "CLASS_MAP_NAME",
+    "HEATMAP",
+    "NOTHING",
+    "PROBABILITY_NAME",
+    "PredictionOverlay",
+    "class_lut",
+    "probability_lut",
+    "tile_placement",
+]
 
 CLASS_MAP_NAME = "DFL class map"
+#: The probability layer's name starts so; the class shown follows, e.g. "DFL probability:
+#: tumour".
 PROBABILITY_NAME = "DFL probability"
+#: What :meth:`PredictionOverlay.show` can show: the class map, a class's probability, none.
+CLASS_MAP, HEATMAP, NOTHING = "class map", "probability", "nothing"
+#: The heatmap's colour map (perceptually uniform, dark to bright yellow).
+HEATMAP_COLORMAP = "inferno"
+_LAYER_OPACITY = 0.6
 
 
 def tile_placement(tile_size: float, reference=None) -> dict:
@@ -51,20 +77,53 @@ def class_lut(classes: list[str], colors: Mapping[str, object]) -> np.ndarray:
     return lut
 
 
+def probability_lut(levels: int = 256) -> np.ndarray:
+    """``(levels, 4)`` uint8 RGBA of :data:`HEATMAP_COLORMAP` from probability 0 to 1."""
+    from napari.utils.colormaps import ensure_colormap
+
+    colours = ensure_colormap(HEATMAP_COLORMAP).map(np.linspace(0.0, 1.0, levels))
+    lut = np.round(np.asarray(colours, np.float64) * 255).astype(np.uint8)
+    lut[:, 3] = 255
+    return lut
+
+
+def _heat_rgba(probability: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """RGBA of a ``(rows, cols)`` probability map; NaN (no prediction) is transparent."""
+    known = np.isfinite(probability)
+    index = np.zeros(probability.shape, np.int64)
+    index[known] = np.clip(np.round(probability[known] * (len(lut) - 1)), 0, len(lut) - 1)
+    image = lut[index]
+    image[~known] = 0
+    return image
+
+
 class PredictionOverlay:
-    """The two overlay layers of the session's prediction (see the module docstring)."""
+    """The two overlay layers of the session's prediction (see the module docstring).
+
+    Attributes:
+        shown: :data:`CLASS_MAP`, :data:`HEATMAP` or :data:`NOTHING`.
+        shown_class: index of the class whose probability the heatmap shows.
+        changed: emitted when the output shown, its class or its colours change (the legend
+            follows it).
+
+    """
+
+    changed = Signal()
 
     def __init__(self, viewer, session, reference=None) -> None:
         self.viewer, self.session, self.reference = viewer, session, reference
         self.prediction: TilePrediction | None = None
         self.class_layer = None
         self.probability_layer = None
+        self.shown = CLASS_MAP
         self.shown_class = 0
         self.lut = np.zeros((1, 4), np.uint8)
+        self.heat_lut = probability_lut()
         session.prediction_started.connect(self._on_started)
         session.prediction_updated.connect(self._on_updated)
         session.prediction_finished.connect(self._on_finished)
         session.classes_changed.connect(self.recolor)
+        session.class_removed.connect(self._on_class_removed)
 
     def disconnect(self) -> None:
         """Stop following the session (the layers stay)."""
@@ -72,11 +131,19 @@ class PredictionOverlay:
         self.session.prediction_updated.disconnect(self._on_updated)
         self.session.prediction_finished.disconnect(self._on_finished)
         self.session.classes_changed.disconnect(self.recolor)
+        self.session.class_removed.disconnect(self._on_class_removed)
 
     @property
     def n_predicted(self) -> int:
         """Tiles predicted so far."""
         return 0 if self.prediction is None else int(self.prediction.predicted.sum())
+
+    @property
+    def shown_class_name(self) -> str | None:
+        """The class whose probability the heatmap shows (None before a prediction)."""
+        if self.prediction is None:
+            return None
+        return self.prediction.classes[self.shown_class]
 
     def _reusable(self, prediction: TilePrediction) -> bool:
         """Whether the layers can be refilled in place (auto mode predicts the same tiles).
@@ -95,28 +162,38 @@ class PredictionOverlay:
         reuse = self._reusable(prediction)
         self.prediction = prediction
         self.lut = class_lut(prediction.classes, self.session.colors)
-        active = self.session.active
-        self.shown_class = prediction.classes.index(active) if active in prediction.classes \
-            else 0
         if not reuse:
+            active = self.session.active
+            self.shown_class = prediction.classes.index(active) \
+                if active in prediction.classes else 0
             self._add_layers(prediction)
         self.refresh()
+        self._apply_visibility()
+        self.changed.emit()
 
     def _add_layers(self, prediction: TilePrediction) -> None:
         viewer, grid = self.viewer, prediction.grid
-        for name in (CLASS_MAP_NAME, PROBABILITY_NAME):
-            if name in viewer.layers:
-                viewer.layers.remove(name)
+        blank = np.zeros((*grid.grid_shape, 4), dtype=np.uint8)
         placement = tile_placement(grid.tile_size, self.reference)
-        self.probability_layer = viewer.add_image(
-            np.zeros(grid.grid_shape, dtype=np.float32), name=PROBABILITY_NAME,
-            colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.5,
-            blending="translucent", **placement)
-        self.class_layer = viewer.add_image(
-            np.zeros((*grid.grid_shape, 4), dtype=np.uint8), name=CLASS_MAP_NAME, rgb=True,
-            opacity=0.5, **placement)
+        with keeping_focus(viewer):  # the user keeps annotating on their layer
+            self.remove_layers()
+            self.probability_layer = viewer.add_image(
+                blank, name=self._heat_name(), rgb=True, opacity=_LAYER_OPACITY, **placement)
+            self.class_layer = viewer.add_image(
+                blank.copy(), name=CLASS_MAP_NAME, rgb=True, opacity=_LAYER_OPACITY,
+                **placement)
         self.class_layer.metadata["classes"] = list(prediction.classes)
-        self.probability_layer.metadata["class"] = prediction.classes[self.shown_class]
+        self.probability_layer.metadata["class"] = self.shown_class_name
+
+    def remove_layers(self) -> None:
+        """Remove the overlay layers (and stale ones of an earlier panel) from the viewer."""
+        layers = self.viewer.layers
+        for layer in list(layers):
+            if layer.name == CLASS_MAP_NAME or layer.name.startswith(PROBABILITY_NAME):
+                layers.remove(layer)
+
+    def _heat_name(self) -> str:
+        return f"{PROBABILITY_NAME}: {self.shown_class_name}"
 
     def _on_updated(self, _coords, _proba) -> None:
         self.refresh()
@@ -125,12 +202,26 @@ class PredictionOverlay:
         if prediction is not self.prediction:
             self._on_started(prediction)
         self.refresh()
+        self.changed.emit()  # the legend's tile counts
+
+    def _on_class_removed(self, name: str) -> None:
+        """A deleted class's prediction is gone: its layers go with it."""
+        if self.prediction is not None and name in self.prediction.classes:
+            self.clear()
+
+    def clear(self) -> None:
+        """Forget the prediction and remove its layers."""
+        self.prediction = None
+        self.remove_layers()
+        self.class_layer = self.probability_layer = None
+        self.changed.emit()
 
     def recolor(self, *_args) -> None:
         """Colour the class map with the classes' current colours."""
         if self.prediction is not None:
             self.lut = class_lut(self.prediction.classes, self.session.colors)
             self.refresh()
+            self.changed.emit()
 
     def refresh(self) -> None:
         """Push the prediction's current state into the layers."""
@@ -140,13 +231,33 @@ class PredictionOverlay:
         if self.class_layer in self.viewer.layers:
             self.class_layer.data = self.lut[prediction.class_map().astype(np.int64) + 1]
         if self.probability_layer in self.viewer.layers:
-            heat = np.nan_to_num(prediction.probability_map(self.shown_class), nan=0.0)
-            self.probability_layer.data = heat
+            self.probability_layer.data = _heat_rgba(
+                prediction.probability_map(self.shown_class), self.heat_lut)
 
-    def show_class(self, index: int) -> None:
-        """Show the probability of another class in the heatmap."""
-        if self.prediction is None:
-            return
-        self.shown_class = int(index)
-        self.probability_layer.metadata["class"] = self.prediction.classes[self.shown_class]
-        self.refresh()
+    def show(self, what: str, class_name: str | None = None) -> None:
+        """Show the class map, the probability of ``class_name`` (or the current one), or none.
+
+        Args:
+            what: :data:`CLASS_MAP`, :data:`HEATMAP` or :data:`NOTHING`.
+            class_name: for :data:`HEATMAP`, the class whose probability to show.
+
+        """
+        if what not in (CLASS_MAP, HEATMAP, NOTHING):
+            raise ValueError(f"show {CLASS_MAP!r}, {HEATMAP!r} or {NOTHING!r}, not {what!r}")
+        self.shown = what
+        if what == HEATMAP and class_name is not None and self.prediction is not None \
+                and class_name in self.prediction.classes:
+            self.shown_class = self.prediction.classes.index(class_name)
+            if self.probability_layer in self.viewer.layers:
+                self.probability_layer.name = self._heat_name()
+                self.probability_layer.metadata["class"] = class_name
+            self.refresh()
+        self._apply_visibility()
+        self.changed.emit()
+
+    def _apply_visibility(self) -> None:
+        layers = self.viewer.layers
+        if self.class_layer in layers:
+            self.class_layer.visible = self.shown == CLASS_MAP
+        if self.probability_layer in layers:
+            self.probability_layer.visible = self.shown == HEATMAP

@@ -26,10 +26,12 @@ from superqt import QCollapsible
 
 from napari_dfl._qt.annotation_layers import AnnotationLayers
 from napari_dfl._qt.auto import AutoMode
+from napari_dfl._qt.canvas_caption import CanvasCaption
 from napari_dfl._qt.classes_widget import ClassesWidget
 from napari_dfl._qt.explorer import Explorer
 from napari_dfl._qt.jobs import QtRunner, keep_triton_out, notify, warm_up_training
 from napari_dfl._qt.metrics_view import assessment_html
+from napari_dfl._qt.overlay_controls import OverlayControls
 from napari_dfl._qt.overlays import PredictionOverlay
 from napari_dfl._qt.project import ProjectPanel
 from napari_dfl._qt.settings_form import SettingsForm
@@ -83,9 +85,11 @@ class DFLWidget(QWidget):
         self.slide_model = SlideModelSection(napari_viewer, session, lambda: self.slide_layer)
         self.slide_model_box = QCollapsible("Slide-level model (one label per slide)")
         self.slide_model_box.addWidget(self.slide_model)
+        self.overlay = PredictionOverlay(napari_viewer, session)
+        self.overlay_controls = OverlayControls(self.overlay)
+        self.caption = CanvasCaption(napari_viewer, session, self.overlay)
         self._lay_out(classes_box)
 
-        self.overlay = PredictionOverlay(napari_viewer, session)
         self.suggestions = Suggestions(napari_viewer, session, lambda: self.slide_layer)
         self.auto = AutoMode(session, self.run_auto, self)
         self.explorer = Explorer(napari_viewer, session, lambda: self.slide_layer,
@@ -114,6 +118,7 @@ class DFLWidget(QWidget):
         layout.addWidget(self.auto_check)
         layout.addWidget(self.status)
         layout.addWidget(self.metrics)
+        layout.addWidget(self.overlay_controls)
         layout.addLayout(explore)
         layout.addWidget(self.project)
         layout.addWidget(self.slide_model_box)
@@ -145,10 +150,12 @@ class DFLWidget(QWidget):
     def _teardown_callbacks(self):
         """A teardown that needs no ``self`` (Qt calls it after the widget is gone)."""
         runner, session, events = self.runner, self.session, self.viewer.layers.events
+        caption = self.caption
         callbacks = ((events.inserted, self._on_layer_inserted),
                      (events.removed, self._on_layer_removed))
 
         def teardown(*_args) -> None:
+            caption.disconnect()
             session.disconnect_all()
             runner.shutdown()
             for emitter, callback in callbacks:

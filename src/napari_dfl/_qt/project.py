@@ -59,6 +59,7 @@ class ProjectPanel(QWidget):
             self.buttons[text] = button
         session.annotations_changed.connect(self.schedule)
         session.classes_changed.connect(self.schedule)
+        session.class_trashed.connect(self.keep_trashed)
 
     # -- folders -------------------------------------------------------------------------
     def project_dir(self) -> Path | None:
@@ -93,6 +94,27 @@ class ProjectPanel(QWidget):
                                   "to pick another folder.")
                 return None
         self.last_saved = written
+        return written
+
+    def keep_trashed(self, entry) -> list[Path]:
+        """Write a deleted class's annotations to the trash of each autosave folder.
+
+        Written at once, before the autosave drops them from ``annotations.geojson``.
+        """
+        written = []
+        if not entry.annotations:
+            return written
+        for folder in dict.fromkeys(f for f in (self.slide_dir, self.folder) if f is not None):
+            try:
+                written.append(project_folder.save_trashed(
+                    folder, entry.name, entry.annotations, entry.color, entry.when))
+            except (OSError, DFLError) as exc:
+                self.session.tell("error", f"the deleted class's annotations could not be "
+                                  f"kept in {folder} ({exc}); Undo still brings them back "
+                                  "while the panel is open.")
+        if written:
+            self.session.say(f"Deleted {entry.describe()}; a copy is in {written[0]} "
+                             "(Undo, or Import GeoJSON, brings it back).")
         return written
 
     def flush(self) -> None:

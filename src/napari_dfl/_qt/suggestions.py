@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from shapely.geometry import Point
 
+from napari_dfl._qt.layer_focus import keeping_focus
 from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.heads.suggest import annotated_tiles, margins, suggest_tiles
 from napari_dfl.core.heads.tile_prediction import TilePrediction
@@ -95,14 +96,12 @@ class Suggestions:
             placement = {} if self.reference is None else {
                 "scale": tuple(self.reference.scale[-2:]),
                 "translate": tuple(self.reference.translate[-2:])}
-            active = self.viewer.layers.selection.active
-            self.layer = self.viewer.add_points(
-                rows_cols, name=SUGGESTIONS_NAME, symbol="square", size=grid.tile_size,
-                face_color="transparent", border_color="yellow", border_width=0.06,
-                features=features, **placement)
+            with keeping_focus(self.viewer):  # the user keeps drawing where they were
+                self.layer = self.viewer.add_points(
+                    rows_cols, name=SUGGESTIONS_NAME, symbol="square", size=grid.tile_size,
+                    face_color="transparent", border_color="yellow", border_width=0.06,
+                    features=features, **placement)
             self.layer.editable = False
-            if active is not None and active in self.viewer.layers:
-                self.viewer.layers.selection.active = active  # keep drawing where it was
         else:
             self.layer.data = rows_cols
             self.layer.features = features

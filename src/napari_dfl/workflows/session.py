@@ -33,7 +33,7 @@ from napari_dfl.workflows.labelled import extract_annotations
 from napari_dfl.workflows.predict import predict_tiles, prediction_grid
 from napari_dfl.workflows.train import TrainingResult, train_on_annotations
 
-__all__ = ["JobState", "Runner", "Session", "SyncRunner"]
+__all__ = ["JobState", "RemovedClass", "Runner", "Session", "SyncRunner"]
 
 JobFactory = Callable[[CancelCheck], Generator[Event, None, Any]]
 Outcome = Callable[[str, Any], None]
@@ -114,6 +114,36 @@ class JobState:
         return elapsed / self.done * (self.total - self.done)
 
 
+@dataclass(frozen=True)
+class RemovedClass:
+    """A deleted class, kept so that its deletion can be undone (:meth:`Session.restore_class`).
+
+    Attributes:
+        name: the class.
+        color: its ``#rrggbb``.
+        position: its place in the class list (its key).
+        annotations: its annotations when it was deleted.
+        result: the head that knew the class (cleared with it), or None.
+        prediction: that head's prediction (cleared with it), or None.
+        when: ``time.time()`` of the deletion.
+
+    """
+
+    name: str
+    color: str
+    position: int
+    annotations: tuple[Annotation, ...]
+    result: TrainingResult | None = None
+    prediction: TilePrediction | None = None
+    when: float = 0.0
+
+    def describe(self) -> str:
+        """``"'dermis' (3 regions, 2 points)"``."""
+        regions = sum(a.kind == "region" for a in self.annotations)
+        points = len(self.annotations) - regions
+        return f"'{self.name}' ({regions} regions, {points} points)"
+
+
 class Session:
     """The state of one panel and the actions on it (see the module docstring).
 
@@ -129,6 +159,7 @@ class Session:
     active_class_changed = Signal(object)
     class_renamed = Signal(str, str)
     class_removed = Signal(str)
+    class_trashed = Signal(object)
     annotations_changed = Signal()
     annotations_added = Signal(object)
     annotations_replaced = Signal(object)
@@ -157,6 +188,8 @@ class Session:
         self.prediction: TilePrediction | None = None
         self.job: JobState | None = None
         self.status = ""
+        #: Deleted classes, the latest last (:meth:`restore_class` undoes a deletion).
+        self.trash: list[RemovedClass] = []
 
     def disconnect_all(self) -> None:
         """Disconnect every listener (the panel closing: its widgets must not be called)."""
@@ -263,19 +296,67 @@ class Session:
             self.classes_changed.emit()
 
     def remove_class(self, name: str) -> list[Annotation]:
-        """Delete a class and its annotations; returns the annotations removed."""
+        """Delete a class and its annotations; returns the annotations removed.
+
+        The class goes to :attr:`trash` (``class_trashed`` says so; the panel writes it to
+        disk) and :meth:`restore_class` brings it back. A head that knew the class and its
+        prediction are cleared with it: they would go on showing a class that is gone.
+        Refused while a job runs (it may be training on the class).
+        """
         if name not in self._colors:
             return []
+        if self.busy:
+            self.tell("warning", f"'{name}' was not deleted: a job is running; wait for it "
+                                 "or cancel it, then delete again.")
+            return []
         removed = [a for a in self._annotations if a.label == name]
+        knew = self.result is not None and name in self.result.head.classes
+        entry = RemovedClass(name, self._colors[name], self.classes.index(name),
+                             tuple(removed), self.result if knew else None,
+                             self.prediction if knew else None, time.time())
+        self.trash.append(entry)
         del self._colors[name]
         self._annotations = [a for a in self._annotations if a.label != name]
         if self._active == name:
             self._active = next(iter(self._colors), None)
         self.class_removed.emit(name)
+        self.class_trashed.emit(entry)
         self.classes_changed.emit()
         self.active_class_changed.emit(self._active)
         self.annotations_changed.emit()
+        if knew:
+            self.prediction = None
+            self.set_result(None)
         return removed
+
+    def restore_class(self, entry: RemovedClass | None = None) -> bool:
+        """Undo a deletion (the latest by default): the class, its colour, place and annotations.
+
+        The head and prediction cleared with it come back too when no other head was set
+        since. Annotations of a class of the same name created meanwhile are kept beside the
+        restored ones. False when there is nothing to restore.
+        """
+        if entry is None:
+            if not self.trash:
+                return False
+            entry = self.trash[-1]
+        if entry not in self.trash:
+            return False
+        self.trash.remove(entry)
+        if entry.name not in self._colors:
+            items = list(self._colors.items())
+            items.insert(min(entry.position, len(items)), (entry.name, entry.color))
+            self._colors = dict(items)
+            self.classes_changed.emit()
+        self.set_active(entry.name)
+        if entry.annotations:
+            self.add_annotations(entry.annotations)
+        if entry.result is not None and self.result is None:
+            self.set_result(entry.result)
+            if entry.prediction is not None:
+                self.set_prediction(entry.prediction)
+        self.say(f"Restored {entry.describe()}.")
+        return True
 
     def set_active(self, name_or_index: str | int) -> None:
         """Make a class active, by name or by 0-based position (keys 1-9)."""

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +46,7 @@ __all__ = [
     "HEAD_NAME",
     "PREDICTION_NAME",
     "SETTINGS_NAME",
+    "TRASH_NAME",
     "Project",
     "ProjectError",
     "ProjectFile",
@@ -50,12 +54,15 @@ __all__ = [
     "load_project",
     "save_annotations",
     "save_project",
+    "save_trashed",
 ]
 
 ANNOTATIONS_NAME = "annotations.geojson"
 SETTINGS_NAME = "project.json"
 HEAD_NAME = "head.dflhead"
 PREDICTION_NAME = "prediction.npz"
+#: Deleted classes' annotations, one GeoJSON per deletion (Import GeoJSON brings one back).
+TRASH_NAME = "trash"
 PROJECT_FORMAT = "napari-dfl project"
 PROJECT_FORMAT_VERSION = 2
 
@@ -160,6 +167,25 @@ def save_annotations(folder: str | os.PathLike, annotations: list[Annotation],
                      colors: dict[str, str] | None = None) -> Path:
     """Write ``annotations.geojson`` in ``folder`` atomically (the folder is created)."""
     return write_geojson(annotations, Path(folder) / ANNOTATIONS_NAME, colors=colors)
+
+
+def save_trashed(folder: str | os.PathLike, name: str, annotations: Sequence[Annotation],
+                 color: str | None = None, when: float | None = None) -> Path:
+    """Keep a deleted class's annotations in ``folder/trash/<UTC time>-<class>.geojson``.
+
+    The file is a normal annotations GeoJSON (with the class's colour): importing it
+    restores the class. Returns its path.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "class"
+    path = Path(folder) / TRASH_NAME / f"{stamp}-{safe}.geojson"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counter = 1
+    while path.exists():  # two deletions of one name in one second
+        counter += 1
+        path = path.with_name(f"{stamp}-{safe}-{counter}.geojson")
+    return write_geojson(list(annotations), path,
+                         colors=None if color is None else {name: color})
 
 
 def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
