@@ -412,3 +412,62 @@ def test_a_head_of_another_extractor_is_refused_before_any_work(make_napari_view
     assert not widget.predict()
     assert not widget.session.busy
     assert any("backbone resnet50" in m and "Train again" in m for m in notes), notes
+
+
+def test_deleting_a_class_asks_keeps_a_copy_and_can_be_undone(make_napari_viewer, slide_copy,
+                                                              qtbot):
+    from napari_dfl._qt.overlays import CLASS_MAP_NAME, PROBABILITY_NAME
+    from napari_dfl.core.heads.tile_prediction import TilePrediction
+    from napari_dfl.core.slides.tissue import tile_grid
+
+    viewer, widget = open_panel(make_napari_viewer, slide_copy)
+    session, classes = widget.session, widget.classes
+    draw(widget)  # tumour: 1 region; stroma: 1 region, 3 points
+    result = TrainingResult(small_head(("tumour", "stroma")), EXTRACTOR)
+    session.set_result(result)
+    grid = tile_grid(session.working_slide(), 224, 0.5, min_tissue=0)
+    p = np.random.default_rng(3).uniform(0.5, 1.0, len(grid))
+    session.set_prediction(TilePrediction(grid, ["tumour", "stroma"],
+                                          np.stack([p, 1 - p], axis=1).astype(np.float32)))
+    assert CLASS_MAP_NAME in viewer.layers and widget.overlay_controls.isVisibleTo(widget)
+    saved = autosave_file(slide_copy)
+    qtbot.waitUntil(lambda: saved.is_file() and len(read_geojson(saved)) == 5, timeout=5000)
+    stroma_ids = sorted(a.id for a in session.annotations if a.label == "stroma")
+
+    # A first click asks, inline; Keep leaves everything as it was.
+    session.set_active("stroma")
+    classes.delete_button.click()
+    assert classes.confirm_bar.isVisibleTo(classes)
+    assert classes.confirm_label.text() == ("Delete 'stroma' and its 1 region, 3 points? "
+                                            "Undo brings them back.")
+    classes.keep_button.click()
+    assert not classes.confirm_bar.isVisibleTo(classes)
+    assert session.classes == ["tumour", "stroma"] and len(session.annotations) == 5
+
+    # Delete: the class, its annotations, the head that knew it and its overlays go.
+    classes.delete_button.click()
+    classes.confirm_button.click()
+    assert session.classes == ["tumour"]
+    assert list(annotation_layers.labels_of(widget.regions)) == ["tumour"]
+    assert len(widget.points.data) == 0
+    assert session.head is None and widget.metrics.text() == ""
+    assert CLASS_MAP_NAME not in viewer.layers
+    assert not any(layer.name.startswith(PROBABILITY_NAME) for layer in viewer.layers)
+    assert not widget.overlay_controls.isVisibleTo(widget)
+    # ... a copy is on disk at once, and Undo is offered.
+    [trashed] = list((saved.parent / core_project.TRASH_NAME).glob("*-stroma.geojson"))
+    assert sorted(a.id for a in read_geojson(trashed)) == stroma_ids
+    assert str(trashed) in widget.status.text()
+    assert classes.undo_bar.isVisibleTo(classes)
+    assert classes.undo_label.text() == "Deleted 'stroma' (1 region, 3 points)."
+    qtbot.waitUntil(lambda: len(read_geojson(saved)) == 1, timeout=5000)
+
+    # Undo: the class at its place with its colour, its annotations with their ids, the head
+    # and its overlays.
+    classes.undo_button.click()
+    assert session.classes == ["tumour", "stroma"] and session.colors["stroma"] == "#00ff00"
+    assert sorted(a.id for a in session.annotations if a.label == "stroma") == stroma_ids
+    assert sorted(annotation_layers.labels_of(widget.points)) == ["stroma"] * 3
+    assert session.result is result and CLASS_MAP_NAME in viewer.layers
+    assert not classes.undo_bar.isVisibleTo(classes)
+    qtbot.waitUntil(lambda: len(read_geojson(saved)) == 5, timeout=5000)

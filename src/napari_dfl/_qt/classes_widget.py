@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_dfl.core.util.palette import UNKNOWN
+from napari_dfl.workflows.session import annotation_counts
 
 __all__ = ["ClassesWidget"]
 
@@ -163,11 +164,9 @@ class ClassesWidget(QWidget):
         if not mine:
             self.session.remove_class(name)
             return
-        regions = sum(a.kind == "region" for a in mine)
         self._pending = name
         self.confirm_label.setText(
-            f"Delete '{name}' and its {regions} regions, {len(mine) - regions} points? "
-            "Undo brings them back.")
+            f"Delete '{name}' and its {annotation_counts(mine)}? Undo brings them back.")
         self.confirm_bar.setVisible(True)
 
     def _confirm_delete(self) -> None:

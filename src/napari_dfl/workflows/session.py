@@ -33,7 +33,7 @@ from napari_dfl.workflows.labelled import extract_annotations
 from napari_dfl.workflows.predict import predict_tiles, prediction_grid
 from napari_dfl.workflows.train import TrainingResult, train_on_annotations
 
-__all__ = ["JobState", "RemovedClass", "Runner", "Session", "SyncRunner"]
+__all__ = ["JobState", "RemovedClass", "Runner", "Session", "SyncRunner", "annotation_counts"]
 
 JobFactory = Callable[[CancelCheck], Generator[Event, None, Any]]
 Outcome = Callable[[str, Any], None]
@@ -114,6 +114,14 @@ class JobState:
         return elapsed / self.done * (self.total - self.done)
 
 
+def annotation_counts(annotations: Sequence[Annotation]) -> str:
+    """``"3 regions, 1 point"``: how many regions and points."""
+    regions = sum(a.kind == "region" for a in annotations)
+    points = len(annotations) - regions
+    return (f"{regions} region{'' if regions == 1 else 's'}, "
+            f"{points} point{'' if points == 1 else 's'}")
+
+
 @dataclass(frozen=True)
 class RemovedClass:
     """A deleted class, kept so that its deletion can be undone (:meth:`Session.restore_class`).
@@ -139,9 +147,7 @@ class RemovedClass:
 
     def describe(self) -> str:
         """``"'dermis' (3 regions, 2 points)"``."""
-        regions = sum(a.kind == "region" for a in self.annotations)
-        points = len(self.annotations) - regions
-        return f"'{self.name}' ({regions} regions, {points} points)"
+        return f"'{self.name}' ({annotation_counts(self.annotations)})"
 
 
 class Session:
