@@ -400,3 +400,46 @@ def test_fuzzed_files_only_raise_annotation_error(content):
             warnings.simplefilter("ignore", AnnotationWarning)
             with contextlib.suppress(AnnotationError):
                 read_geojson(path)
+
+
+def test_regions_take_the_same_tiles_without_laying_the_whole_grid():
+    from napari_dfl.core.annotations.annotation import read_geojson
+    from napari_dfl.core.annotations.samples import preview_samples, slide_samples
+    from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
+    from napari_dfl.core.slides.tiff import Slide
+    from napari_dfl.core.slides.tissue import grid_tiles_within, tile_grid
+
+    annotations = read_geojson(SAMPLE_ANNOTATIONS)
+    with Slide(SAMPLE_SLIDE) as slide:
+        for patch in (112, 224):
+            composition = Composition(patch)
+            full = tile_grid(slide, patch, 0.5, min_tissue=0)
+            # Bounded: a row-major subset of the whole grid, with every tile that meets the
+            # bounds.
+            bounds = (333.3, 901.0, 1207.5, 1444.0)
+            near = grid_tiles_within(slide, patch, 0.5, bounds)
+            position = {tuple(c): i for i, c in enumerate(full.coords.tolist())}
+            order = [position[tuple(c)] for c in near.tolist()]
+            assert order == sorted(order)
+            x, y, size = full.coords[:, 0], full.coords[:, 1], full.tile_size
+            meets = (x < bounds[2]) & (x + size > bounds[0]) & (y < bounds[3]) & \
+                (y + size > bounds[1])
+            assert set(np.flatnonzero(meets)) <= set(order)
+            # The same samples, in the same order, as from the whole grid.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference = samples_from_annotations(annotations, full, composition,
+                                                     slide.mpp)
+                samples = slide_samples(slide, annotations, composition, min_tissue=0.0)
+            np.testing.assert_array_equal(samples.coords, reference.coords)
+            assert list(samples.labels) == list(reference.labels)
+            assert list(samples.groups) == list(reference.groups)
+            preview = preview_samples(slide, annotations, composition)
+            assert preview.counts == reference.counts()
+            assert preview.tile_um == patch * 0.5
+
+        # A region smaller than half a tile gives no sample, and the preview names it.
+        tiny = Annotation(shapely.box(1000, 1000, 1040, 1040), "dermis")
+        preview = preview_samples(slide, [tiny], Composition(224))
+        assert preview.counts == {"dermis": 0}
+        assert preview.regions_without_samples == [tiny]

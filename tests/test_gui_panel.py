@@ -28,8 +28,14 @@ def test_panel_docks_and_picks_the_slide(panel):
     assert annotation_layers.POINTS_NAME in viewer.layers
 
 
-def test_classes_colour_annotations_and_count_them(panel):
+def test_classes_colour_annotations_and_count_them(panel, qtbot):
+    from napari_dfl.core.annotations.samples import preview_samples
+    from napari_dfl.core.slides.sample_slide import SAMPLE_COMPOSITION
+
     _viewer, widget = panel
+    # The sample slide gets the demo's composition, as napari-dfl demo uses.
+    assert widget.session.settings.composition == SAMPLE_COMPOSITION
+    assert widget.form.patch_spin.value() == 112
     widget.session.add_class("tumour")
     widget.session.add_class("stroma")
     regions, points = widget.regions, widget.points
@@ -41,8 +47,26 @@ def test_classes_colour_annotations_and_count_them(panel):
     assert list(annotation_layers.labels_of(points)) == ["stroma", "stroma"]
     stroma = annotation_layers.rgba(widget.session.colors["stroma"])
     np.testing.assert_allclose(points.face_color[0], stroma)
-    assert "1 regions, 0 points" in widget.classes.list.item(0).text()
-    assert "0 regions, 2 points" in widget.classes.list.item(1).text()
+    # Counts per class as they are drawn: regions, points and the samples they give.
+    qtbot.waitUntil(lambda: "→" in widget.classes.list.item(0).text(), timeout=3000)
+    preview = preview_samples(widget.session.working_slide(), widget.session.annotations,
+                              SAMPLE_COMPOSITION)
+    assert preview.counts == {"tumour": 8, "stroma": 2}  # 4 whole tiles, 4 more than half in
+    assert widget.classes.list.item(0).text() == "1: tumour  (1 region, 0 points → 8 samples)"
+    assert widget.classes.list.item(1).text() == "2: stroma  (0 regions, 2 points → 2 samples)"
+    advice = widget.classes.advice
+    assert advice.isVisibleTo(widget.classes)
+    assert "Too few samples to judge a head (stroma 2)" in advice.text()
+    assert "10 samples in all: a validation figure needs 30 or more." in advice.text()
+    # A region smaller than half a tile: it gives nothing, and the panel says why.
+    widget.session.set_active("tumour")
+    regions.add_rectangles(np.array([[1500, 1500], [1530, 1530]]))
+    qtbot.waitUntil(lambda: "smaller than half a tile" in advice.text(), timeout=3000)
+    assert "1 region is smaller than half a tile (56 µm a side) and gives no sample " \
+        "(tumour)" in advice.text()
+    assert widget.classes.list.item(0).text() == "1: tumour  (2 regions, 0 points → 8 samples)"
+    regions.selected_data = {1}
+    regions.remove_selected()
 
     anns = widget.session.annotations
     assert sorted(a.kind for a in anns) == ["point", "point", "region"]

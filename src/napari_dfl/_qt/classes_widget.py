@@ -63,6 +63,11 @@ class ClassesWidget(QWidget):
         layout.addWidget(self.list)
         layout.addLayout(row)
         layout.addLayout(row2)
+        self.advice = QLabel()
+        self.advice.setWordWrap(True)
+        self.advice.setStyleSheet("QLabel { color: #ffb454; }")
+        self.advice.setVisible(False)
+        layout.addWidget(self.advice)
         self.confirm_label, self.confirm_button, self.keep_button = (
             QLabel(), QPushButton("Delete"), QPushButton("Keep"))
         self.confirm_bar = self._bar(self.confirm_label, self.confirm_button, self.keep_button)
@@ -90,6 +95,11 @@ class ClassesWidget(QWidget):
         self._counts = dict(counts)
         for i in range(self.list.count()):
             self._paint(self.list.item(i))
+
+    def set_advice(self, lines: list[str]) -> None:
+        """Show what to fix in the annotations (hidden when there is nothing)."""
+        self.advice.setText("\n".join(f"⚠ {line}" for line in lines))
+        self.advice.setVisible(bool(lines))
 
     def redraw(self) -> None:
         """Rebuild the rows from the session's classes."""

@@ -12,7 +12,7 @@ jobs (run in napari thread workers; the backbone in a child process).
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QGroupBox,
@@ -39,12 +39,18 @@ from napari_dfl._qt.slide_model_section import SlideModelSection
 from napari_dfl._qt.slide_section import SlideSection
 from napari_dfl._qt.status_view import StatusView
 from napari_dfl._qt.suggestions import Suggestions, viewer_camera
+from napari_dfl.core.annotations.samples import SamplePreview, preview_samples
+from napari_dfl.core.errors import DFLError
 from napari_dfl.core.heads.config import TrainConfig
 from napari_dfl.workflows.embedding.child import ChildEmbedder
 from napari_dfl.workflows.embedding.service import shared_service
-from napari_dfl.workflows.session import Session
+from napari_dfl.workflows.labelled import annotation_advice
+from napari_dfl.workflows.session import Session, plural
 
-__all__ = ["DFLWidget"]
+__all__ = ["COUNT_DELAY_MS", "DFLWidget"]
+
+#: Delay of the per-class sample counts after the last edit (ms).
+COUNT_DELAY_MS = 300
 
 
 class DFLWidget(QWidget):
@@ -85,6 +91,10 @@ class DFLWidget(QWidget):
         self.slide_model = SlideModelSection(napari_viewer, session, lambda: self.slide_layer)
         self.slide_model_box = QCollapsible("Slide-level model (one label per slide)")
         self.slide_model_box.addWidget(self.slide_model)
+        self.count_timer = QTimer(self)  # a burst of edits gives one count
+        self.count_timer.setSingleShot(True)
+        self.count_timer.setInterval(COUNT_DELAY_MS)
+        self.count_timer.timeout.connect(self._show_counts)
         self.overlay = PredictionOverlay(napari_viewer, session)
         self.overlay_controls = OverlayControls(self.overlay)
         self.caption = CanvasCaption(napari_viewer, session, self.overlay)
@@ -140,9 +150,9 @@ class DFLWidget(QWidget):
         session.head_changed.connect(self._on_head)
         session.job_changed.connect(self._on_job)
         session.message.connect(notify)
-        for signal in (session.annotations_changed, session.samples_changed,
-                       session.classes_changed):
-            signal.connect(self._show_counts)
+        for signal in (session.annotations_changed, session.classes_changed,
+                       session.settings_changed, session.slide_changed):
+            signal.connect(self._schedule_counts)
         viewer.layers.events.inserted.connect(self._on_layer_inserted)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         self.destroyed.connect(self._teardown_callbacks())
@@ -271,16 +281,32 @@ class DFLWidget(QWidget):
             button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
 
-    def _show_counts(self, *_args) -> None:
+    def _schedule_counts(self, *_args) -> None:
+        self.count_timer.start()
+
+    def _show_counts(self) -> None:
+        """Regions, points and the samples they give, per class; advice under the list."""
         adapter = self.annotation_layers
         if adapter is None:
             return
-        samples = self.session.samples
-        counted = samples.counts() if samples is not None else {}
+        preview = self.sample_preview()
+        samples = {} if preview is None else preview.counts
         self.classes.set_counts({
-            name: f"{r} regions, {p} points" + (f", {counted[name]} samples"
-                                                 if name in counted else "")
+            name: f"{plural(r, 'region')}, {plural(p, 'point')}"
+                  + (f" → {plural(samples[name], 'sample')}" if name in samples else "")
             for name, (r, p) in adapter.counts().items()})
+        self.classes.set_advice([] if preview is None else annotation_advice(preview))
+
+    def sample_preview(self) -> SamplePreview | None:
+        """The samples the annotations give with the current settings (None without mpp)."""
+        session = self.session
+        if session.slide is None or not session.annotations:
+            return None
+        try:
+            return preview_samples(session.working_slide(), session.annotations,
+                                   session.settings.composition)
+        except DFLError:  # no µm/px yet: the slide section says so
+            return None
 
     # -- window life -----------------------------------------------------------------------
     def showEvent(self, event) -> None:

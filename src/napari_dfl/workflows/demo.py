@@ -22,8 +22,12 @@ from napari_dfl.core.heads.plots import save_report_plots
 from napari_dfl.core.heads.prediction_files import save_prediction
 from napari_dfl.core.heads.training import fit
 from napari_dfl.core.heads.validation import json_ready
-from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
-from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.core.slides.sample_slide import (
+    SAMPLE_ANNOTATIONS,
+    SAMPLE_COMPOSITION,
+    SAMPLE_PATCH,
+    SAMPLE_SLIDE,
+)
 from napari_dfl.core.slides.tiff import Slide
 from napari_dfl.core.util.atomic import write_json
 from napari_dfl.core.util.palette import class_colors
@@ -34,14 +38,13 @@ from napari_dfl.workflows.predict import predict_tiles, prediction_grid
 
 __all__ = ["DEMO_PATCH", "demo_settings", "run_demo"]
 
-#: The demo's composition: 112 px at x20 with the x5 context, RGB and gray. The sample is a
-#: small region (2220 x 2967 px), so tiles are smaller than the 224 px default.
-DEMO_PATCH = 112
+#: The demo's tile side (112 px at x20; see :data:`SAMPLE_COMPOSITION`).
+DEMO_PATCH = SAMPLE_PATCH
 
 
 def demo_settings(device: str | None = None, store_dir: str | None = None) -> Settings:
     """The settings of the demo (the panel offers the same for the sample slide)."""
-    return Settings(composition=Composition(DEMO_PATCH), device=device, store_dir=store_dir)
+    return Settings(composition=SAMPLE_COMPOSITION, device=device, store_dir=store_dir)
 
 
 def run_demo(out: Path, folds: int = 3, device: str | None = None,

@@ -17,13 +17,14 @@ import numpy as np
 
 from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.annotations.datasets import load_datasets
-from napari_dfl.core.annotations.samples import SampleSet, slide_samples
+from napari_dfl.core.annotations.samples import SamplePreview, SampleSet, slide_samples
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.features.engine import EmbedProgress
 from napari_dfl.core.features.extractor import Extractor
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.features.store_folder import store_extractor
+from napari_dfl.core.heads.config import MIN_PER_CLASS, MIN_SAMPLES
 from napari_dfl.workflows.embedding.local import (
     CancelCheck,
     Embedder,
@@ -32,8 +33,8 @@ from napari_dfl.workflows.embedding.local import (
 )
 from napari_dfl.workflows.jobs import Event, as_events, run
 
-__all__ = ["LabelledEmbeddings", "annotation_samples", "embed_labelled", "extract_annotations",
-           "group_names", "labelled_from_store"]
+__all__ = ["LabelledEmbeddings", "annotation_advice", "annotation_samples", "embed_labelled",
+           "extract_annotations", "group_names", "labelled_from_store"]
 
 
 @dataclass
@@ -134,3 +135,32 @@ def extract_annotations(slide, annotations: Sequence[Annotation], settings: Sett
         yield from as_events("embedding",
                              ensure_embedded(embedder, slide, samples.coords, cancel))
     return samples
+
+
+def annotation_advice(preview: SamplePreview) -> list[str]:
+    """What to fix in the annotations before training, one sentence each (empty: nothing).
+
+    Regions smaller than a tile, tiles lost to overlapping regions, classes with fewer
+    samples than a validation figure needs, and too few samples in all.
+    """
+    advice = []
+    empty = preview.regions_without_samples
+    if empty:
+        names = ", ".join(dict.fromkeys(a.label for a in empty))
+        advice.append(
+            f"{len(empty)} region{'s are' if len(empty) > 1 else ' is'} smaller than half a "
+            f"tile ({preview.tile_um:g} µm a side) and give{'' if len(empty) > 1 else 's'} "
+            f"no sample ({names}): draw larger regions or lower the patch size.")
+    if preview.ambiguous:
+        advice.append(f"{preview.ambiguous} tiles lie in overlapping regions of different "
+                      "classes and are left out.")
+    few = {c: n for c, n in preview.counts.items() if n < MIN_PER_CLASS}
+    if few:
+        listed = ", ".join(f"{c} {n}" for c, n in few.items())
+        advice.append(f"Too few samples to judge a head ({listed}): each class needs at "
+                      f"least {MIN_PER_CLASS}, in two regions or more.")
+    total = sum(preview.counts.values())
+    if preview.counts and total < MIN_SAMPLES:
+        advice.append(f"{total} samples in all: a validation figure needs {MIN_SAMPLES} or "
+                      "more.")
+    return advice

@@ -26,6 +26,12 @@ from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.heads.config import TrainConfig
 from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.slides.factory import open_slide
+from napari_dfl.core.slides.sample_slide import (
+    SAMPLE_COMPOSITION,
+    SAMPLE_PATCH,
+    is_bundled_sample,
+)
+from napari_dfl.core.slides.sampling import Composition
 from napari_dfl.core.util.palette import class_colors, to_hex
 from napari_dfl.workflows.embedding.local import CancelCheck, Embedder, LocalEmbedder
 from napari_dfl.workflows.jobs import Event, run
@@ -33,7 +39,8 @@ from napari_dfl.workflows.labelled import extract_annotations
 from napari_dfl.workflows.predict import predict_tiles, prediction_grid
 from napari_dfl.workflows.train import TrainingResult, train_on_annotations
 
-__all__ = ["JobState", "RemovedClass", "Runner", "Session", "SyncRunner", "annotation_counts"]
+__all__ = ["JobState", "RemovedClass", "Runner", "Session", "SyncRunner", "annotation_counts",
+           "plural"]
 
 JobFactory = Callable[[CancelCheck], Generator[Event, None, Any]]
 Outcome = Callable[[str, Any], None]
@@ -114,12 +121,15 @@ class JobState:
         return elapsed / self.done * (self.total - self.done)
 
 
+def plural(count: int, noun: str) -> str:
+    """``"1 region"``, ``"3 regions"``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def annotation_counts(annotations: Sequence[Annotation]) -> str:
     """``"3 regions, 1 point"``: how many regions and points."""
     regions = sum(a.kind == "region" for a in annotations)
-    points = len(annotations) - regions
-    return (f"{regions} region{'' if regions == 1 else 's'}, "
-            f"{points} point{'' if points == 1 else 's'}")
+    return f"{plural(regions, 'region')}, {plural(len(annotations) - regions, 'point')}"
 
 
 @dataclass(frozen=True)
@@ -221,12 +231,22 @@ class Session:
         return self._slide
 
     def set_slide(self, slide) -> None:
-        """Work on ``slide`` (an open slide reader, or None)."""
+        """Work on ``slide`` (an open slide reader, or None).
+
+        On the bundled sample, default settings become the demo's (112 px tiles: the sample
+        is a small region), so the panel and ``napari-dfl demo`` agree.
+        """
         if slide is self._slide:
             return
         self._slide = slide
         self.samples = None
         self.slide_changed.emit(slide)
+        if slide is not None and is_bundled_sample(slide.path) and \
+                self._settings.composition == Composition():
+            self.set_settings(self._settings.with_(composition=SAMPLE_COMPOSITION))
+            self.say(f"The sample slide is a small region: tiles of {SAMPLE_PATCH} px, as in "
+                     "napari-dfl demo (224 px tiles would leave its demo regions too few "
+                     "samples).")
 
     def working_slide(self):
         """The slide with a pixel size, ready for a job.

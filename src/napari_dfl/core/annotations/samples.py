@@ -22,9 +22,10 @@ from napari_dfl.core.annotations.annotation import POINT, REGION, Annotation
 from napari_dfl.core.annotations.geojson import AnnotationWarning
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.slides.sampling import Composition, anchors_from_centres
-from napari_dfl.core.slides.tissue import tile_grid
+from napari_dfl.core.slides.tissue import grid_tiles_within, tile_grid
 
-__all__ = ["NESTED_SHARE", "SampleSet", "samples_from_annotations", "slide_samples"]
+__all__ = ["NESTED_SHARE", "SamplePreview", "SampleSet", "preview_samples",
+           "samples_from_annotations", "slide_samples"]
 
 #: Share of a smaller region that must lie inside a larger one for it to count as nested.
 NESTED_SHARE = 0.9
@@ -164,17 +165,28 @@ def samples_from_annotations(
         Region samples in tile order, then point samples in annotation order.
 
     """
+    samples, empty, ambiguous = _collect(annotations, tiles, composition, slide_mpp,
+                                         min_overlap, source)
+    _warn_regions(empty, ambiguous, min_overlap)
+    return samples
+
+
+def _collect(annotations: Sequence[Annotation], tiles: Any, composition: Composition,
+             slide_mpp: float, min_overlap: float, source: str,
+             ) -> tuple[SampleSet, list[Annotation], int]:
+    """The samples, the regions that yield none and the count of ambiguous tiles."""
     if not 0 < min_overlap <= 1:
         raise DFLError(f"min_overlap must be in (0, 1], got {min_overlap}.")
     regions = [a for a in annotations if a.kind == REGION]
     coords, labels, groups = [], [], []
+    empty: list[Annotation] = []
+    ambiguous = 0
     if regions:
         tile_coords, size = _tile_geometry(tiles, composition, slide_mpp)
         x, y = tile_coords[:, 0].astype(float), tile_coords[:, 1].astype(float)
         boxes = shapely.box(x, y, x + size, y + size)
         tree = shapely.STRtree(boxes)
         hits: dict[int, list[tuple[int, float]]] = {}
-        empty = []
         for r, region in enumerate(regions):
             geom = region.geometry
             shapely.prepare(geom)
@@ -196,7 +208,6 @@ def samples_from_annotations(
             coords.append(tile_coords[tile])
             labels.append(region.label)
             groups.append(region.id)
-        _warn_regions(empty, ambiguous, min_overlap)
     for ann in annotations:
         if ann.kind != POINT:
             continue
@@ -205,8 +216,8 @@ def samples_from_annotations(
         labels.extend([ann.label] * len(anchors))
         groups.extend([ann.id] * len(anchors))
     if not coords:
-        return SampleSet.empty(source)
-    return SampleSet(np.asarray(coords), labels, groups, source)
+        return SampleSet.empty(source), empty, ambiguous
+    return SampleSet(np.asarray(coords), labels, groups, source), empty, ambiguous
 
 
 def _warn_regions(empty: list[Annotation], ambiguous: int, min_overlap: float) -> None:
@@ -244,9 +255,55 @@ def slide_samples(slide: Any, annotations: Sequence[Annotation], composition: Co
         min_overlap: share of a tile that must lie inside a region.
 
     """
-    tiles: Any = np.zeros((0, 2), np.int64)
-    if any(a.kind == REGION for a in annotations):
-        tiles = tile_grid(slide, composition.patch_size, composition.zooms[0],
-                          min_tissue=min_tissue)
+    tiles = _candidate_tiles(slide, annotations, composition, min_tissue)
     return samples_from_annotations(annotations, tiles, composition, slide.require_mpp(),
                                     min_overlap=min_overlap, source=str(slide.path))
+
+
+def _candidate_tiles(slide: Any, annotations: Sequence[Annotation], composition: Composition,
+                     min_tissue: float) -> Any:
+    """The grid tiles regions may take: near the regions only when no tissue filter applies."""
+    regions = [a.geometry for a in annotations if a.kind == REGION]
+    if not regions:
+        return np.zeros((0, 2), np.int64)
+    if min_tissue > 0:
+        return tile_grid(slide, composition.patch_size, composition.zooms[0],
+                         min_tissue=min_tissue)
+    bounds = shapely.total_bounds(np.asarray(regions, dtype=object))
+    return grid_tiles_within(slide, composition.patch_size, composition.zooms[0],
+                             tuple(float(v) for v in bounds))
+
+
+@dataclass(frozen=True)
+class SamplePreview:
+    """What annotations will yield, told while they are drawn (no pixel is read).
+
+    Attributes:
+        counts: samples per class (every class of the annotations, 0 included).
+        tile_um: side of a tile in µm (a region must hold at least half a tile).
+        regions_without_samples: regions that yield no sample (smaller than a tile).
+        ambiguous: tiles left out for lying in overlapping regions of different classes.
+
+    """
+
+    counts: dict[str, int]
+    tile_um: float
+    regions_without_samples: list[Annotation]
+    ambiguous: int
+
+
+def preview_samples(slide: Any, annotations: Sequence[Annotation],
+                    composition: Composition, *, min_overlap: float = 0.5) -> SamplePreview:
+    """Count the samples annotations give on ``slide`` (the panel's rule: glass tiles too).
+
+    The same samples :func:`slide_samples` makes with ``min_tissue=0``; geometry only, so
+    it runs after every edit.
+    """
+    annotations = list(annotations)
+    tiles = _candidate_tiles(slide, annotations, composition, 0.0)
+    samples, empty, ambiguous = _collect(annotations, tiles, composition, slide.require_mpp(),
+                                         min_overlap, str(slide.path))
+    counts = dict.fromkeys(dict.fromkeys(a.label for a in annotations), 0)
+    counts.update(samples.counts())
+    return SamplePreview(counts, composition.patch_size * composition.zooms[0], empty,
+                         ambiguous)

@@ -25,15 +25,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from napari_dfl.core.heads.config import TrainConfig, TrainingError
+from napari_dfl.core.heads.config import (
+    MIN_PER_CLASS,
+    MIN_SAMPLES,
+    TrainConfig,
+    TrainingError,
+)
 from napari_dfl.core.heads.validation import cross_validate
 
 __all__ = ["MIN_PER_CLASS", "MIN_SAMPLES", "assess", "grouped_bootstrap", "summary_line"]
 
-#: Fewer validated samples than this: "too few to judge" (see the module docstring).
-MIN_SAMPLES = 30
-#: Fewer validated samples of a class than this: "too few to judge".
-MIN_PER_CLASS = 5
 #: Bootstrap resamples of the groups.
 RESAMPLES = 1000
 

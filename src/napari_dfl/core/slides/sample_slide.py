@@ -9,12 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SAMPLE_ANNOTATIONS", "SAMPLE_SLIDE", "is_bundled_sample"]
+from napari_dfl.core.slides.sampling import Composition
+
+__all__ = ["SAMPLE_ANNOTATIONS", "SAMPLE_COMPOSITION", "SAMPLE_PATCH", "SAMPLE_SLIDE",
+           "is_bundled_sample"]
 
 #: The bundled slide (inside the installed package; never written to).
 SAMPLE_SLIDE = Path(__file__).resolve().parents[2] / "sample_data" / "CMU-1-Small-Region.svs"
 #: Demo annotations drawn on it: epidermis, dermis and background regions.
 SAMPLE_ANNOTATIONS = SAMPLE_SLIDE.with_suffix(".geojson")
+#: The sample's tile side at x20: the slide is a small region, and its ten demo regions give
+#: 105 samples at 112 px against 25 at the 224 px default (too few to judge a head).
+SAMPLE_PATCH = 112
+#: The composition the demo (CLI) and the panel use on the sample: 112 px, x20 + x5 context,
+#: RGB + gray.
+SAMPLE_COMPOSITION = Composition(SAMPLE_PATCH)
 
 
 def is_bundled_sample(path: str | Path) -> bool:

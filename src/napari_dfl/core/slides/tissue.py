@@ -178,6 +178,38 @@ def _tile_tissue_fraction(mask: TissueMask, coords: np.ndarray, tile_size: float
     return inside / area
 
 
+def grid_tiles_within(slide: Slide, patch_size: int, mpp: float | None,
+                      bounds: tuple[float, float, float, float]) -> np.ndarray:
+    """The tiles of ``tile_grid(slide, patch_size, mpp, min_tissue=0)`` that meet ``bounds``.
+
+    The same level-0 corners, in the same row-major order, without laying the whole grid:
+    for a slide of 100,000 px a side and small tiles, the whole grid has hundreds of
+    thousands of tiles while a few annotations touch a few hundred.
+
+    Args:
+        slide: the slide.
+        patch_size: tile side in pixels at the working magnification.
+        mpp: working microns per pixel (None: level-0 pixels).
+        bounds: level-0 ``(min_x, min_y, max_x, max_y)``.
+
+    Returns:
+        ``(N, 2)`` int64 level-0 ``(x, y)`` corners.
+
+    """
+    tile_size = patch_size * (mpp / slide.require_mpp()) if mpp is not None else float(patch_size)
+    width, height = slide.dimensions
+    n_cols, n_rows = max(1, int(width // tile_size)), max(1, int(height // tile_size))
+    min_x, min_y, max_x, max_y = bounds
+    # one tile of margin: corners are rounded to whole pixels
+    c0, c1 = max(0, int(min_x // tile_size) - 1), min(n_cols - 1, int(max_x // tile_size) + 1)
+    r0, r1 = max(0, int(min_y // tile_size) - 1), min(n_rows - 1, int(max_y // tile_size) + 1)
+    if c0 > c1 or r0 > r1:
+        return np.zeros((0, 2), np.int64)
+    rr, cc = np.meshgrid(np.arange(r0, r1 + 1), np.arange(c0, c1 + 1), indexing="ij")
+    index = np.stack([cc.ravel(), rr.ravel()], axis=1)
+    return np.round(index * tile_size).astype(np.int64)
+
+
 def tile_grid(
     slide: Slide,
     patch_size: int = 224,
