@@ -145,9 +145,24 @@ def test_a_slide_without_mpp_warns_when_picked(make_napari_viewer, no_mpp_svs_pa
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
     assert widget.slide_section.mpp_spin.value() == 0.0
     assert any("pixel size" in n for n in notes)
+    assert widget.slide_section.mpp_spin.styleSheet(), "the missing µm/px is highlighted"
     widget.slide_section.mpp_spin.setValue(0.25)
     assert widget.session.working_slide().mpp == 0.25
     assert widget.session.settings.mpp == 0.25
+    assert not widget.slide_section.mpp_spin.styleSheet()
+    widget.close()
+    viewer.close()
+
+    # The µm/px typed is remembered for this slide: opened again, it is not asked again.
+    notes.clear()
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(no_mpp_svs_path), plugin="napari-dfl")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    assert widget.session.settings.mpp == 0.25
+    assert widget.slide_section.mpp_spin.value() == 0.25
+    assert not widget.slide_section.mpp_spin.styleSheet()
+    assert "using the 0.25 µm/px you gave it before" in widget.status.text()
+    assert not any("does not record its pixel size" in n for n in notes)
 
 
 def test_tile_overlay_is_centred_on_its_tiles():

@@ -234,7 +234,7 @@ class DFLWidget(QWidget):
         if self.annotation_layers is None:
             self.annotation_layers = AnnotationLayers(self.viewer, self.session, reference)
         self.overlay.reference = reference
-        self.project.restore()
+        self.project.restore()  # also the µm/px given to this slide before
         self._preload_backbone()
         if slide.mpp is None and self.session.settings.mpp is None:
             self.session.tell("warning", f"{slide.path.name} does not record its pixel size: "

@@ -20,7 +20,7 @@ from napari_dfl.core.annotations.annotation import read_geojson, write_geojson
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.heads.prediction_files import save_geojson
 from napari_dfl.core.project import folder as project_folder
-from napari_dfl.core.project.autosave import autosave_folder, record_slide
+from napari_dfl.core.project.autosave import autosave_folder, given_mpp, record_slide
 from napari_dfl.workflows.train import TrainingResult
 
 __all__ = ["AUTOSAVE_MS", "ProjectPanel"]
@@ -60,6 +60,7 @@ class ProjectPanel(QWidget):
         session.annotations_changed.connect(self.schedule)
         session.classes_changed.connect(self.schedule)
         session.class_trashed.connect(self.keep_trashed)
+        session.settings_changed.connect(self._remember_mpp)
 
     # -- folders -------------------------------------------------------------------------
     def project_dir(self) -> Path | None:
@@ -87,7 +88,7 @@ class ProjectPanel(QWidget):
                 written = project_folder.save_annotations(folder, self.session.annotations,
                                                           self.session.colors)
                 if folder == self.slide_dir and self.bound_slide is not None:
-                    record_slide(folder, self.bound_slide)
+                    record_slide(folder, self.bound_slide, self.session.settings.mpp)
             except (OSError, DFLError) as exc:
                 self.session.tell("error", f"autosave to {folder} failed ({exc}); your "
                                   "annotations are still in the layers: use Save project… "
@@ -116,6 +117,21 @@ class ProjectPanel(QWidget):
             self.session.say(f"Deleted {entry.describe()}; a copy is in {written[0]} "
                              "(Undo, or Import GeoJSON, brings it back).")
         return written
+
+    def _remember_mpp(self, settings) -> None:
+        """Keep the µm/px typed for a slide that records none in its autosave folder."""
+        slide = self.bound_slide
+        if not self.enabled or slide is None or self.slide_dir is None or \
+                slide is not self.session.slide or slide.mpp is not None:
+            return
+        if settings.mpp == given_mpp(self.slide_dir):
+            return
+        try:
+            self.slide_dir.mkdir(parents=True, exist_ok=True)
+            record_slide(self.slide_dir, slide, settings.mpp)
+        except OSError as exc:
+            self.session.tell("warning", f"the µm/px could not be remembered in "
+                              f"{self.slide_dir} ({exc}); give it again next time.")
 
     def flush(self) -> None:
         """Write a pending autosave at once (panel closing, slide changing)."""
@@ -154,6 +170,13 @@ class ProjectPanel(QWidget):
         if annotations:
             self.session.say(f"Restored {len(annotations)} annotations of {slide.path.name} "
                              f"from {path}.")
+        remembered = None if slide is None or slide.mpp is not None or self.slide_dir is None \
+            else given_mpp(self.slide_dir)
+        if remembered is not None and self.session.settings.mpp is None:
+            self.session.set_settings(self.session.settings.with_(mpp=remembered))
+            self.session.say(f"{slide.path.name} records no pixel size: using the "
+                             f"{remembered:g} µm/px you gave it before (change it in the "
+                             "µm/px field).")
         return len(annotations)
 
     def _add(self, annotations, colors: dict[str, str], replace_all: bool = False) -> None:
