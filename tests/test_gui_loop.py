@@ -149,6 +149,11 @@ def test_cancel_stops_an_extraction(loop_panel, qtbot):
     notification_manager.notification_ready.connect(lambda n: seen.append(str(n.message)))
     assert widget.extract()
     qtbot.waitUntil(lambda: widget.status.text().startswith("Embedded"), timeout=120000)
+    # Progress shows in the panel itself: the job, its stage and its count.
+    bar = widget.status.progress
+    assert bar.isVisibleTo(widget)
+    assert bar.format().startswith("Extract: embedding ") and " / " in bar.format()
+    assert 0 < bar.value() < bar.maximum() == len(widget.session.samples)
     widget.cancel_button.click()
     wait_idle(widget, qtbot, 60)
     assert any("Extract cancelled" in m for m in seen), seen

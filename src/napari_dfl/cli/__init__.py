@@ -2,8 +2,9 @@
 
 Parsing only: each sub-command module declares its options and calls a workflow of
 :mod:`napari_dfl.workflows`. Every error prints one line on stderr and exits non-zero;
-``--debug`` shows the traceback. Heavy modules are imported by the command that runs, so
-``napari-dfl --help`` starts fast.
+``--debug`` shows the traceback. Warnings print once each, as one line
+(``napari-dfl: warning: ...``), without Python's source line. Heavy modules are imported by
+the command that runs, so ``napari-dfl --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import argparse
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from napari_dfl._version import __version__
 from napari_dfl.cli.options import COMMAND_MODULES
-from napari_dfl.core.errors import DFLError
+from napari_dfl.core.errors import DFLError, MissingMppWarning
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -40,12 +43,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def one_line_warnings(debug: bool = False) -> Iterator[None]:
+    """Within the block, each distinct warning prints once, as one line on stderr.
+
+    ``debug`` keeps Python's own format (category, file and line).
+    """
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        if text in shown:
+            return
+        shown.add(text)
+        out = file if file is not None else sys.stderr
+        if debug:
+            out.write(warnings.formatwarning(message, category, filename, lineno, line))
+        else:
+            out.write(f"napari-dfl: warning: {text}\n")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # deduplicated by text above, across call sites
+        if not debug:  # library housekeeping, not the user's business
+            for noisy in (DeprecationWarning, PendingDeprecationWarning, ResourceWarning):
+                warnings.simplefilter("ignore", noisy)
+        # said again by the error of whatever needs the pixel size, with what to do; info
+        # records it itself
+        warnings.simplefilter("ignore", MissingMppWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with one_line_warnings(args.debug):
+            return args.handler(args)
     except KeyboardInterrupt:
         print("napari-dfl: interrupted; finished work is kept, run again to resume.",
               file=sys.stderr)
