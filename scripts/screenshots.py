@@ -1,110 +1,149 @@
-"""Take the README/docs screenshots in a real napari window (run under Xvfb).
+"""Take the README/docs screenshots in a real napari window, in a user's order (under Xvfb).
 
-    xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python scripts/screenshots.py [DEMO_OUT]
+    xvfb-run -a -s "-screen 0 1500x1000x24" .venv/bin/python scripts/screenshots.py [--explorer]
 
-Opens the sample slide through the plugin and, when a demo output folder is given (default
-``out/demo``, written by ``napari-dfl demo``), adds its prediction as a class-map layer
-placed with one value per tile, then docks the panel with the demo annotations. Writes
-``docs/images/sample_slide.png``, ``prediction_overlay.png`` and ``panel.png``.
+Opens the sample slide through the plugin, docks the panel, imports the demo annotations,
+clicks Extract (a picture of the progress), Train and Predict (the real backbone, in the
+panel's child process), presses key 2 on the canvas, shows the class map and a heatmap,
+asks to delete a class, switches to 224 px tiles (the advice), then opens the TCGA slide
+that records no pixel size. ``--explorer`` adds the embedding explorer. Autosave goes to a
+temporary folder and embeddings to ``out/screenshots/stores``, so the user's own folders
+are never touched. Writes PNGs into ``docs/images`` and prints their paths.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
+NO_MPP_SLIDE = ROOT.parent / "shared" / "data" / "slides" / "tcga-cr-7395-01a-01-ts1.svs"
+WINDOW = (1500, 1000)
+
+
+def settle(seconds: float = 1.0) -> None:
+    """Let Qt and the OpenGL canvas catch up."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.03)
+
+
+def wait_idle(widget, timeout: float = 600) -> None:
+    """Wait for the panel's job to end (raise if it does not)."""
+    end = time.monotonic() + timeout
+    while widget.session.busy:
+        if time.monotonic() > end:
+            raise SystemExit("a job of the panel did not finish in time")
+        settle(0.05)
+
+
+def shoot(viewer, name: str, canvas_only: bool = False) -> Path:
+    """Screenshot the window (or the canvas) into docs/images."""
+    settle()
+    path = IMAGES / name
+    viewer.screenshot(str(path), canvas_only=canvas_only, flash=False)
+    print(path)
+    return path
+
+
+def press(viewer, key) -> None:
+    """Press a key on the canvas, as a user would."""
+    from qtpy.QtTest import QTest
+
+    QTest.keyClick(viewer.window._qt_viewer.canvas.native, key)
+    settle(0.2)
 
 
 def main() -> int:
     """Take the screenshots."""
+    os.environ.setdefault("NAPARI_DFL_AUTOSAVE", tempfile.mkdtemp(prefix="dfl-shots-"))
     import napari
-    from qtpy.QtWidgets import QApplication
+    from qtpy.QtCore import Qt
 
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    demo = Path(args[0]) if args else ROOT / "out" / "demo"
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1200, 900)
-    viewer.open_sample("napari-dfl", "cmu1_small_region")
-    viewer.reset_view()
-    _settle(QApplication)
-    viewer.screenshot(str(IMAGES / "sample_slide.png"), canvas_only=False, flash=False)
-    arrays = demo / "CMU-1-Small-Region.prediction.npz"
-    if arrays.exists():
-        with np.load(arrays, allow_pickle=False) as data:
-            class_map = data["class_map"].astype(np.int32)
-            size = float(data["tile_size"])
-            classes = [str(c) for c in data["classes"]]
-        from napari_dfl.core.util.palette import class_colors, to_rgb
-
-        colors = class_colors(sorted(classes))
-        rgba = np.zeros((*class_map.shape, 4), np.uint8)
-        for index, name in enumerate(classes):
-            rgba[class_map == index] = (*to_rgb(colors[name]), 255)
-        overlay = viewer.add_image(rgba, rgb=True, name="prediction: " + ", ".join(classes),
-                         scale=(size, size), translate=(size / 2 - 0.5,) * 2, opacity=0.55)
-        _settle(QApplication)
-        viewer.screenshot(str(IMAGES / "prediction_overlay.png"), canvas_only=False,
-                          flash=False)
-        viewer.layers.remove(overlay)
-    # The panel, with the demo annotations loaded into its layers.
-    from napari_dfl.core.annotations.annotation import read_geojson
     from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS
 
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(show=True, title="napari-dfl")
+    viewer.window._qt_window.resize(*WINDOW)
+    viewer.open_sample("napari-dfl", "cmu1_small_region")
+    viewer.reset_view()
+    shoot(viewer, "sample_slide.png", canvas_only=True)
+
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
-    widget.session.add_annotations(read_geojson(SAMPLE_ANNOTATIONS))
-    _settle(QApplication)
-    viewer.screenshot(str(IMAGES / "panel.png"), canvas_only=False, flash=False)
+    form = widget.form
+    form.store_edit.setText(str(ROOT / "out" / "screenshots" / "stores"))
+    form.store_edit.editingFinished.emit()
+    widget.project.import_geojson(SAMPLE_ANNOTATIONS)
+    viewer.reset_view()
+
+    widget.extract_button.click()
+    end = time.monotonic() + 300
+    while widget.session.busy and (widget.session.job.done == 0 or
+                                   widget.session.job.stage != "embedding"):
+        if time.monotonic() > end:
+            raise SystemExit("Extract did not start embedding")
+        settle(0.05)
+    if widget.session.busy:
+        shoot(viewer, "panel_progress.png")
+    wait_idle(widget)
+    for button in (widget.train_button, widget.predict_button):
+        button.click()
+        wait_idle(widget)
+    if widget.session.head is None or widget.overlay.prediction is None:
+        raise SystemExit(f"Train/Predict failed: {widget.status.text()}")
+    viewer.layers.selection.active = widget.points
+    press(viewer, Qt.Key.Key_2)  # the next point will be dermis: the canvas says so
+    shoot(viewer, "panel.png")
+
+    widget.overlay_controls.choose("Probability: epidermis")
+    shoot(viewer, "panel_heatmap.png")
+    widget.overlay_controls.choose("Class map")
+
+    widget.session.set_active("background")
+    widget.classes.delete_button.click()
+    shoot(viewer, "panel_delete.png")
+    widget.classes.keep_button.click()
+
+    form.patch_spin.setValue(224)  # too large for this small slide: the panel says so
+    settle(1.0)
+    shoot(viewer, "panel_advice.png")
+    form.patch_spin.setValue(112)
+
     if "--explorer" in sys.argv:
-        explorer_screenshots(viewer, widget, QApplication)
+        explorer_screenshots(viewer, widget)
+    widget.close()
     viewer.close()
+
+    if NO_MPP_SLIDE.is_file():  # TCGA open-access frozen section without µm/px
+        second = napari.Viewer(show=True, title="napari-dfl")
+        second.window._qt_window.resize(*WINDOW)
+        second.open(str(NO_MPP_SLIDE), plugin="napari-dfl")
+        second.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+        shoot(second, "panel_no_mpp.png")
+        second.close()
     return 0
 
 
-def explorer_screenshots(viewer, widget, app_type) -> None:
-    """Train, predict, open the explorer with a lasso drawn, and show the PCA colours."""
-    import time
-
-    from napari_dfl._qt.explorer import LASSO_NAME
-
-    widget.form.store_edit.setText(str(ROOT / "out" / "screenshots"))
-    widget.form.store_edit.editingFinished.emit()
-    for job in (widget.train, widget.predict):
-        if not job():
-            raise SystemExit("the panel refused to start a job (see the notifications)")
-        while widget.session.busy:
-            app_type.processEvents()
-            time.sleep(0.05)
+def explorer_screenshots(viewer, widget) -> None:
+    """Open the explorer on PCA, show its clusters, and the embedding colours on the slide."""
     explorer = widget.explorer
     if not explorer.open("pca"):
         raise SystemExit("the explorer found no embeddings")
-    explorer.viewer.window._qt_window.resize(1200, 900)
-    rows, cols = explorer.map.pixels[:, 0], explorer.map.pixels[:, 1]
-    r0, c0 = np.percentile(rows, 10), np.percentile(cols, 10)
-    r1, c1 = np.percentile(rows, 45), np.percentile(cols, 45)
-    explorer.viewer.layers[LASSO_NAME].add_polygons(
-        [np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]])])
+    explorer.viewer.window._qt_window.resize(*WINDOW)
     explorer.viewer.reset_view()
-    _settle(app_type)
-    explorer.viewer.screenshot(str(IMAGES / "explorer.png"), canvas_only=False, flash=False)
+    shoot(explorer.viewer, "explorer.png")
     explorer.false_colour_layer()
-    for name in ("DFL class map", "DFL probability", "DFL selected tiles"):
-        if name in viewer.layers:
-            viewer.layers[name].visible = False
-    _settle(app_type)
-    viewer.screenshot(str(IMAGES / "embedding_colours.png"), canvas_only=True, flash=False)
-
-
-def _settle(app_type) -> None:
-    import time
-
-    for _ in range(20):
-        app_type.processEvents()
-        time.sleep(0.05)
+    widget.overlay_controls.choose("Nothing")
+    shoot(viewer, "embedding_colours.png", canvas_only=True)
+    explorer.close()
 
 
 if __name__ == "__main__":

@@ -205,3 +205,11 @@ def test_opening_the_panel_module_leaves_torch_to_the_background():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_drawing_without_a_class_says_what_to_do(panel):
+    _viewer, widget = panel
+    widget.points.add(np.array([[500.0, 600.0]]))
+    assert widget.session.annotations == []
+    assert "1 drawn item(s) have no class and are not kept: add a class" in \
+        widget.status.text()

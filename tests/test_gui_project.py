@@ -471,3 +471,79 @@ def test_deleting_a_class_asks_keeps_a_copy_and_can_be_undone(make_napari_viewer
     assert session.result is result and CLASS_MAP_NAME in viewer.layers
     assert not classes.undo_bar.isVisibleTo(classes)
     qtbot.waitUntil(lambda: len(read_geojson(saved)) == 5, timeout=5000)
+
+
+def draw_and_wait(widget, path, qtbot) -> None:
+    """Draw the five annotations and wait for their autosave to ``path``."""
+    draw(widget)
+    qtbot.waitUntil(lambda: path.is_file() and len(read_geojson(path)) == 5, timeout=5000)
+
+
+def test_x_svs_and_x_tiff_do_not_share_annotations(make_napari_viewer, slide_copy,
+                                                    pyramid_tiff_path, qtbot):
+    # Side by side in one folder: drawn on the first, the second opens empty.
+    tiff = slide_copy.with_suffix(".tiff")
+    shutil.copyfile(pyramid_tiff_path, tiff)
+    _viewer, widget = open_panel(make_napari_viewer, slide_copy)
+    draw_and_wait(widget, autosave_file(slide_copy), qtbot)
+    widget.close()
+    _viewer, other = open_panel(make_napari_viewer, tiff)
+    assert other.session.annotations == []
+    assert autosave_file(tiff) != autosave_file(slide_copy)
+
+
+def test_two_slides_named_alike_in_read_only_folders_do_not_share_annotations(
+        make_napari_viewer, slide_copy, no_mpp_svs_path, tmp_path, qtbot):
+    first, second = tmp_path / "patient1" / "ro.svs", tmp_path / "patient2" / "ro.svs"
+    for source, target in ((slide_copy, first), (no_mpp_svs_path, second)):
+        target.parent.mkdir()
+        shutil.copyfile(source, target)
+        target.parent.chmod(0o555)
+    _viewer, widget = open_panel(make_napari_viewer, first)
+    draw_and_wait(widget, autosave_file(first), qtbot)
+    widget.close()
+    _viewer, other = open_panel(make_napari_viewer, second)
+    assert other.session.annotations == []
+    assert sorted(p.name for p in second.parent.iterdir()) == ["ro.svs"]
+
+
+def test_a_renamed_slide_finds_its_annotations_and_says_so(make_napari_viewer, slide_copy,
+                                                           notes, qtbot):
+    _viewer, widget = open_panel(make_napari_viewer, slide_copy)
+    draw_and_wait(widget, autosave_file(slide_copy), qtbot)
+    drawn = summary(widget.session.annotations)
+    widget.close()
+    renamed = slide_copy.with_name("patient-42.svs")
+    slide_copy.rename(renamed)
+    _viewer, again = open_panel(make_napari_viewer, renamed)
+    assert summary(again.session.annotations) == drawn
+    told = " ".join(notes)
+    assert f"when it was named {slide_copy.name} (same content)" in told
+    # From now on they autosave under the new name.
+    again.points.add(np.array([[10.0, 20.0]]))
+    path = autosave_file(renamed)
+    qtbot.waitUntil(lambda: path.is_file() and len(read_geojson(path)) == 6, timeout=5000)
+
+
+def test_an_autosave_of_other_content_is_not_restored_silently(make_napari_viewer, slide_copy,
+                                                               notes, qtbot):
+    path = autosave_file(slide_copy)
+    _viewer, widget = open_panel(make_napari_viewer, slide_copy)
+    draw_and_wait(widget, path, qtbot)
+    widget.close()
+    # The folder's record names another slide (a folder copied by hand, say).
+    record = json.loads((path.parent / "slide.json").read_text())
+    record["path"] = "/elsewhere/other-patient.svs"
+    record["fingerprint"]["bytes"] += 1
+    (path.parent / "slide.json").write_text(json.dumps(record))
+    _viewer, again = open_panel(make_napari_viewer, slide_copy)
+    assert again.session.annotations == []
+    told = " ".join(notes)
+    assert "holds annotations of other-patient.svs, not of this slide" in told
+    assert str(path) in told and "Import GeoJSON" in told
+    # Its file is left alone; new annotations go beside it.
+    again.session.add_class("tumour")
+    again.points.add(np.array([[10.0, 20.0]]))
+    beside = path.parent.with_name(path.parent.name + ".2") / core_project.ANNOTATIONS_NAME
+    qtbot.waitUntil(lambda: beside.is_file() and len(read_geojson(beside)) == 1, timeout=5000)
+    assert len(read_geojson(path)) == 5

@@ -169,6 +169,11 @@ class AnnotationLayers:
         self._give_ids()
         self.recolor()
         self.session.set_annotations(annotations_from_layers(self.regions, self.points))
+        unlabelled = sum(int((labels_of(layer) == "").sum()) for layer in self.layers)
+        if unlabelled:
+            self.session.tell("warning", f"{unlabelled} drawn item(s) have no class and are "
+                              "not kept: add a class in the panel first (keys 1-9 pick it), "
+                              "then draw again.")
 
     def _give_ids(self) -> None:
         """New items (drawn by the user) get an id of their own, once."""

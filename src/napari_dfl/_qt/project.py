@@ -20,7 +20,7 @@ from napari_dfl.core.annotations.annotation import read_geojson, write_geojson
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.heads.prediction_files import save_geojson
 from napari_dfl.core.project import folder as project_folder
-from napari_dfl.core.project.autosave import autosave_folder, given_mpp, record_slide
+from napari_dfl.core.project.autosave import given_mpp, locate_autosave, record_slide
 from napari_dfl.workflows.train import TrainingResult
 
 __all__ = ["AUTOSAVE_MS", "ProjectPanel"]
@@ -150,9 +150,10 @@ class ProjectPanel(QWidget):
             return 0
         first = self.bound_slide is None
         self.bound_slide, self.folder, self.enabled = slide, None, False
-        self.slide_dir = None if slide is None else autosave_folder(slide)
-        path = None if self.slide_dir is None else \
-            self.slide_dir / project_folder.ANNOTATIONS_NAME
+        location = None if slide is None else locate_autosave(slide)
+        self.slide_dir = None if location is None else location.folder
+        path = None if location is None or location.restore_from is None else \
+            location.restore_from / project_folder.ANNOTATIONS_NAME
         annotations, colors = [], {}
         if path is not None and path.is_file():
             try:
@@ -170,6 +171,9 @@ class ProjectPanel(QWidget):
         if annotations:
             self.session.say(f"Restored {len(annotations)} annotations of {slide.path.name} "
                              f"from {path}.")
+        if location is not None and location.note:
+            self.session.tell("warning" if location.restore_from is None else "info",
+                              location.note[0].upper() + location.note[1:] + ".")
         remembered = None if slide is None or slide.mpp is not None or self.slide_dir is None \
             else given_mpp(self.slide_dir)
         if remembered is not None and self.session.settings.mpp is None:

@@ -4,9 +4,11 @@ Each slide gets its own folder in the user data folder
 (:func:`napari_dfl.core.util.paths.default_autosave_dir`), named after the slide's stem and
 its content fingerprint (:mod:`napari_dfl.core.slides.fingerprint`): ``x.svs`` and
 ``x.tiff`` from one folder, or two different ``slide.svs`` of two patients, never share
-annotations; a slide renamed or moved finds its annotations again. The folder records the
-slide it belongs to (``slide.json``), so a mismatch can be told, never silently restored,
-and the µm/px a user gave a slide that records none, so it is asked once.
+annotations. A slide moved keeps its folder; a slide renamed finds the folder of its
+content under its old name (:func:`locate_autosave`), and the user is told. The folder
+records the slide it belongs to (``slide.json``), so a folder whose record names other
+content is never restored silently, and the µm/px a user gave a slide that records none,
+so it is asked once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,12 @@ from napari_dfl.core.slides.fingerprint import fingerprint_key, slide_fingerprin
 from napari_dfl.core.util.atomic import write_json
 from napari_dfl.core.util.paths import default_autosave_dir
 
-__all__ = ["SLIDE_FILE", "autosave_folder", "folder_slide", "given_mpp", "record_slide"]
+__all__ = ["ANNOTATIONS_FILE", "SLIDE_FILE", "AutosaveLocation", "autosave_folder",
+           "folder_slide", "given_mpp", "locate_autosave", "record_slide"]
 
 SLIDE_FILE = "slide.json"
+#: The autosaved annotations (the project folder's file name).
+ANNOTATIONS_FILE = "annotations.geojson"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -64,3 +70,66 @@ def folder_slide(folder: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class AutosaveLocation:
+    """Where a slide's annotations come from and go to.
+
+    Attributes:
+        folder: where they autosave (the slide's own folder, or beside a foreign one).
+        restore_from: the folder whose annotations to show, or None.
+        note: what the user should know (annotations found under another name, or a folder
+            that belongs to other content and was left alone), or None.
+
+    """
+
+    folder: Path
+    restore_from: Path | None
+    note: str | None = None
+
+
+def _same_content(record: dict | None, fingerprint: dict) -> bool:
+    """Whether a ``slide.json`` record names the slide of ``fingerprint`` (None: no record)."""
+    theirs = (record or {}).get("fingerprint")
+    if not isinstance(theirs, dict):
+        return True  # written before records existed: the folder's key is all we have
+    return fingerprint_key(theirs) == fingerprint_key(fingerprint)
+
+
+def locate_autosave(slide: Any, root: Path | None = None) -> AutosaveLocation:
+    """Find the annotations autosaved for an open slide (its content, whatever its name).
+
+    * its own folder holds them: restore them, unless its ``slide.json`` records other
+      content (a key collision or a folder copied by hand): then they are left alone, the
+      user is told whose they are, and new annotations autosave beside (``.<n>``);
+    * else a folder of the same content under another name (the slide was renamed):
+      restore from it, say so, and autosave into the slide's own folder from now on.
+    """
+    root = root or default_autosave_dir()
+    fingerprint = slide_fingerprint(slide)
+    own = autosave_folder(slide, root)
+    if (own / ANNOTATIONS_FILE).is_file():
+        record = folder_slide(own)
+        if _same_content(record, fingerprint):
+            return AutosaveLocation(own, own)
+        other = Path(str((record or {}).get("path", "another slide"))).name
+        beside = own
+        counter = 1
+        while (beside / ANNOTATIONS_FILE).is_file():
+            counter += 1
+            beside = own.with_name(f"{own.name}.{counter}")
+        return AutosaveLocation(beside, None, (
+            f"the autosave folder {own} holds annotations of {other}, not of this slide: "
+            f"they were not shown (Import GeoJSON… {own / ANNOTATIONS_FILE} to use them); "
+            f"this slide's annotations autosave to {beside}"))
+    key = fingerprint_key(fingerprint)
+    for folder in sorted(root.glob(f"*-{key}")) if root.is_dir() else []:
+        record = folder_slide(folder)
+        if folder != own and (folder / ANNOTATIONS_FILE).is_file() and \
+                record is not None and _same_content(record, fingerprint):
+            old = Path(str(record.get("path", folder.name))).name
+            return AutosaveLocation(own, folder, (
+                f"restored the annotations drawn on this slide when it was named {old} "
+                f"(same content); they autosave to {own} from now on"))
+    return AutosaveLocation(own, None)

@@ -34,6 +34,7 @@ from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.heads.head_files import head_extractor, load_head, save_head
 from napari_dfl.core.heads.prediction_files import load_arrays, save_arrays
 from napari_dfl.core.heads.tile_prediction import TilePrediction
+from napari_dfl.core.project.autosave import ANNOTATIONS_FILE
 from napari_dfl.core.slides.sampling import Composition, CompositionError, parse_zooms
 from napari_dfl.core.util.atomic import write_json
 from napari_dfl.core.util.palette import to_hex
@@ -57,7 +58,8 @@ __all__ = [
     "save_trashed",
 ]
 
-ANNOTATIONS_NAME = "annotations.geojson"
+#: The annotations file (the same name in a slide's autosave folder).
+ANNOTATIONS_NAME = ANNOTATIONS_FILE
 SETTINGS_NAME = "project.json"
 HEAD_NAME = "head.dflhead"
 PREDICTION_NAME = "prediction.npz"
