@@ -57,3 +57,32 @@ def test_a_slide_without_pixel_size_is_told_once(no_mpp_svs_path, tmp_path):
     told = [line for line in done.stderr.splitlines() if "pixel size" in line]
     assert len(told) == 1 and "--mpp" in told[0], done.stderr
     assert "warnings.warn" not in done.stderr and "the others are done" not in done.stderr
+
+
+def test_values_out_of_range_are_refused_before_any_work(sample_slide_path, tmp_path, capsys):
+    import pytest
+
+    cases = {("--batch-size", "0"): "batch size", ("--batch-size", "-3"): "batch size",
+             ("--patch-size", "100000"): "patch size", ("--min-tissue", "2"): "min tissue",
+             ("--min-tissue", "nan"): "min tissue"}
+    for (option, value), what in cases.items():
+        with pytest.raises(SystemExit) as stop:
+            main(["embed", str(sample_slide_path), "--stores", str(tmp_path), option, value])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert what in err and value in err, err
+    assert list(tmp_path.iterdir()) == [], "nothing may be written"
+
+
+def test_a_run_that_embeds_nothing_says_so_and_fails(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    glass = tmp_path / "glass.tiff"  # a real tiled slide of white glass, 0.5 µm/px
+    tifffile.imwrite(glass, np.full((1024, 1024, 3), 245, np.uint8), tile=(256, 256),
+                     photometric="rgb", resolution=(20000.0, 20000.0), resolutionunit="CENTIMETER")
+    code = main(["embed", str(glass), "--stores", str(tmp_path / "stores"), "--patch-size",
+                 "112", "--min-tissue", "0.5"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "nothing was embedded" in err and "--min-tissue" in err
