@@ -37,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
                           store_dir=args.stores, on_event=progress.event)
     finally:
         progress.close()
-    say(f"demo: {report['samples']} labelled samples in {report['data']['groups']} regions; "
-        f"{summary_line(report['validation'])}")
+    validation = report["validation"]
+    counts = "" if validation.get("judgeable") else \
+        f"{report['samples']} labelled samples in {report['data']['groups']} regions; "
+    say(f"demo: {counts}{summary_line(validation)}")
     say(f"demo: predicted {report['prediction']['predicted']} tissue tiles "
         f"{report['prediction']['counts']} in {report['seconds']['predict']:.1f} s "
         f"({report['seconds']['total']:.1f} s in all); embeddings in {report['stores']}")
