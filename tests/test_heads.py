@@ -320,6 +320,11 @@ def test_save_refuses_to_overwrite_other_things(head, tmp_path):
     (lambda c: c.update(format_version=HEAD_FORMAT_VERSION + 1), "update napari-dfl"),
     (lambda c: c["architecture"].update(dropout="x"), "dropout must be in"),
     (lambda c: c["colors"].update(c0="red"), "rrggbb"),
+    # a card claiming a huge head: refused by the weights' shapes, nothing allocated
+    (lambda c: c["architecture"].update(input_dim=2_500_000, hidden=1000),
+     r"'model.hidden.weight' is float32 \(\d+, \d+\), the card's architecture needs "
+     r"float32 \(1000, 2500000\)"),
+    (lambda c: c["architecture"].update(input_dim=10**12), r"needs float32 \(\d+, 10{12}\)"),
 ])
 def test_load_refuses_tampered_card(head, tmp_path, edit, message):
     path = save_head(head, tmp_path / "h.dflhead", extractor=EXTRACTOR)

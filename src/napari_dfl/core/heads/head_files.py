@@ -280,10 +280,9 @@ def load_head(path: str | os.PathLike) -> tuple[TrainedHead, dict]:
     except TrainingError as exc:
         raise HeadFileError(f"model card training configuration: {exc}") from None
     tensors = _read_weights(folder / WEIGHTS_NAME)
-    model = build_model(arch["head"], arch["input_dim"], arch["n_classes"],
-                        arch["hidden"] or 1, float(arch.get("dropout", 0.0)))
-    expected = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
-    expected["standardisation.mean"] = expected["standardisation.std"] = (arch["input_dim"],)
+    # The card's shapes are checked against the file's tensors before anything is built: a
+    # card claiming millions of inputs must not allocate them.
+    expected = _expected_shapes(arch)
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -297,6 +296,8 @@ def load_head(path: str | os.PathLike) -> tuple[TrainedHead, dict]:
                                 f"float32 {shape}.")
         if not np.isfinite(array).all():
             raise HeadFileError(f"{WEIGHTS_NAME}: tensor {key!r} holds NaN or inf.")
+    model = build_model(arch["head"], arch["input_dim"], arch["n_classes"],
+                        arch["hidden"] or 1, float(arch.get("dropout", 0.0)))
     std = tensors["standardisation.std"]
     if (std <= 0).any():
         raise HeadFileError(f"{WEIGHTS_NAME}: standardisation.std must be positive.")
@@ -307,6 +308,21 @@ def load_head(path: str | os.PathLike) -> tuple[TrainedHead, dict]:
                        mean=tensors["standardisation.mean"].copy(), std=std.copy(),
                        config=config, metrics=card["metrics"], history=[])
     return head, card
+
+
+def _expected_shapes(arch: dict) -> dict[str, tuple[int, ...]]:
+    """The tensors a head of the card's architecture holds, and their shapes."""
+    dim, classes, hidden = arch["input_dim"], arch["n_classes"], arch["hidden"]
+    shapes: dict[str, tuple[int, ...]] = {}
+    if arch["head"] == "mlp":
+        shapes["model.hidden.weight"] = (hidden, dim)
+        shapes["model.hidden.bias"] = (hidden,)
+        shapes["model.out.weight"] = (classes, hidden)
+    else:
+        shapes["model.out.weight"] = (classes, dim)
+    shapes["model.out.bias"] = (classes,)
+    shapes["standardisation.mean"] = shapes["standardisation.std"] = (dim,)
+    return shapes
 
 
 # -- compatibility ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from napari_dfl.core.errors import DFLError
 from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.slides.tissue import TileGrid
 from napari_dfl.core.util.atomic import atomic_path
+from napari_dfl.core.util.files import npz_members
 from napari_dfl.core.util.palette import class_colors, to_rgb
 
 
@@ -50,6 +51,13 @@ def save_arrays(prediction: TilePrediction, path: str | os.PathLike) -> Path:
     return path
 
 
+#: The most array bytes a prediction archive may hold (10 million tiles of 20 classes take
+#: about 1.2 GB).
+MAX_PREDICTION_BYTES = 2 * 2**30
+#: The most grid cells a prediction may claim (a 200,000 px square slide in 28 px tiles).
+MAX_GRID_CELLS = 50_000_000
+
+
 def load_arrays(path: str | os.PathLike) -> TilePrediction:
     """Read a prediction written by :func:`save_arrays` (validated; no pickles).
 
@@ -60,6 +68,19 @@ def load_arrays(path: str | os.PathLike) -> TilePrediction:
     path = Path(path)
     needed = ("coords", "grid_index", "proba", "tile_size", "classes", "grid_shape",
               "patch_size", "mpp", "tissue_fraction")
+    # Sizes from the archive's headers first: nothing is allocated for a file that lies.
+    members = npz_members(path, MAX_PREDICTION_BYTES, "the prediction")
+    grid_shape = members.get("grid_shape")
+    if grid_shape is not None and grid_shape.shape == (2,):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                rows, cols = (int(v) for v in data["grid_shape"])
+        except (OSError, ValueError, OverflowError) as exc:
+            raise DFLError(f"{path.name} could not be read ({exc}); predict again.") from None
+        if rows < 0 or cols < 0 or rows * cols > MAX_GRID_CELLS:
+            raise DFLError(f"{path.name} claims a grid of {rows} x {cols} tiles, more than "
+                           f"any slide has ({MAX_GRID_CELLS:,} at most): refused; predict "
+                           "again.")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in needed if k not in data.files]
