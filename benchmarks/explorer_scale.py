@@ -17,6 +17,10 @@ Figures (per size N, printed as ``<key>_<N/1000>k``):
   by a warm-up run first (5,000 points, so that the approximate-neighbour kernels are
   compiled too) and reported as ``umap_compile_s``. umap-learn runs single-threaded here
   because the projection is seeded (reproducible maps).
+* ``kmeans_s``: the explorer's clusters on the same embeddings (standardise, 50 principal
+  components fitted on 10,000 tiles, seeded k-means with k = 8), first for these
+  embeddings (``kmeans_<N>k_s``) and then with another k (``kmeans_rek_<N>k_s``: the
+  reduction is cached, only k-means runs again).
 
 Targets: ``select_100k_ms`` and ``highlight_100k_ms`` under 100, ``draw_ratio_100k`` at
 most 1.5. The points are synthetic (a projection of clusters), laid on a square grid of
@@ -151,8 +155,26 @@ def measure_umap(sizes: list[int], dim: int) -> dict:
         xy = project(x, "umap")
         out[f"umap_{n // 1000}k_s"] = round(time.perf_counter() - start, 1)
         assert xy.shape == (n, 2) and np.isfinite(xy).all()
+        out.update(measure_kmeans(x))
         del x
     return out
+
+
+def measure_kmeans(x: np.ndarray) -> dict:
+    """Seconds for the explorer's k-means clusters of ``x``: first, then another k."""
+    from napari_dfl.core.explorer.clusters import DEFAULT_K, ClusterCache
+
+    n, cache = len(x), ClusterCache()
+    log(f"k-means of {n} x {x.shape[1]}...")
+    start = time.perf_counter()
+    labels = cache.labels(x, DEFAULT_K)
+    first = time.perf_counter() - start
+    assert labels.shape == (n,) and len(np.unique(labels)) == DEFAULT_K
+    start = time.perf_counter()
+    cache.labels(x, DEFAULT_K + 2)
+    again = time.perf_counter() - start
+    return {f"kmeans_{n // 1000}k_s": round(first, 2),
+            f"kmeans_rek_{n // 1000}k_s": round(again, 2)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

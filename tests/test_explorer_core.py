@@ -24,10 +24,10 @@ def test_pixels_keep_the_layout_and_the_density_counts_every_point():
     anchors = np.stack([np.arange(len(xy)) % 50, np.arange(len(xy)) // 50], 1) * 100
     emap = EmbeddingMap(xy, anchors, tile_size=100.0, bins=128, radius=0)
     assert (emap.pixels >= 0).all() and (emap.pixels <= 127).all()
-    # x grows to the right (columns), y grows up the screen (rows decrease)
+    # x grows along the columns, y along the rows (the explorer shows rows upwards)
     right, up = emap.pixels[which == 1].mean(0), emap.pixels[which == 2].mean(0)
     left = emap.pixels[which == 0].mean(0)
-    assert right[1] > left[1] + 40 and up[0] < left[0] - 40
+    assert right[1] > left[1] + 40 and up[0] > left[0] + 40
     palette = {"0": (1, 0, 0), "1": (0, 1, 0), "2": (0, 0, 1)}
     image = emap.density_rgba(label_colors(which.astype(str), palette))
     assert image.shape == (128, 128, 4) and image.dtype == np.uint8

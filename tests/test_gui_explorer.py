@@ -42,7 +42,18 @@ def world_of_tiles(panel, centres_xy: np.ndarray) -> np.ndarray:
     return centres_xy[:, ::-1] * np.asarray(layer.scale[-2:]) + np.asarray(layer.translate[-2:])
 
 
-def test_lasso_in_the_explorer_lights_up_those_tiles_on_the_slide(explored):
+def settle(qtbot, explorer, timeout: int = 120000) -> None:
+    """Wait for the explorer's background work (clusters, probabilities, patches)."""
+    qtbot.waitUntil(lambda: not explorer.busy, timeout=timeout)
+
+
+def outlined(layer, panel, centres_xy: np.ndarray, tile: float) -> np.ndarray:
+    """``(N,)`` bool: the selection layer is drawn just inside each tile's top-left corner."""
+    corner = centres_xy - 0.45 * tile
+    return np.array([layer.get_value(w, world=True) for w in world_of_tiles(panel, corner)]) > 0
+
+
+def test_lasso_in_the_explorer_lights_up_those_tiles_on_the_slide(explored, qtbot):
     from napari_dfl._qt.explorer import HIGHLIGHT_NAME, LASSO_NAME, SLIDE_SELECTION_NAME
 
     viewer, panel, explorer = explored
@@ -58,9 +69,13 @@ def test_lasso_in_the_explorer_lights_up_those_tiles_on_the_slide(explored):
     np.testing.assert_array_equal(explorer.selected, expected)
     assert 0 < expected.sum() < len(emap)
     slide_layer = viewer.layers[SLIDE_SELECTION_NAME]
-    world = world_of_tiles(panel, emap.centres)
-    lit = np.array([slide_layer.get_value(w, world=True)[3] for w in world]) == 255
-    np.testing.assert_array_equal(lit, expected)
+    np.testing.assert_array_equal(outlined(slide_layer, panel, emap.centres, emap.tile_size),
+                                  expected)
+    inside = [slide_layer.get_value(w, world=True) for w in world_of_tiles(panel, emap.centres)]
+    assert not np.any(inside), "the centre of a selected tile is left transparent"
+    # a second lasso replaces the first: only the lasso of the selection stays drawn
+    explorer.viewer.layers[LASSO_NAME].add_polygons([polygon])
+    qtbot.waitUntil(lambda: len(explorer.viewer.layers[LASSO_NAME].data) == 1, timeout=5000)
     highlight = explorer.viewer.layers[HIGHLIGHT_NAME].data
     on = highlight[np.round(rows).astype(int), np.round(cols).astype(int), 3] == 255
     assert on[expected].all()
@@ -123,11 +138,12 @@ def test_labelling_a_selection_makes_annotations_of_those_tiles(explored):
     assert not store.missing(samples.coords).any()
 
 
-def test_the_false_colour_map_lines_up_with_the_tissue(explored):
+def test_the_false_colour_map_lines_up_with_the_tissue(explored, qtbot):
     from napari_dfl._qt.explorer import FALSE_COLOUR_NAME
 
     viewer, panel, explorer = explored
-    explorer.false_colour_layer()
+    explorer.controls.colours_button.click()  # computed in the background, then shown
+    settle(qtbot, explorer)
     layer = viewer.layers[FALSE_COLOUR_NAME]
     emap = explorer.map
     world = world_of_tiles(panel, emap.centres)
@@ -146,17 +162,56 @@ def test_the_false_colour_map_lines_up_with_the_tissue(explored):
 
 
 def test_colour_modes_and_umap_for_real(explored, qtbot):
-    from napari_dfl._qt.explorer import COLOR_MODES, DENSITY_NAME
+    from napari_dfl._qt.explorer import (
+        COLOR_MODES,
+        DENSITY_NAME,
+        HIGHLIGHT_NAME,
+        LASSO_NAME,
+        SLIDE_SELECTION_NAME,
+    )
+    from napari_dfl._qt.explorer_window import axis_titles
     from napari_dfl.core.explorer.projection import cached_projection
 
-    _viewer, panel, explorer = explored
+    viewer, panel, explorer = explored
     images = {}
     for mode in COLOR_MODES:
         explorer.controls.mode.setCurrentText(mode)
+        settle(qtbot, explorer)
+        assert explorer.colouring is not None and len(explorer.colouring) == len(explorer.map)
         images[mode] = explorer.viewer.layers[DENSITY_NAME].data.copy()
     assert len({im.tobytes() for im in images.values()}) == len(COLOR_MODES)
     alpha = images["prediction"][..., 3]
     assert (alpha > 0).sum() > len(explorer.map) // 4
+
+    # the window says what it shows: method, tiles, slide, colouring; axes named
+    n = len(explorer.map)
+    slide_stem = panel.session.working_slide().path.stem
+    assert explorer.viewer.title == f"DFL embeddings: PCA of {n:,} tiles of {slide_stem}"
+    assert tuple(explorer.viewer.dims.axis_labels) == ("PCA 2", "PCA 1")
+    assert axis_titles(explorer.viewer) == ("PCA 1 →", "↑ PCA 2")
+    from napari_dfl._qt.canvas_caption import text_overlay
+
+    caption = text_overlay(explorer.viewer)
+    assert caption.visible and caption.text.startswith(f"PCA of {n:,} tiles of {slide_stem}")
+    assert "coloured by PCA colours" in caption.text
+
+    # a lasso in PCA, then UMAP in the same window: no stale lasso, nothing selected
+    emap = explorer.map
+    rows, cols = emap.pixels[:, 0], emap.pixels[:, 1]
+    box = np.array([[rows.min() - 1, cols.min() - 1], [rows.min() - 1, np.median(cols)],
+                    [rows.max() + 1, np.median(cols)], [rows.max() + 1, cols.min() - 1]])
+    explorer.viewer.layers[LASSO_NAME].add_polygons([box])
+    assert explorer.selected.any()
+    same = explorer.viewer
+    assert explorer.open("umap")
+    qtbot.waitUntil(lambda: not panel.session.busy and explorer.method == "umap",
+                    timeout=240000)
+    assert explorer.viewer is same
+    assert len(same.layers[LASSO_NAME].data) == 0
+    assert not explorer.selected.any() and not same.layers[HIGHLIGHT_NAME].data.any()
+    assert not viewer.layers[SLIDE_SELECTION_NAME].data.any()
+    assert same.title == f"DFL embeddings: UMAP of {n:,} tiles of {slide_stem}"
+    assert axis_titles(same) == ("UMAP 1 →", "↑ UMAP 2")
 
     first = explorer.viewer
     first.close()  # the user closed the explorer window: opening again makes a new one
@@ -225,3 +280,162 @@ def test_a_cohort_view_colours_by_slide_and_labels_only_the_open_slide(explored,
     panel.session.set_active("dermis")
     assert explorer.label_selection() == 2
     assert any("belong to other slides" in m for m in notes)
+
+
+def test_legend_rows_count_the_tiles_and_a_row_selects_them(explored, qtbot):
+    from napari_dfl._qt.explorer import SLIDE_SELECTION_NAME
+
+    viewer, panel, explorer = explored
+    emap, head = explorer.map, panel.session.head
+    proba = head.predict_proba(explorer.embeddings)
+    predicted = np.asarray(head.classes)[proba.argmax(axis=1)]
+    explorer.controls.mode.setCurrentText("prediction")
+    settle(qtbot, explorer)
+    rows = explorer.controls.legend.rows
+    shown = {row.entry.name: int(row.count_label.text().replace(",", "")) for row in rows}
+    assert sum(shown.values()) == len(emap)
+    assert shown == {name: int((predicted == name).sum()) for name in set(predicted.tolist())}
+    palette = panel.session.colors  # {class: "#rrggbb"}
+    for row in rows:  # each square in its class colour
+        colour = row.pick_button.icon().pixmap(14, 14).toImage().pixelColor(7, 7)
+        expected = tuple(int(palette[row.entry.name][1 + i:3 + i], 16) for i in (0, 2, 4))
+        assert (colour.red(), colour.green(), colour.blue()) == expected, row.entry.name
+    row = max(rows, key=lambda r: r.entry.count)
+    row.pick_button.click()
+    np.testing.assert_array_equal(explorer.selected, predicted == row.entry.name)
+    np.testing.assert_array_equal(
+        outlined(viewer.layers[SLIDE_SELECTION_NAME], panel, emap.centres, emap.tile_size),
+        predicted == row.entry.name)
+    assert row.entry.name in explorer.controls.info.text()
+
+    explorer.controls.mode.setCurrentText("confidence")
+    settle(qtbot, explorer)
+    legend = explorer.controls.legend
+    assert not legend.rows and not legend.bar.pixmap().isNull()
+    confidence = proba.max(axis=1)
+    assert f"{confidence.min():.2f}" in legend.note.text()
+    assert f"{confidence.max():.2f}" in legend.note.text()
+    assert legend.bar_high.text() == "1.00"
+    assert legend.bar_low.text() == f"{1 / len(head.classes):.2f}"
+
+
+def test_clusters_are_reproducible_and_a_cluster_is_picked_and_labelled(explored, qtbot):
+    from napari_dfl._qt.explorer import DENSITY_NAME
+    from napari_dfl.core.explorer.clusters import ClusterCache
+    from napari_dfl.core.explorer.colours import qualitative
+
+    _viewer, panel, explorer = explored
+    emap, session = explorer.map, panel.session
+    explorer.controls.k_spin.setValue(5)
+    explorer.controls.mode.setCurrentText("cluster")
+    settle(qtbot, explorer)
+    expected = ClusterCache().labels(explorer.embeddings, 5)  # a fresh computation
+    np.testing.assert_array_equal(explorer.colouring.codes, expected)
+    counts = np.bincount(expected, minlength=5)
+    assert (np.diff(counts) <= 0).all(), "cluster 1 is the largest"
+    rows = explorer.controls.legend.rows
+    assert [r.entry.name for r in rows] == [f"cluster {i + 1}" for i in range(5)]
+    assert [int(r.count_label.text().replace(",", "")) for r in rows] == counts.tolist()
+    assert sum(r.entry.count for r in rows) == len(emap)
+    np.testing.assert_array_equal(explorer.viewer.layers[DENSITY_NAME].data,
+                                  emap.density_rgba(qualitative(5)[expected]))
+    assert "coloured by cluster (k-means, k = 5)" in explorer.viewer.canvas.overlays.text.text
+
+    explorer.controls.k_spin.setValue(3)
+    settle(qtbot, explorer)
+    assert len(explorer.controls.legend.rows) == 3
+    explorer.controls.k_spin.setValue(5)  # cached: recoloured at once, nothing to compute
+    assert not explorer.busy
+    np.testing.assert_array_equal(explorer.colouring.codes, expected)
+
+    rows = explorer.controls.legend.rows
+    rows[1].pick_button.click()
+    np.testing.assert_array_equal(explorer.selected, expected == 1)
+
+    session.set_active("dermis")
+    before = len(session.annotations)
+    target = rows[2]
+    target.label_button.click()
+    chosen = expected == 2
+    added = session.annotations[before:]
+    assert len(added) == chosen.sum() == target.entry.count
+    assert {a.label for a in added} == {"dermis"}
+    np.testing.assert_allclose(sorted((a.geometry.x, a.geometry.y) for a in added),
+                               sorted(map(tuple, emap.centres[chosen])))
+
+
+def test_the_gallery_shows_the_patches_of_the_selection(explored, qtbot):
+    from qtpy.QtCore import Qt
+
+    from napari_dfl._qt.explorer_gallery import pixmap_rgb
+    from napari_dfl.core.explorer.gallery import GALLERY_SIZE, example_tiles
+
+    viewer, panel, explorer = explored
+    emap = explorer.map
+    chosen = emap.centres[:, 0] < np.median(emap.centres[:, 0])  # the left half of the slide
+    explorer.select(chosen, name="the left half")
+    settle(qtbot, explorer)
+    gallery = explorer.controls.gallery
+    drawn = example_tiles(chosen, GALLERY_SIZE, seed=0).tolist()
+    assert gallery.indices == drawn and len(drawn) == GALLERY_SIZE
+    assert all(chosen[i] for i in drawn)
+    assert f"of the {chosen.sum():,} tiles of the left half" in gallery.caption.text()
+    slide = panel.session.working_slide()
+    for thumb in gallery.thumbnails:
+        x, y = emap.anchors[thumb.index]
+        patch = slide.read_region((float(x), float(y)), (112, 112), mpp=0.5)
+        np.testing.assert_array_equal(pixmap_rgb(thumb.pixmap()), patch)
+    # the same selection gives the same examples; a click centres the slide and keeps it
+    explorer.select(chosen)
+    settle(qtbot, explorer)
+    assert gallery.indices == drawn
+    qtbot.mouseClick(gallery.thumbnails[3], Qt.MouseButton.LeftButton)
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:],
+                               world_of_tiles(panel, emap.centres[[drawn[3]]])[0])
+    np.testing.assert_array_equal(explorer.selected, chosen)
+
+
+def test_the_slide_selection_is_outlined_and_its_layers_are_reused(explored, qtbot):
+    from napari_dfl._qt.explorer import SLIDE_LASSO_NAME, SLIDE_SELECTION_NAME
+
+    viewer, panel, explorer = explored
+    emap = explorer.map
+    layer = viewer.layers[SLIDE_SELECTION_NAME]
+    reference = panel.slide_layer
+    for other in viewer.layers:  # the slide and the selection only
+        other.visible = other is reference or other is layer
+    viewer.window.resize(1800, 1000)  # room for the canvas beside the panel
+    qtbot.wait(100)
+    index = int(np.argmin(np.abs(emap.centres - emap.centres.mean(axis=0)).sum(axis=1)))
+    camera = viewer.scene.camera
+    camera.center = tuple(world_of_tiles(panel, emap.centres[[index]])[0])
+    camera.zoom = 240 / (emap.tile_size * float(reference.scale[-1]))  # a tile: 240 px
+
+    def shot() -> np.ndarray:
+        qtbot.wait(50)
+        return viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+
+    before = shot()
+    mask = np.zeros(len(emap), bool)
+    mask[index] = True
+    explorer.select(mask)
+    after = shot()
+    h, w = after.shape[:2]
+    cy, cx = h // 2, w // 2
+    # the inside of the tile is the tissue as it was; its border turned yellow
+    np.testing.assert_array_equal(after[cy - 60:cy + 60, cx - 60:cx + 60],
+                                  before[cy - 60:cy + 60, cx - 60:cx + 60])
+    border = after[cy, cx + 105:cx + 119]
+    assert ((border[:, 0] > 200) & (border[:, 1] > 200) & (border[:, 2] < 80)).any(), border
+    assert not ((before[cy, cx + 105:cx + 119, 2] < 80) &
+                (before[cy, cx + 105:cx + 119, 0] > 200) &
+                (before[cy, cx + 105:cx + 119, 1] > 200)).any()
+
+    # opening again reuses the slide's layers instead of stacking new ones
+    names = [other.name for other in viewer.layers]
+    region = viewer.layers[SLIDE_LASSO_NAME]
+    assert explorer.open("pca")
+    assert viewer.layers[SLIDE_SELECTION_NAME] is layer
+    assert viewer.layers[SLIDE_LASSO_NAME] is region
+    assert [other.name for other in viewer.layers] == names
+    assert not layer.data.any()

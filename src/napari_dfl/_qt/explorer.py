@@ -3,48 +3,75 @@
 The projection (PCA at once, UMAP in a child process) of the tiles in the slide's store is
 drawn as a density image (:class:`napari_dfl.core.explorer.embedding_map.EmbeddingMap`) with the
 selection as a second image on top, so 100,000 tiles draw and recolour as fast as a few.
-Linked both ways:
+The window's title and canvas say what is shown (method, tiles, slide, colouring); the
+axes are labelled with the method (``PCA 1``/``PCA 2``, ``UMAP 1``/``UMAP 2``), the
+second one pointing up. Linked both ways:
 
 * a lasso (or any polygon) drawn on the ``lasso`` layer of the explorer selects those
-  tiles; they light up on the slide in the ``DFL selected tiles`` layer;
+  tiles; they are outlined on the slide in the ``DFL selected tiles`` layer;
 * a polygon drawn on the slide's ``DFL explore`` layer selects the tiles whose centres it
   holds; they light up in the explorer;
+* a row of the legend (a class, a slide, a cluster...) selects its tiles;
 * clicking a point centres the slide on its tile; hovering shows the tile's patch;
-* *Label selection* turns the selected tiles into point annotations of the active class.
+* the dock's gallery shows example patches of the selection;
+* *Label selection* (or a cluster's *Label*) turns tiles into point annotations of the
+  active class.
 
-``DFL embedding colours`` shows the first three principal components of the tile
-embeddings as RGB over the slide (one value per tile).
+Colour by prediction, class, confidence, slide, cluster (seeded k-means,
+:mod:`napari_dfl.core.explorer.clusters`) or PCA colours; whatever may take long on
+100,000 tiles (clusters, false colours, the head's probabilities, reading patches) runs in
+a thread (:mod:`napari_dfl._qt.explorer_background`) and is kept for the tiles shown.
+``DFL embedding colours`` shows the tiles' false colours over the slide.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtGui import QImage, QPixmap
-from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QVBoxLayout, QWidget
+import threading
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
+
+from napari_dfl._qt import explorer_window as window
 from napari_dfl._qt.annotation_layers import rgba
-from napari_dfl._qt.layer_focus import keeping_focus
-from napari_dfl._qt.overlays import tile_placement
+from napari_dfl._qt.explorer_background import Background
+from napari_dfl._qt.explorer_controls import CLUSTER_MODE, COLOR_MODES, ExplorerControls
+from napari_dfl._qt.explorer_slide import (
+    FALSE_COLOUR_NAME,
+    SLIDE_LASSO_NAME,
+    SLIDE_SELECTION_NAME,
+    SlideLayers,
+)
 from napari_dfl._qt.suggestions import viewer_camera
 from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.errors import DFLError
-from napari_dfl.core.explorer.colours import label_colors, slide_colors, value_colors
+from napari_dfl.core.explorer.clusters import DEFAULT_K, cluster_names, fingerprint, shared_cache
+from napari_dfl.core.explorer.colours import qualitative, slide_colors
 from napari_dfl.core.explorer.embedding_map import EmbeddingMap
+from napari_dfl.core.explorer.gallery import GALLERY_SIZE, example_tiles, thumbnail
+from napari_dfl.core.explorer.legend import (
+    Colouring,
+    categorical,
+    continuous,
+    false_colours,
+    from_labels,
+)
 from napari_dfl.core.explorer.projection import cached_projection, project_stores
 from napari_dfl.core.features.pca_colours import pca_colors
 from napari_dfl.core.features.store_folder import sibling_stores, slide_name
 from napari_dfl.core.slides.factory import open_slide
 from napari_dfl.workflows.explore import projection_job
 
+__all__ = ["CLUSTER_MODE", "COLOR_MODES", "DENSITY_NAME", "FALSE_COLOUR_NAME",
+           "HIGHLIGHT_NAME", "LASSO_NAME", "SLIDE_LASSO_NAME", "SLIDE_SELECTION_NAME",
+           "Explorer", "ExplorerControls"]
+
 DENSITY_NAME = "embedding density"
 HIGHLIGHT_NAME = "selected"
 LASSO_NAME = "lasso"
-SLIDE_SELECTION_NAME = "DFL selected tiles"
-SLIDE_LASSO_NAME = "DFL explore"
-FALSE_COLOUR_NAME = "DFL embedding colours"
-COLOR_MODES = ("prediction", "class", "confidence", "slide", "PCA colours")
 _HIGHLIGHT = np.array([255, 255, 0, 255], np.uint8)
+_SELECTED_BY = {"lasso": "the lasso", "slide": "the region on the slide",
+                "click": "the clicked tile"}
 
 
 class Explorer:
@@ -62,19 +89,32 @@ class Explorer:
     def __init__(self, slide_viewer, session, slide_layer_of, bind_keys,
                  viewer_factory=None) -> None:
         self.slide_viewer, self.session = slide_viewer, session
-        self._slide_layer_of, self._bind_keys = slide_layer_of, bind_keys
+        self._slide_layer_of = slide_layer_of
         self.viewer_factory = viewer_factory
         self.viewer = None
         self.map: EmbeddingMap | None = None
         self.embeddings: np.ndarray | None = None
+        self.method = "pca"
+        self.k = DEFAULT_K
+        self.colouring: Colouring | None = None
         self.selected = np.zeros(0, dtype=bool)
+        self.selection_name = ""  # what the selection is ("cluster 3", "the lasso")
         self.grid_shape = (1, 1)
         self.hovered: int | None = None
         self.controls: ExplorerControls | None = None
+        self.slide_layers = SlideLayers(slide_viewer, slide_layer_of, bind_keys,
+                                        self._on_slide_lasso)
+        self.tasks = Background(on_error=self._on_task_error)
+        self._derived: dict[object, object] = {}  # slow results for the tiles shown
+        self._waiting: dict[object, list[Callable]] = {}
+        self._key = ""  # fingerprint of the embeddings shown
+        self._proba_head = None  # the head whose probabilities _derived holds
+        self._gallery_request = 0
         self._slide_paths: list[tuple[str | None, float | None]] = []  # per slide id
         self._other_slides: dict[int, object] = {}
+        self._slides_lock = threading.Lock()
         self._positions = np.zeros((0, 2), np.int64)  # grid (row, col) of every tile
-        self._proba_of: tuple = (None, None)  # (head, its probabilities of every tile)
+        session.active_class_changed.connect(self._on_active_class)
 
     # -- opening ---------------------------------------------------------------------------
     def open(self, method: str = "pca", cohort: bool = False) -> bool:
@@ -103,12 +143,14 @@ class Explorer:
         ids = np.concatenate([np.full(len(s), i) for i, s in enumerate(stores)])
         names = [slide_name(s) for s in stores]
         embeddings = np.concatenate([s.embeddings() for s in stores])
-        self._slide_paths = [(s.attrs.get("slide_path"), s.attrs.get("mpp")) for s in stores]
-        self._other_slides = {}
+        slide_paths = [(s.attrs.get("slide_path"), s.attrs.get("mpp")) for s in stores]
 
         def show(parts) -> None:
+            self._slide_paths = slide_paths
+            with self._slides_lock:
+                self._other_slides = {}
             self.load(EmbeddingMap(np.concatenate(parts), coords, tile, slide_ids=ids,
-                                   slides=names), embeddings)
+                                   slides=names), embeddings, method)
 
         parts = cached_projection(stores, method)
         if parts is None and method == "pca":
@@ -120,22 +162,29 @@ class Explorer:
         return session.start_job("UMAP", lambda cancel: projection_job(paths, method, cancel),
                                  show)
 
-    def load(self, emap: EmbeddingMap, embeddings: np.ndarray | None = None) -> None:
-        """Show ``emap`` (and colour it from ``embeddings`` when given)."""
-        self.map, self.embeddings = emap, embeddings
+    def load(self, emap: EmbeddingMap, embeddings: np.ndarray | None = None,
+             method: str = "pca") -> None:
+        """Show ``emap``, a ``method`` projection (coloured from ``embeddings`` when given).
+
+        Whatever was selected or drawn for the previous projection is cleared.
+        """
+        self.map, self.embeddings, self.method = emap, embeddings, method
+        self.colouring = None  # the previous tiles' colours
         self._positions = emap.tile_grid_positions()
-        self._proba_of = (None, None)
-        self.selected = np.zeros(len(emap), dtype=bool)
+        self.tasks.forget()
+        self._derived, self._waiting = {}, {}
+        self._key = fingerprint(embeddings) if embeddings is not None else ""
         slide = self.session.slide
         dims = slide.dimensions if slide is not None else \
             tuple(emap.centres.max(axis=0) + emap.tile_size)
         self.grid_shape = (max(1, int(dims[1] // emap.tile_size) + 1),
                            max(1, int(dims[0] // emap.tile_size) + 1))
         self._ensure_viewer()
+        self._clear_lasso()
+        self.slide_layers.place(emap.tile_size, self.grid_shape)
         self.color_by(self.controls.mode.currentText())
-        self._ensure_slide_layers()
-        self.select(self.selected)
-        viewer_camera(self.viewer).center = (emap.bins / 2, emap.bins / 2)
+        self.select(np.zeros(len(emap), dtype=bool), source="load")
+        self.viewer.reset_view()
 
     def _ensure_viewer(self) -> None:
         if self.is_open and DENSITY_NAME in self.viewer.layers:
@@ -155,9 +204,10 @@ class Explorer:
         lasso.events.data.connect(self._on_lasso)
         self.viewer.mouse_move_callbacks.append(self._on_move)
         self.viewer.mouse_drag_callbacks.append(self._on_click)
+        window.dress(self.viewer)
         self.controls = ExplorerControls(self)
+        self.controls.set_active_class(self.session.active)
         self.viewer.window.add_dock_widget(self.controls, name="Explorer", area="right")
-        self.viewer.reset_view()
 
     @property
     def is_open(self) -> bool:
@@ -167,79 +217,236 @@ class Explorer:
 
     def close(self) -> None:
         """Close the explorer window (with the panel); the slide's layers stay."""
+        self.tasks.forget()
         if self.is_open:
             self.viewer.close()
         self.viewer, self.controls = None, None
 
-    def _ensure_slide_layers(self) -> None:
-        viewer, reference = self.slide_viewer, self._slide_layer_of()
-        placement = tile_placement(self.map.tile_size, reference)
-        with keeping_focus(viewer):  # the user keeps drawing where they were
-            if SLIDE_SELECTION_NAME in viewer.layers:
-                viewer.layers.remove(SLIDE_SELECTION_NAME)
-            viewer.add_image(np.zeros((*self.grid_shape, 4), np.uint8),
-                             name=SLIDE_SELECTION_NAME, rgb=True, **placement)
-            if SLIDE_LASSO_NAME not in viewer.layers:
-                extra = {} if reference is None else {"scale": reference.scale[-2:],
-                                                      "translate": reference.translate[-2:]}
-                lasso = viewer.add_shapes(name=SLIDE_LASSO_NAME, ndim=2,
-                                          face_color=[1, 1, 0, 0.1], edge_color="yellow",
-                                          edge_width=4, **extra)
-                lasso.events.data.connect(self._on_slide_lasso)
-        self._bind_keys(viewer.layers[SLIDE_LASSO_NAME])
+    @property
+    def busy(self) -> bool:
+        """Whether something is being computed or read in the background."""
+        return self.tasks.busy
+
+    # -- what the window says ------------------------------------------------------------
+    @property
+    def subject(self) -> str:
+        """``"PCA of 1,234 tiles of CMU-1-Small-Region"``: what the window shows."""
+        slides = self.map.slides if self.map is not None else []
+        where = Path(slides[0]).stem if len(slides) == 1 else f"{len(slides)} slides"
+        count = len(self.map) if self.map is not None else 0
+        return f"{self.method.upper()} of {count:,} tiles of {where}"
+
+    @property
+    def title(self) -> str:
+        """The window's title: ``"DFL embeddings: PCA of 1,234 tiles of ..."``."""
+        return f"DFL embeddings: {self.subject}"
+
+    @property
+    def axis_labels(self) -> tuple[str, str]:
+        """``("PCA 2", "PCA 1")``: the labels of the rows (up) and columns (right)."""
+        method = self.method.upper()
+        return f"{method} 2", f"{method} 1"
+
+    def _label_window(self) -> None:
+        colouring = self.colouring
+        current = colouring is not None and len(colouring) == len(self.map)
+        shown = f"\ncoloured by {colouring.title}" if current else ""
+        window.label(self.viewer, self.title, self.subject + shown, self.axis_labels)
 
     # -- colours -------------------------------------------------------------------------
-    def colors(self, mode: str) -> np.ndarray:
-        """``(N, 3)`` RGB in [0, 1] per tile for a colour mode of :data:`COLOR_MODES`."""
+    @property
+    def shown_mode(self) -> str | None:
+        """The colouring chosen in the open window; None once the user closed it."""
+        if not self.is_open or self.controls is None:
+            return None
+        return self.controls.mode.currentText()
+
+    def set_k(self, k: int) -> None:
+        """Use ``k`` clusters (recolours when colouring by cluster)."""
+        self.k = int(k)
+        if self.shown_mode == CLUSTER_MODE:
+            self.color_by(CLUSTER_MODE)
+
+    def colouring_of(self, mode: str) -> Colouring | None:
+        """The colouring of a mode of :data:`COLOR_MODES`; None while it is being computed.
+
+        The computation then runs in the background and the window is recoloured when it
+        ends (if that mode is still chosen).
+        """
+        def recolour(_value) -> None:
+            if self.shown_mode == mode:
+                self.color_by(mode)
+
         n, session = len(self.map), self.session
         palette = {k: rgba(v)[:3] for k, v in session.colors.items()}
-        proba = self._proba()
-        if mode == "prediction" and proba is not None:
-            return label_colors(np.asarray(session.head.classes)[proba.argmax(axis=1)], palette)
-        if mode == "confidence" and proba is not None:
-            return value_colors(proba.max(axis=1))
+        if mode in ("prediction", "confidence"):
+            head = session.head
+            if head is None or self.embeddings is None or \
+                    self.embeddings.shape[1] != head.input_dim:
+                return from_labels(mode, [""] * n, {}, missing="no prediction",
+                                   note="Train a head to colour the tiles by its prediction.")
+            if self._proba_head is not head:  # a new head: earlier probabilities are stale
+                self._proba_head = head
+                for key in [k for k in self._derived if isinstance(k, tuple) and
+                            k[0] == "proba"]:
+                    del self._derived[key]
+            embeddings = self.embeddings
+            proba = self._derive(("proba", id(head)),
+                                 lambda: head.predict_proba(embeddings), recolour)
+            if proba is None:
+                return None
+            if mode == "confidence":
+                chance = 1.0 / max(1, proba.shape[1])
+                return continuous("confidence", proba.max(axis=1), domain=(chance, 1.0),
+                                  note="the head's highest probability (from chance to 1)")
+            classes = [str(c) for c in head.classes]
+            rgb = [palette.get(c, (0.55, 0.55, 0.55)) for c in classes]
+            return categorical("prediction", proba.argmax(axis=1), classes, rgb)
         if mode == "slide":
-            return slide_colors(self.map.slide_ids)
-        if mode == "PCA colours" and self.embeddings is not None:
-            return pca_colors(self.embeddings) / 255.0
+            names = [Path(name).stem for name in self.map.slides]
+            return categorical("slide", self.map.slide_ids, names,
+                               slide_colors(np.arange(len(names))))
+        if mode == CLUSTER_MODE:
+            return self._cluster_colouring(recolour)
+        if mode == "PCA colours":
+            if self.embeddings is None:
+                return from_labels(mode, [""] * n, {}, missing="no embeddings")
+            rgb = self._derive("pca colours", lambda: pca_colors(self.embeddings), recolour)
+            return None if rgb is None else false_colours(
+                "PCA colours", rgb, note="red, green, blue: the first three principal "
+                "components of the embeddings (as on the slide)")
+        labels = [""] * n
         if mode == "class" and session.samples is not None and len(session.samples):
             index = {tuple(c): lab for c, lab in zip(session.samples.coords.tolist(),
                                                      session.samples.labels.tolist(),
                                                      strict=True)}
             labels = [index.get(tuple(c), "") if here else "" for c, here in
                       zip(self.map.anchors.tolist(), self.map.on_open_slide, strict=True)]
-            return label_colors(labels, palette)
-        return label_colors([""] * n, palette)
+        return from_labels("class", labels, palette, missing="no class")
 
-    def _proba(self) -> np.ndarray | None:
-        head = self.session.head
-        if head is None or self.embeddings is None or self.embeddings.shape[1] != head.input_dim:
+    def _cluster_colouring(self, recolour: Callable) -> Colouring | None:
+        n, k = len(self.map), self.k
+        if self.embeddings is None or n < k:
+            return from_labels(CLUSTER_MODE, [""] * n, {}, missing="no clusters",
+                               note=f"clusters need the embeddings of at least {k} tiles.")
+        cache, key, embeddings = shared_cache(), self._key, self.embeddings
+        labels = cache.get(key, k)  # cached for these tiles: no thread needed
+        if labels is None:
+            labels = self._derive(("clusters", k),
+                                  lambda: cache.labels(embeddings, k, key=key), recolour)
+        if labels is None:
             return None
-        if self._proba_of[0] is not head:  # once per head, not per recolouring
-            self._proba_of = (head, head.predict_proba(self.embeddings))
-        return self._proba_of[1]
+        return categorical(f"cluster (k-means, k = {k})", labels, cluster_names(k),
+                           qualitative(k), note="clusters numbered from the largest")
+
+    def _pending_text(self, mode: str) -> str:
+        n = len(self.map)
+        if mode == CLUSTER_MODE:
+            return f"Finding {self.k} clusters among {n:,} tiles..."
+        if mode == "PCA colours":
+            return f"Computing the principal components of {n:,} tiles..."
+        return f"Predicting {n:,} tiles with the head..."
+
+    def _derive(self, key: object, compute: Callable, then: Callable | None = None):
+        """A slow result for the tiles shown: at once if known, else None (computing it).
+
+        ``then(result)`` is called on the GUI thread once it is known.
+        """
+        if key in self._derived:
+            return self._derived[key]
+        if then is not None:
+            self._waiting.setdefault(key, []).append(then)
+
+        def done(value) -> None:
+            self._derived[key] = value
+            for callback in self._waiting.pop(key, []):
+                callback(value)
+
+        self.tasks.run(key, compute, done)
+        return None
+
+    def _on_task_error(self, key: str, exc: Exception) -> None:
+        self.session.tell("error", f"the explorer could not compute {key}: {exc}")
+
+    def colors(self, mode: str) -> np.ndarray | None:
+        """``(N, 3)`` RGB in [0, 1] per tile for a mode of :data:`COLOR_MODES` (None: pending)."""
+        colouring = self.colouring_of(mode)
+        return None if colouring is None else colouring.colors
 
     def color_by(self, mode: str) -> None:
-        """Recolour the density image."""
-        self.viewer.layers[DENSITY_NAME].data = self.map.density_rgba(self.colors(mode))
+        """Recolour the density image and show the legend of ``mode``."""
+        if self.map is None or self.shown_mode is None:
+            return
+        colouring = self.colouring_of(mode)
+        if colouring is None:
+            self.controls.legend.show_text(self._pending_text(mode))
+            self._label_window()
+            return
+        self.colouring = colouring
+        self.viewer.layers[DENSITY_NAME].data = self.map.density_rgba(colouring.colors)
+        self.controls.legend.show_colouring(colouring, labellable=mode == CLUSTER_MODE)
+        self._label_window()
+
+    def show_clusters(self, k: int = DEFAULT_K, timeout: float = 600.0) -> Colouring | None:
+        """Colour by ``k`` clusters and pick the largest, its examples in the gallery.
+
+        Waits (processing Qt events) until the clusters and the examples are ready: for
+        scripts such as the screenshots. Returns the cluster colouring (None on timeout).
+        """
+        self.controls.k_spin.setValue(int(k))
+        self.controls.mode.setCurrentText(CLUSTER_MODE)
+        self.color_by(CLUSTER_MODE)
+        if not self.tasks.wait(timeout) or self.colouring is None or \
+                not self.colouring.entries:
+            return None
+        self.pick(self.colouring.entries[0].code)
+        self.tasks.wait(timeout)
+        self.viewer.reset_view()
+        return self.colouring
 
     # -- selection -----------------------------------------------------------------------
-    def select(self, mask: np.ndarray) -> int:
-        """Select tiles (``(N,)`` bool) in both views; how many are selected."""
+    def select(self, mask: np.ndarray, source: str = "", name: str = "") -> int:
+        """Select tiles (``(N,)`` bool) in both views; how many are selected.
+
+        Args:
+            mask: the tiles to select.
+            source: ``"lasso"`` (the explorer's lasso), ``"slide"`` (a region on the
+                slide) or anything else; the shapes of the other tools are cleared.
+            name: what the selection is, for the captions ("cluster 3").
+
+        """
         self.selected = np.asarray(mask, dtype=bool)
+        self.selection_name = name or _SELECTED_BY.get(source, "the selection")
         n = self.map.bins
         image = np.zeros((n, n, 4), np.uint8)
         image[self.map.highlight_mask(self.selected)] = _HIGHLIGHT
         self.viewer.layers[HIGHLIGHT_NAME].data = image
-        grid = np.zeros((*self.grid_shape, 4), np.uint8)
         rows, cols, _ = self._grid_cells(self.selected)
-        grid[rows, cols] = _HIGHLIGHT
-        slide_layer = self.slide_viewer.layers[SLIDE_SELECTION_NAME]
-        slide_layer.data = grid
+        self.slide_layers.show_selection(rows, cols)
+        if source != "lasso":
+            self._clear_lasso()
+        if source != "slide":
+            self.slide_layers.clear_region()
         count = int(self.selected.sum())
-        if self.controls is not None:
-            self.controls.info.setText(f"{count} of {len(self.map)} tiles selected.")
+        if self.shown_mode is not None:
+            of = f" ({self.selection_name})" if count else ""
+            self.controls.info.setText(f"{count:,} of {len(self.map):,} tiles selected{of}.")
+        self._refresh_gallery()
         return count
+
+    def pick(self, code: int) -> int:
+        """Select the tiles of a category of the current colouring (a legend row)."""
+        if self.colouring is None or not self.colouring.categorical:
+            return 0
+        entry = next((e for e in self.colouring.entries if e.code == code), None)
+        name = entry.name if entry is not None else ""
+        return self.select(self.colouring.members(code), source="legend", name=name)
+
+    def label_category(self, code: int) -> int:
+        """Label the tiles of a category (a cluster) with the active class; how many."""
+        if not self.pick(code):
+            return 0
+        return self.label_selection()
 
     def _grid_cells(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Grid ``(rows, cols)`` of the masked tiles of the open slide, and their indices."""
@@ -248,17 +455,35 @@ class Explorer:
         inside = (positions >= 0).all(axis=1) & (positions < self.grid_shape).all(axis=1)
         return positions[inside, 0], positions[inside, 1], tiles[inside]
 
+    def _clear_lasso(self) -> None:
+        if self.is_open and LASSO_NAME in self.viewer.layers:
+            lasso = self.viewer.layers[LASSO_NAME]
+            if len(lasso.data):
+                lasso.data = []
+
+    def _keep_last_lasso(self) -> None:
+        """Only the lasso that made the selection stays drawn."""
+        if not self.is_open or LASSO_NAME not in self.viewer.layers:
+            return
+        lasso = self.viewer.layers[LASSO_NAME]
+        if len(lasso.data) > 1:
+            lasso.selected_data = set(range(len(lasso.data) - 1))
+            lasso.remove_selected()
+
     def _on_lasso(self, event) -> None:
         if getattr(event, "action", "added") != "added" or not len(event.source.data):
             return
-        self.select(self.map.in_polygon(event.source.data[-1][:, -2:]))
+        from qtpy.QtCore import QTimer
+
+        self.select(self.map.in_polygon(event.source.data[-1][:, -2:]), source="lasso")
+        QTimer.singleShot(0, self._keep_last_lasso)  # not while the layer is emitting
 
     def _on_slide_lasso(self, event) -> None:
         if self.map is None or getattr(event, "action", "added") != "added" or \
                 not len(event.source.data):
             return
         inside = self.map.tiles_in_polygon(event.source.data[-1][:, -2:][:, ::-1])
-        self.select(inside & self.map.on_open_slide)
+        self.select(inside & self.map.on_open_slide, source="slide")
 
     def label_selection(self) -> int:
         """Make the selected tiles point annotations of the active class; how many."""
@@ -284,17 +509,52 @@ class Explorer:
         session.tell("info", f"{len(centres)} tiles labelled {name}.")
         return len(centres)
 
+    def _on_active_class(self, name) -> None:
+        if self.is_open and self.controls is not None:
+            self.controls.set_active_class(name)
+
+    # -- gallery -------------------------------------------------------------------------
+    def _refresh_gallery(self) -> None:
+        """Read example patches of the selection in the background, then show them."""
+        if self.shown_mode is None:
+            return
+        gallery = self.controls.gallery
+        self._gallery_request += 1
+        count = int(self.selected.sum())
+        if not count:
+            gallery.show_text("Select tiles (a lasso, a region on the slide or a legend "
+                              "row) to see examples.")
+            return
+        read = self._patch_reader()
+        if read is None:
+            gallery.show_text("No slide to read the patches from.")
+            return
+        indices = example_tiles(self.selected, GALLERY_SIZE, seed=0)
+        request, what = self._gallery_request, self.selection_name
+        caption = (f"{len(indices)} of the {count:,} tiles of {what}" if count > len(indices)
+                   else f"the {count:,} tiles of {what}")
+        gallery.show_text(f"Reading {len(indices)} patches of {what}...")
+
+        def shown(thumbs) -> None:
+            if request == self._gallery_request and self.shown_mode is not None:
+                self.controls.gallery.show_examples(indices, thumbs, caption)
+
+        self.tasks.run(("gallery", request),
+                       lambda: [None if p is None else thumbnail(p) for p in map(read, indices)],
+                       shown)
+
     # -- pointer -------------------------------------------------------------------------
     def point_at(self, position) -> int | None:
         """The tile under an explorer world position ``(row, col)``, or None."""
         return None if self.map is None else self.map.nearest(position[-2:])
 
-    def centre_slide_on(self, index: int) -> None:
-        """Centre the slide's view on tile ``index`` and select it alone."""
+    def centre_slide_on(self, index: int, select: bool = True) -> None:
+        """Centre the slide's view on tile ``index`` (and select it alone if ``select``)."""
         mask = np.zeros(len(self.map), dtype=bool)
         mask[index] = True
         if not self.map.on_open_slide[index]:
-            self.select(mask)
+            if select:
+                self.select(mask, source="click")
             self.session.tell("info", f"this tile is on "
                               f"{self.map.slides[self.map.slide_ids[index]]}: open that slide "
                               "to see it in place.")
@@ -304,41 +564,55 @@ class Explorer:
         world = np.array([y, x]) if reference is None else \
             np.array([y, x]) * np.asarray(reference.scale[-2:]) + reference.translate[-2:]
         viewer_camera(self.slide_viewer).center = tuple(world.tolist())
-        self.select(mask)
+        if select:
+            self.select(mask, source="click")
 
     def patch(self, index: int) -> np.ndarray | None:
         """The tile's first patch (RGB) as the backbone saw it, or None without a slide."""
+        read = self._patch_reader()
+        return None if read is None else read(index)
+
+    def _patch_reader(self) -> Callable[[int], np.ndarray | None] | None:
+        """A function reading a tile's first patch (safe in a thread); None without a slide.
+
+        Tiles of other slides of the cohort view are read from their slide file.
+        """
         try:
             slide = self.session.working_slide()
         except DFLError:  # no slide or mpp: nothing to show
             return None
         comp = self.session.settings.composition
-        slide_id = int(self.map.slide_ids[index])
-        if slide_id:
-            slide = self._other_slide(slide_id)
-            if slide is None:
+        size, mpp = (comp.patch_size, comp.patch_size), comp.zooms[0]
+        anchors, slide_ids = self.map.anchors, self.map.slide_ids
+
+        def read(index: int) -> np.ndarray | None:
+            slide_id = int(slide_ids[index])
+            source = slide if not slide_id else self._other_slide(slide_id)
+            if source is None:
                 return None
-        x, y = self.map.anchors[index]
-        return slide.read_region((float(x), float(y)), (comp.patch_size, comp.patch_size),
-                                 mpp=comp.zooms[0])
+            x, y = anchors[index]
+            return source.read_region((float(x), float(y)), size, mpp=mpp)
+
+        return read
 
     def _other_slide(self, slide_id: int):
         """Another slide of the cohort view, opened lazily (None when it cannot be read)."""
-        cache = self._other_slides
-        if slide_id not in cache:
-            path, mpp = self._slide_paths[slide_id]
-            try:
-                cache[slide_id] = open_slide(path, mpp=mpp) if path else None
-            except DFLError:
-                cache[slide_id] = None
-        return cache[slide_id]
+        with self._slides_lock:
+            cache = self._other_slides
+            if slide_id not in cache:
+                path, mpp = self._slide_paths[slide_id]
+                try:
+                    cache[slide_id] = open_slide(path, mpp=mpp) if path else None
+                except DFLError:
+                    cache[slide_id] = None
+            return cache[slide_id]
 
     def _on_move(self, _viewer, event) -> None:
         index = self.point_at(event.position)
         if index == self.hovered:
             return
         self.hovered = index
-        if index is not None and self.controls is not None:
+        if index is not None and self.shown_mode is not None:
             self.controls.show_patch(self.patch(index), index)
 
     def _on_click(self, viewer, event):
@@ -357,55 +631,18 @@ class Explorer:
 
     # -- false colours -------------------------------------------------------------------
     def false_colour_layer(self):
-        """Show the tiles' first three principal components as RGB over the slide."""
+        """Show the tiles' false colours (first three principal components) over the slide.
+
+        Returns the layer, or None while the colours are being computed (the layer appears
+        when they are) or without embeddings.
+        """
         if self.embeddings is None:
             return None
-        rgb = pca_colors(self.embeddings)  # over every slide shown: comparable colours
-        image = np.zeros((*self.grid_shape, 4), np.uint8)
+        embeddings = self.embeddings  # over every slide shown: comparable colours
+        rgb = self._derive("pca colours", lambda: pca_colors(embeddings),
+                           lambda _rgb: self.false_colour_layer())
+        if rgb is None:
+            return None
         rows, cols, tiles = self._grid_cells(np.ones(len(self.map), dtype=bool))
-        image[rows, cols, :3] = rgb[tiles]
-        image[rows, cols, 3] = 255
-        viewer = self.slide_viewer
-        if FALSE_COLOUR_NAME in viewer.layers:
-            viewer.layers.remove(FALSE_COLOUR_NAME)
-        with keeping_focus(viewer):
-            layer = viewer.add_image(image, name=FALSE_COLOUR_NAME, rgb=True, opacity=0.6,
-                                     **tile_placement(self.map.tile_size,
-                                                      self._slide_layer_of()))
-        return layer
+        return self.slide_layers.show_false_colours(rows, cols, rgb[tiles])
 
-
-class ExplorerControls(QWidget):
-    """The explorer window's dock: colour mode, labelling, the hovered patch."""
-
-    def __init__(self, explorer: Explorer) -> None:
-        super().__init__()
-        self.explorer = explorer
-        self.mode = QComboBox()
-        self.mode.addItems(COLOR_MODES)
-        self.mode.currentTextChanged.connect(explorer.color_by)
-        self.label_button = QPushButton("Label selection with the active class")
-        self.label_button.clicked.connect(explorer.label_selection)
-        self.colours_button = QPushButton("Show embedding colours on the slide")
-        self.colours_button.clicked.connect(explorer.false_colour_layer)
-        self.info = QLabel()
-        self.info.setWordWrap(True)
-        self.patch_view = QLabel("Hover a point to see its patch.")
-        self.patch_view.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.patch_view.setMinimumSize(160, 160)
-        layout = QVBoxLayout(self)
-        for widget in (QLabel("colour by"), self.mode, self.label_button, self.colours_button,
-                       self.info, self.patch_view):
-            layout.addWidget(widget)
-        layout.addStretch(1)
-
-    def show_patch(self, patch: np.ndarray | None, index: int) -> None:
-        """Show a tile's patch (or a note when it cannot be read)."""
-        if patch is None:
-            self.patch_view.setText(f"tile {index}")
-            return
-        patch = np.ascontiguousarray(patch[..., :3], dtype=np.uint8)
-        h, w = patch.shape[:2]
-        image = QImage(patch.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-        self.patch_view.setPixmap(QPixmap.fromImage(image).scaled(
-            160, 160, Qt.AspectRatioMode.KeepAspectRatio))

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["GREY", "label_colors", "slide_colors", "value_colors"]
+__all__ = ["GREY", "label_colors", "qualitative", "slide_colors", "value_colors"]
 
 #: Colour of tiles without a class, prediction or confidence.
 GREY = (0.55, 0.55, 0.55)
@@ -19,6 +19,20 @@ def label_colors(labels: Sequence[str], palette: Mapping[str, Sequence[float]]) 
     for name, rgb in palette.items():
         out[labels == name] = np.asarray(rgb, dtype=np.float64)[:3]
     return out
+
+
+def qualitative(n: int) -> np.ndarray:
+    """``(n, 3)`` RGB in [0, 1]: distinct colours for ``n`` categories.
+
+    tab10 up to 10, tab20 up to 20, then evenly spaced hues of ``turbo`` (never repeated).
+    """
+    from matplotlib import colormaps
+
+    n = int(n)
+    if n <= 20:
+        table = colormaps["tab10" if n <= 10 else "tab20"]
+        return np.asarray(table(np.arange(n) % table.N))[:, :3]
+    return np.asarray(colormaps["turbo"](np.linspace(0.05, 0.95, n)))[:, :3]
 
 
 def slide_colors(slide_ids: np.ndarray) -> np.ndarray:

@@ -58,9 +58,10 @@ class EmbeddingMap:
         span = np.maximum(hi - lo, 1e-9).max() * 1.04  # one scale for both axes, a margin
         self.origin = (lo + hi) / 2.0 - span / 2.0
         self.scale = (self.bins - 1) / span
-        # (row, col) pixel of each point: y up the screen is row down the image
+        # (row, col) pixel of each point: the second coordinate along the rows (the
+        # explorer's camera shows rows upwards, so y grows up the screen as on a plot)
         col = (self.xy[:, 0] - self.origin[0]) * self.scale
-        row = (self.bins - 1) - (self.xy[:, 1] - self.origin[1]) * self.scale
+        row = (self.xy[:, 1] - self.origin[1]) * self.scale
         self.pixels = np.stack([row, col], axis=1)
         self.slide_ids = np.zeros(len(self.xy), np.int64) if self.slide_ids is None else \
             np.asarray(self.slide_ids, dtype=np.int64).reshape(-1)
