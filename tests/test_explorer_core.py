@@ -126,3 +126,79 @@ def test_sibling_stores_are_those_of_the_same_extractor(tmp_path):
     np.testing.assert_array_equal(cached_projection(cohort, "pca")[1], together[1])
     colours = slide_colors(np.array([0, 0, 1, 2]))
     assert np.allclose(colours[0], colours[1]) and not np.allclose(colours[1], colours[2])
+
+
+def test_clusters_find_planted_groups_largest_first_and_reproducibly():
+    from sklearn.metrics import adjusted_rand_score
+
+    from napari_dfl.core.explorer.clusters import ClusterCache, fingerprint, kmeans
+
+    rng = np.random.default_rng(0)
+    sizes = [300, 200, 100]  # three planted groups in 1,280-D
+    centres = rng.normal(scale=4.0, size=(3, 1280)).astype(np.float32)
+    truth = np.repeat(np.arange(3), sizes)
+    x = centres[truth] + rng.normal(size=(len(truth), 1280)).astype(np.float32)
+    cache = ClusterCache()
+    labels = cache.labels(x, 3)
+    assert adjusted_rand_score(truth, labels) > 0.99
+    assert np.bincount(labels).tolist() == sizes, "cluster 0 is the largest"
+    assert (cache.labels(x, 3) is labels) and (fingerprint(x), 3) in cache
+    np.testing.assert_array_equal(ClusterCache().labels(x, 3), labels)  # recomputed: same
+    with pytest.raises(DFLError, match="choose fewer clusters"):
+        kmeans(x[:2], 3)
+    with pytest.raises(DFLError, match="between 1 and"):
+        kmeans(x, 0)
+    small = ClusterCache(capacity=1)
+    small.labels(x, 2)
+    small.labels(x[:100], 2)
+    assert (fingerprint(x), 2) not in small, "the oldest embeddings are forgotten"
+
+
+def test_legends_count_their_tiles_and_name_the_missing():
+    from napari_dfl.core.explorer.legend import categorical, continuous, from_labels
+
+    colouring = from_labels("class", ["b", None, "a", "b", "zz"],
+                            {"a": (1, 0, 0), "b": (0, 1, 0)}, missing="no class")
+    assert [(e.name, e.count) for e in colouring.entries] == [("a", 1), ("b", 2), ("zz", 1),
+                                                              ("no class", 1)]
+    np.testing.assert_array_equal(colouring.members(colouring.entry("b").code),
+                                  [True, False, False, True, False])
+    np.testing.assert_allclose(colouring.colors[2], (1, 0, 0))
+    assert categorical("x", [1, 1], ["empty", "full"], [(0, 0, 0), (1, 1, 1)]).entries[0].name \
+        == "full", "categories without tiles are left out"
+    with pytest.raises(DFLError, match="category codes"):
+        categorical("x", [2], ["a", "b"], [(0, 0, 0), (1, 1, 1)])
+    bar = continuous("confidence", np.array([0.5, 0.9, np.nan]), domain=(0.5, 1.0))
+    assert bar.value_range == (0.5, 0.9) and not bar.categorical
+    assert bar.colors.shape == (3, 3)
+
+
+def test_outlines_leave_the_inside_clear_and_stay_bounded():
+    from napari_dfl.core.explorer.outlines import MAX_PIXELS, MIN_CELL, cell_size, outline_image
+
+    image = outline_image(np.array([1]), np.array([2]), (3, 4), 16)
+    assert image.shape == (48, 64)
+    block = image[16:32, 32:48]
+    assert block[0].all() and block[-1].all() and block[:, 0].all() and block[:, -1].all()
+    assert not block[2:-2, 2:-2].any(), "the tissue inside stays visible"
+    assert image.sum() == block.sum(), "nothing else is drawn"
+    assert not outline_image(np.array([], int), np.array([], int), (3, 4), 16).any()
+    huge = (2000, 3000)
+    assert cell_size(huge) == MIN_CELL or huge[0] * huge[1] * cell_size(huge) ** 2 <= MAX_PIXELS
+
+
+def test_gallery_draws_members_reproducibly_and_shrinks_by_block_means():
+    from napari_dfl.core.explorer.gallery import example_tiles, thumbnail
+
+    mask = np.zeros(100, bool)
+    mask[::3] = True
+    drawn = example_tiles(mask, 12, seed=0)
+    assert len(set(drawn.tolist())) == 12 and mask[drawn].all()
+    np.testing.assert_array_equal(example_tiles(mask, 12, seed=0), drawn)
+    assert example_tiles(mask, 50).tolist() == np.flatnonzero(mask).tolist()
+    patch = np.arange(256 * 256 * 3, dtype=np.int64).reshape(256, 256, 3) % 251
+    small = thumbnail(patch.astype(np.uint8), max_side=128)
+    assert small.shape == (128, 128, 3)
+    assert small[0, 0, 0] == round(patch[:2, :2, 0].mean())
+    same = np.zeros((100, 90, 3), np.uint8)
+    assert thumbnail(same).shape == (100, 90, 3)
