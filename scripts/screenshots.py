@@ -79,7 +79,7 @@ def main() -> int:
 
     _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
     form = widget.form
-    form.store_edit.setText(str(ROOT / "out" / "screenshots" / "stores"))
+    form.store_edit.setText(tempfile.mkdtemp(prefix="dfl-shots-stores-"))  # Extract runs
     form.store_edit.editingFinished.emit()
     widget.project.import_geojson(SAMPLE_ANNOTATIONS)
     viewer.reset_view()
@@ -138,10 +138,15 @@ def explorer_screenshots(viewer, widget) -> None:
     if not explorer.open("pca"):
         raise SystemExit("the explorer found no embeddings")
     explorer.viewer.window._qt_window.resize(*WINDOW)
-    explorer.viewer.reset_view()
+    if explorer.show_clusters(6) is None:  # the largest cluster picked, its examples shown
+        raise SystemExit("the explorer found no clusters")
+    settle(1.0)
     shoot(explorer.viewer, "explorer.png")
-    explorer.false_colour_layer()
     widget.overlay_controls.choose("Nothing")
+    shoot(viewer, "explorer_selection.png", canvas_only=True)  # the cluster, outlined
+    if explorer.false_colour_layer() is None:  # computed in a thread the first time
+        explorer.tasks.wait(300)
+        explorer.false_colour_layer()
     shoot(viewer, "embedding_colours.png", canvas_only=True)
     explorer.close()
 

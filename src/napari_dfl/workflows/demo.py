@@ -22,6 +22,7 @@ from napari_dfl.core.heads.plots import save_report_plots
 from napari_dfl.core.heads.prediction_files import save_prediction
 from napari_dfl.core.heads.training import fit
 from napari_dfl.core.heads.validation import json_ready
+from napari_dfl.core.project.folder import geojson_colors
 from napari_dfl.core.slides.sample_slide import (
     SAMPLE_ANNOTATIONS,
     SAMPLE_COMPOSITION,
@@ -72,7 +73,8 @@ def run_demo(out: Path, folds: int = 3, device: str | None = None,
         save_report_plots(report, oof["proba"], oof["y_true"], evaluation["classes"],
                           out / "metrics.png")
     head = fit(data.embeddings, data.labels, data.groups, config)
-    colors = class_colors(sorted(head.classes))
+    # the bundled annotations' colours: the panel shows the same (H&E-safe) ones
+    colors = class_colors(sorted(head.classes), geojson_colors(SAMPLE_ANNOTATIONS))
     head_path = save_head(head, out / "demo.dflhead", extractor=data.extractor,
                           data_summary=data.summary(), colors=colors, assessment=assessment)
     times["train"] = time.perf_counter() - tick
