@@ -9,7 +9,7 @@ import pytest
 
 from napari_dfl import Slide, tile_grid
 from napari_dfl.core.features.engine import ExtractionCancelled, embed_coords
-from napari_dfl.core.features.store import EmbeddingStore, StoreMismatchError
+from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.features.store_folder import open_store_for
 from napari_dfl.core.slides.sampling import Composition, CompositionError, sample_patches, to_gray
 from napari_dfl.core.util.progress import drive as run
@@ -120,15 +120,41 @@ def test_border_samples_are_padded_not_dropped(slide, backbone, tmp_path):
     assert len(store) == 2 and np.isfinite(store.embeddings()).all()
 
 
-def test_store_of_another_slide_with_the_same_name_is_refused(slide, backbone, tmp_path,
-                                                              pyramid_tiff_path):
+def test_two_slides_with_one_name_get_their_own_stores(slide, backbone, tmp_path,
+                                                      pyramid_tiff_path):
+    from napari_dfl.core.features.extractor import Extractor
+    from napari_dfl.core.features.store_folder import (
+        find_store,
+        legacy_store_path,
+        store_identity,
+    )
+
     composition = Composition(patch_size=64, zooms=(0.5,), variants=("rgb",))
-    open_store_for(slide, backbone, composition, tmp_path / "out")
+    folder = tmp_path / "out"
+    first = open_store_for(slide, backbone, composition, folder)
+    first.append(np.array([[0, 0]]), np.ones((1, first.dim), np.float32))
     other = tmp_path / "elsewhere" / slide.path.name
     other.parent.mkdir()
     shutil.copy(pyramid_tiff_path, other)
-    with Slide(other) as impostor, pytest.raises(StoreMismatchError, match="slide"):
-        open_store_for(impostor, backbone, composition, tmp_path / "out")
+    extractor = Extractor.of(backbone, composition)
+    with Slide(other) as twin:
+        second = open_store_for(twin, backbone, composition, folder)
+        assert second.path != first.path and len(second) == 0
+        assert find_store(folder, twin, extractor).path == second.path
+    assert len(EmbeddingStore.open(first.path)) == 1, "the first slide's store is untouched"
+    assert find_store(folder, slide, extractor).path == first.path
+    assert find_store(folder, slide.path, extractor) is not None  # by name: the newest
+
+    # a store written before names held the content key is found and reused, not recomputed
+    legacy_folder = tmp_path / "legacy"
+    identity = store_identity(slide, extractor)
+    legacy = EmbeddingStore.create_or_open(legacy_store_path(legacy_folder, slide.path,
+                                                             identity), identity, first.dim)
+    legacy.append(np.array([[0, 0]]), np.ones((1, first.dim), np.float32))
+    assert find_store(legacy_folder, slide, extractor).path == legacy.path
+    reopened = open_store_for(slide, backbone, composition, legacy_folder)
+    assert reopened.path == legacy.path and len(reopened) == 1
+    assert sorted(p.name for p in legacy_folder.iterdir()) == [legacy.path.name]
 
 
 def test_invalid_compositions_are_explained():

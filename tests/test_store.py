@@ -327,11 +327,19 @@ def test_store_path_for():
     p = store_path_for("/out", "/data/slide one.svs", ident)
     assert p.parent == Path("/out") and p.name.endswith(".dfl.zarr")
     stem, backbone, digest = p.name[: -len(".dfl.zarr")].split("__")
-    assert (stem, backbone, len(digest)) == ("slide_one", "hf-hub_MahmoodLab_UNI", 12)
+    assert (stem[:-9], backbone, len(digest)) == ("slide_one", "hf-hub_MahmoodLab_UNI", 12)
+    assert stem[-9] == "-" and int(stem[-8:], 16) >= 0  # the slide's content key
     other_slide = store_path_for("/out", "/data/slide two.svs", dict(ident, slide={"n": 2}))
     assert (
         other_slide.name.split("__")[2] == f"{digest}.dfl.zarr"
-    )  # the slide part does not enter the hash
+    )  # the slide part does not enter the extractor's hash
+    # another file with the same name: another store; the name alone: no content key
+    twin = store_path_for("/out", "/elsewhere/slide one.svs",
+                          dict(ident, slide={"name": "slide one.svs", "size": 999}))
+    assert twin.parent == p.parent and twin.name != p.name
+    assert twin.name.split("__")[1:] == p.name.split("__")[1:]
+    bare = store_path_for("/out", "/data/slide one.svs", dict(ident, slide={"name": "x"}))
+    assert bare.name.split("__")[0] == "slide_one"
     assert store_path_for("/out", "/data/slide one.svs", ident) == p
     changed = dict(ident, composition={"zooms": [0.5]})
     assert store_path_for("/out", "/data/slide one.svs", changed) != p

@@ -1,10 +1,14 @@
 """Where embedding stores live: one folder of stores, one deterministic name per store.
 
 A store folder holds the stores of many slides and extractors side by side. A store's name
-is ``<slide stem>__<backbone>__<hash>.dfl.zarr``, where the hash is that of the extractor
-(backbone identity and composition, not the slide), so every consumer (the CLI, the panel,
-a dask worker, a slide model) that knows the slide and the extractor finds the same store
-without an index. The default folder is the user cache
+is ``<slide stem>-<content>__<backbone>__<hash>.dfl.zarr``: ``<content>`` is a short hash
+of the slide's fingerprint (size, dimensions, µm/px, the bytes at both ends: not its name),
+so two different slides that share a file name (``x.svs`` in two folders) get two stores,
+and ``<hash>`` is that of the extractor (backbone identity and composition, not the slide).
+Every consumer (the CLI, the panel, a dask worker, a slide model) that knows the slide and
+the extractor finds the same store without an index. Stores named before the content key
+(``<slide stem>__<backbone>__<hash>``) are still found and reused when they hold the same
+slide. The default folder is the user cache
 (:func:`napari_dfl.core.util.paths.default_store_dir`); the CLI's ``--stores`` and the
 panel's store field choose another.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +33,56 @@ from napari_dfl.core.features.store_format import StoreError, normalise_json
 from napari_dfl.core.slides.fingerprint import slide_fingerprint
 from napari_dfl.core.util.hashing import json_sha256
 
-__all__ = ["STORE_SUFFIX", "find_store", "index_stores", "open_store_for", "sibling_stores",
-           "slide_name", "store_extractor", "store_identity", "store_path_for"]
+__all__ = ["STORE_SUFFIX", "find_store", "index_stores", "legacy_store_path", "open_store_for",
+           "sibling_stores", "slide_name", "store_extractor", "store_identity",
+           "store_path_for"]
 
 STORE_SUFFIX = ".dfl.zarr"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def store_path_for(folder: str | os.PathLike[str], slide_path: str | os.PathLike[str],
-                   identity: dict[str, Any]) -> Path:
-    """Deterministic store folder for one slide and one extractor.
+def _content_key(identity: Any) -> str:
+    """8 hex digits of the slide's fingerprint without its name ("" when there is none)."""
+    slide = identity.get("slide") if isinstance(identity, dict) else None
+    content = {k: v for k, v in slide.items() if k != "name"} if isinstance(slide, dict) else {}
+    return json_sha256(content)[:8] if content else ""
 
-    The name is ``<slide stem>__<backbone name>__<hash>.dfl.zarr``: the backbone name is
-    ``identity["backbone"]["name"]`` (or ``identity["backbone"]`` when it is a string), and the
-    hash is the first 12 hex digits of the sha256 of the canonical JSON of ``identity`` without
-    its top-level ``"slide"`` key, so all slides embedded by the same extractor share it.
-    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``.
-    """
-    identity = normalise_json(identity, "identity")
+
+def _name_parts(slide_path: str | os.PathLike[str], identity: dict[str, Any]) -> tuple[str, str]:
+    """``(slide stem, "<backbone>__<extractor hash>")`` of a store name."""
     backbone = identity.get("backbone") if isinstance(identity, dict) else None
     if isinstance(backbone, dict):
         backbone = backbone.get("name") or backbone.get("id")
     name = _SAFE.sub("_", str(backbone)) if backbone else "unknown"
     digest = json_sha256({k: v for k, v in identity.items() if k != "slide"})[:12]
     stem = _SAFE.sub("_", Path(slide_path).stem) or "slide"
-    return Path(folder) / f"{stem}__{name}__{digest}{STORE_SUFFIX}"
+    return stem, f"{name}__{digest}"
+
+
+def store_path_for(folder: str | os.PathLike[str], slide_path: str | os.PathLike[str],
+                   identity: dict[str, Any]) -> Path:
+    """Deterministic store folder for one slide and one extractor.
+
+    The name is ``<slide stem>-<content>__<backbone name>__<hash>.dfl.zarr``: ``<content>``
+    is 8 hex digits of the sha256 of ``identity["slide"]`` without its name (left out, with
+    its dash, when the identity holds no slide content); the backbone name is
+    ``identity["backbone"]["name"]`` (or ``identity["backbone"]`` when it is a string); the
+    hash is the first 12 hex digits of the sha256 of the canonical JSON of ``identity``
+    without its top-level ``"slide"`` key, so all slides embedded by the same extractor
+    share it. Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``.
+    """
+    identity = normalise_json(identity, "identity")
+    stem, extractor = _name_parts(slide_path, identity)
+    content = _content_key(identity)
+    stem = f"{stem}-{content}" if content else stem
+    return Path(folder) / f"{stem}__{extractor}{STORE_SUFFIX}"
+
+
+def legacy_store_path(folder: str | os.PathLike[str], slide_path: str | os.PathLike[str],
+                      identity: dict[str, Any]) -> Path:
+    """The name a store had before names held the slide's content key (read, never made)."""
+    stem, extractor = _name_parts(slide_path, normalise_json(identity, "identity"))
+    return Path(folder) / f"{stem}__{extractor}{STORE_SUFFIX}"
 
 
 def store_identity(slide: Any, extractor: Extractor) -> dict[str, Any]:
@@ -70,14 +100,22 @@ def open_store_for(slide: Any, backbone: Any, composition: Any,
         composition: the sample composition.
         folder: the store folder.
 
+    A store written under the name used before content keys, holding this very slide and
+    extractor, is reopened rather than computed again.
+
     Raises:
-        StoreMismatchError: a store of that name holds another slide's embeddings (two
-            slides with one name); the message says what to do.
+        StoreMismatchError: the store of that name holds something else (a damaged or
+            hand-edited identity); the message says what to do.
 
     """
     extractor = Extractor.of(backbone, composition)
     identity = store_identity(slide, extractor)
     path = store_path_for(folder, slide.path, identity)
+    if not path.exists():
+        legacy = _open_or_none(legacy_store_path(folder, slide.path, identity))
+        if legacy is not None and normalise_json(legacy.identity, "identity") == \
+                normalise_json(identity, "identity"):
+            return legacy
     store = EmbeddingStore.create_or_open(path, identity,
                                           dim=backbone.embed_dim * composition.n_parts)
     if not store.attrs:
@@ -127,26 +165,39 @@ def find_store(folder: str | os.PathLike, slide: Any,
     Args:
         folder: the store folder.
         slide: an open slide (its content fingerprint must match the store's) or a path
-            (then the name decides).
+            (then the name decides; with several stores of that name, the most recently
+            written).
         extractor: the extractor; a store of another one (weights, composition) counts as
             absent, as does an unreadable store.
 
     """
     path = getattr(slide, "path", slide)
-    store = _open_or_none(store_path_for(folder, path, extractor.to_dict()))
-    if store is None:
-        return None
-    try:
-        found = store_extractor(store)
-    except StoreError:
-        return None
-    if extractor.differences(found):
-        return None
+    identity = extractor.to_dict()
     if hasattr(slide, "dimensions"):  # an open slide: the same content, not only the name
-        recorded = normalise_json(store.identity.get("slide"), "slide")
-        if recorded != normalise_json(slide_fingerprint(slide), "slide"):
-            return None
-    return store
+        identity = store_identity(slide, extractor)
+        candidates = [store_path_for(folder, path, identity),
+                      legacy_store_path(folder, path, identity)]
+    else:
+        stem, name = _name_parts(path, normalise_json(identity, "identity"))
+        keyed = sorted(Path(folder).glob(f"{glob_escape(stem)}-*__{name}{STORE_SUFFIX}"),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+        candidates = [*keyed, legacy_store_path(folder, path, identity)]
+    for candidate in candidates:
+        store = _open_or_none(candidate)
+        if store is None:
+            continue
+        try:
+            found = store_extractor(store)
+        except StoreError:
+            continue
+        if extractor.differences(found):
+            continue
+        if hasattr(slide, "dimensions"):
+            recorded = normalise_json(store.identity.get("slide"), "slide")
+            if recorded != normalise_json(identity["slide"], "slide"):
+                continue
+        return store
+    return None
 
 
 def index_stores(folder: str | os.PathLike) -> dict[str, Path]:
@@ -154,6 +205,9 @@ def index_stores(folder: str | os.PathLike) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for path in sorted(Path(folder).glob(f"*{STORE_SUFFIX}")):
         index.setdefault(path.name.split("__")[0], path)
+        prefix = path.name.split("__")[0]
+        if re.fullmatch(r".+-[0-9a-f]{8}", prefix):  # <stem>-<content key>
+            index.setdefault(prefix[:-9], path)
         store = _open_or_none(path)
         if store is None:
             continue
