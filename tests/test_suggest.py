@@ -69,7 +69,7 @@ def test_a_saved_prediction_loads_back_identical(tmp_path):
     with pytest.raises(DFLError, match="not a napari-dfl prediction"):
         load_arrays(tmp_path / "other.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DFLError, match="could not be read"):
+    with pytest.raises(DFLError, match="not a valid array archive"):
         load_arrays(tmp_path / "junk.npz")
     bad = dict(np.load(path))
     bad["grid_index"] = bad["grid_index"] + 10
