@@ -547,3 +547,55 @@ def test_an_autosave_of_other_content_is_not_restored_silently(make_napari_viewe
     beside = path.parent.with_name(path.parent.name + ".2") / core_project.ANNOTATIONS_NAME
     qtbot.waitUntil(lambda: beside.is_file() and len(read_geojson(beside)) == 1, timeout=5000)
     assert len(read_geojson(path)) == 5
+
+
+CRASHING_PANEL = """
+import sys, time
+import numpy as np
+import napari
+from qtpy.QtWidgets import QApplication
+
+viewer = napari.Viewer(show=False)
+viewer.open(sys.argv[1], plugin="napari-dfl")
+_, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+widget.session.add_class("tumour", "#ff7f00")
+widget.session.set_active("tumour")
+for i in range(int(sys.argv[2])):  # one point at a time, as clicks add them
+    widget.points.add(np.array([[100.0 + 5 * (i // 20), 100.0 + 5 * (i % 20)]]))
+QApplication.processEvents()
+print("drawn", flush=True)
+while True:  # the event loop runs on until the kill (autosave would come at 500 ms)
+    QApplication.processEvents()
+    time.sleep(0.01)
+"""
+
+
+def test_annotations_drawn_a_moment_before_a_crash_come_back(make_napari_viewer, slide_copy):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from napari_dfl.core.project.journal import JOURNAL_NAME
+
+    child = subprocess.Popen([sys.executable, "-c", CRASHING_PANEL, str(slide_copy), "205"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "drawn", child.stderr.read()[-3000:]
+        time.sleep(0.1)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    saved = autosave_file(slide_copy)
+    assert not saved.exists(), "killed before the debounced rewrite"
+    assert (saved.parent / JOURNAL_NAME).is_file()
+
+    _viewer, widget = open_panel(make_napari_viewer, slide_copy)
+    assert len(widget.session.annotations) == 205
+    assert len({a.id for a in widget.session.annotations}) == 205, "each point its own id"
+    assert {a.label for a in widget.session.annotations} == {"tumour"}
+    assert len(widget.points.data) == 205
+    assert "Recovered" in widget.status.text() or "Restored 205" in widget.status.text()
+    widget.project.autosave()  # compacted: the GeoJSON holds them, the journal is gone
+    assert len(read_geojson(saved)) == 205 and not (saved.parent / JOURNAL_NAME).exists()

@@ -176,10 +176,18 @@ class AnnotationLayers:
                               "then draw again.")
 
     def _give_ids(self) -> None:
-        """New items (drawn by the user) get an id of their own, once."""
+        """New items (drawn by the user) get an id of their own, once.
+
+        napari gives a new item the layer's feature defaults, which can hold the id of the
+        item added before it: a repeated id counts as missing (the first keeps it).
+        """
         for layer in self.layers:
             ids = _column(layer, ID)
             missing = ids == ""
+            _, first = np.unique(ids, return_index=True)
+            repeated = np.ones(len(ids), dtype=bool)
+            repeated[first] = False
+            missing |= repeated
             if not missing.any():
                 continue
             ids[missing] = [str(uuid.uuid4()) for _ in range(int(missing.sum()))]

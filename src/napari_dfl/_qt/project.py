@@ -1,7 +1,9 @@
 """The panel's project row: autosave, restore, Save/Open project, GeoJSON import/export.
 
-Annotations autosave (debounced, atomically) after each change: into the slide's own autosave
-folder in the user data folder, keyed by the slide's content
+Each annotation or class change is appended at once to the folder's journal
+(:mod:`napari_dfl.core.project.journal`: a crash a moment later loses nothing), and the
+annotations are rewritten (debounced, atomically), which empties the journal: into the
+slide's own autosave folder in the user data folder, keyed by the slide's content
 (:mod:`napari_dfl.core.project.autosave`), and into the folder of the last Save/Open
 project. Picking a slide shows its own annotations (those of the slide before were saved
 to its folder first). Nothing is ever written next to a slide or into the package. File
@@ -20,7 +22,14 @@ from napari_dfl.core.annotations.annotation import read_geojson, write_geojson
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.heads.prediction_files import save_geojson
 from napari_dfl.core.project import folder as project_folder
-from napari_dfl.core.project.autosave import given_mpp, locate_autosave, record_slide
+from napari_dfl.core.project.autosave import (
+    SLIDE_FILE,
+    given_mpp,
+    holds_annotations,
+    locate_autosave,
+    record_slide,
+)
+from napari_dfl.core.project.journal import AnnotationJournal, replay
 from napari_dfl.workflows.train import TrainingResult
 
 __all__ = ["AUTOSAVE_MS", "ProjectPanel"]
@@ -41,6 +50,8 @@ class ProjectPanel(QWidget):
         self.bound_slide = None  # the slide the annotations shown belong to
         self.last_saved: Path | None = None
         self.enabled = False  # no autosave before the slide's annotations were restored
+        self.journals: dict[Path, AnnotationJournal] = {}
+        self._journal_failed = False
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(AUTOSAVE_MS)
@@ -57,8 +68,8 @@ class ProjectPanel(QWidget):
             button.clicked.connect(slot)
             grid.addWidget(button, i // 2, i % 2)
             self.buttons[text] = button
-        session.annotations_changed.connect(self.schedule)
-        session.classes_changed.connect(self.schedule)
+        session.annotations_changed.connect(self.on_edit)
+        session.classes_changed.connect(self.on_edit)
         session.class_trashed.connect(self.keep_trashed)
         session.settings_changed.connect(self._remember_mpp)
 
@@ -67,7 +78,44 @@ class ProjectPanel(QWidget):
         """Where annotations autosave: the chosen project, else the slide's folder."""
         return self.folder if self.folder is not None else self.slide_dir
 
+    def _targets(self) -> list[Path]:
+        """The folders the annotations autosave to (the slide's, the project's)."""
+        return list(dict.fromkeys(f for f in (self.slide_dir, self.folder) if f is not None))
+
     # -- autosave ------------------------------------------------------------------------
+    def _journal(self, folder: Path) -> AnnotationJournal:
+        if folder not in self.journals:
+            self.journals[folder] = AnnotationJournal.on_disk(folder)
+        return self.journals[folder]
+
+    def on_edit(self, *_args) -> None:
+        """Journal the change at once, then schedule the rewrite of the annotations."""
+        if not self.enabled or self.project_dir() is None:
+            return
+        self.journal_edit()
+        self.schedule()
+
+    def journal_edit(self) -> int:
+        """Append the change since the last one to each folder's journal; how many changes."""
+        changes = 0
+        for folder in self._targets():
+            try:
+                if folder == self.slide_dir and self.bound_slide is not None and \
+                        not (folder / SLIDE_FILE).is_file():  # whose edits these are
+                    folder.mkdir(parents=True, exist_ok=True)
+                    record_slide(folder, self.bound_slide, self.session.settings.mpp)
+                changes = max(changes, self._journal(folder).record(self.session.annotations,
+                                                                    self.session.colors))
+            except (OSError, DFLError) as exc:
+                if not self._journal_failed:  # once, not on every stroke
+                    self.session.tell("error", f"edits cannot be written to {folder} ({exc}); "
+                                      "your annotations are still in the layers: use Save "
+                                      "project… to pick another folder.")
+                self._journal_failed = True
+                return changes
+        self._journal_failed = False
+        return changes
+
     def schedule(self, *_args) -> None:
         """Restart the autosave timer (called on every annotation or class change)."""
         if self.enabled and self.project_dir() is not None:
@@ -83,10 +131,10 @@ class ProjectPanel(QWidget):
         if not self.enabled or self.project_dir() is None:
             return None
         written = None
-        for folder in dict.fromkeys(f for f in (self.slide_dir, self.folder) if f is not None):
+        for folder in self._targets():
             try:
-                written = project_folder.save_annotations(folder, self.session.annotations,
-                                                          self.session.colors)
+                written = self._journal(folder).compact(self.session.annotations,
+                                                        self.session.colors)
                 if folder == self.slide_dir and self.bound_slide is not None:
                     record_slide(folder, self.bound_slide, self.session.settings.mpp)
             except (OSError, DFLError) as exc:
@@ -150,15 +198,19 @@ class ProjectPanel(QWidget):
             return 0
         first = self.bound_slide is None
         self.bound_slide, self.folder, self.enabled = slide, None, False
+        self.journals.clear()
         location = None if slide is None else locate_autosave(slide)
         self.slide_dir = None if location is None else location.folder
-        path = None if location is None or location.restore_from is None else \
-            location.restore_from / project_folder.ANNOTATIONS_NAME
-        annotations, colors = [], {}
-        if path is not None and path.is_file():
+        source = None if location is None else location.restore_from
+        path = None if source is None else source / project_folder.ANNOTATIONS_NAME
+        annotations, colors, recovered = [], {}, 0
+        if source is not None and holds_annotations(source):
             try:
-                annotations = read_geojson(path)
-                colors = project_folder.geojson_colors(path)
+                if path.is_file():
+                    annotations = read_geojson(path)
+                    colors = project_folder.geojson_colors(path)
+                state = replay(source, annotations, colors)  # edits a crash left unsaved
+                annotations, colors, recovered = state.annotations, state.colors, state.edits
             except DFLError as exc:
                 self.session.tell("warning", f"the autosaved annotations could not be read "
                                   f"({exc}); the file was left untouched: repair or import "
@@ -170,7 +222,12 @@ class ProjectPanel(QWidget):
         self.enabled = slide is not None
         if annotations:
             self.session.say(f"Restored {len(annotations)} annotations of {slide.path.name} "
-                             f"from {path}.")
+                             f"from {source}.")
+        if recovered:
+            self.session.tell("info", f"Recovered {recovered} edits made just before "
+                              "napari-dfl stopped last time (they had not been autosaved "
+                              "yet).")
+            self.schedule()  # into annotations.geojson soon
         if location is not None and location.note:
             self.session.tell("warning" if location.restore_from is None else "info",
                               location.note[0].upper() + location.note[1:] + ".")
@@ -217,10 +274,13 @@ class ProjectPanel(QWidget):
                 extractor=None if result is None else result.extractor,
                 prediction=prediction,
                 assessment=None if result is None else result.assessment)
-        except (OSError, DFLError) as exc:
-            session.tell("error", f"the project could not be saved to {folder} ({exc}); "
-                         "choose another folder.")
+        except DFLError as exc:
+            session.tell("error", str(exc))
             return False
+        except OSError as exc:
+            session.tell("error", project_folder.save_failure(folder, exc))
+            return False
+        self.journals.pop(folder, None)  # the save emptied its journal
         self.folder = folder
         session.tell("info", f"Project saved to {folder}.")
         return True
@@ -239,6 +299,7 @@ class ProjectPanel(QWidget):
         settings = project.file.settings
         session.set_settings(settings if same_slide else settings.with_(mpp=None))
         self.folder = Path(folder)
+        self.journals.pop(self.folder, None)
         self.enabled = False
         for name, color in project.file.colors.items():
             if not color:

@@ -24,12 +24,15 @@ from napari_dfl.core.slides.fingerprint import fingerprint_key, slide_fingerprin
 from napari_dfl.core.util.atomic import write_json
 from napari_dfl.core.util.paths import default_autosave_dir
 
-__all__ = ["ANNOTATIONS_FILE", "SLIDE_FILE", "AutosaveLocation", "autosave_folder",
-           "folder_slide", "given_mpp", "locate_autosave", "record_slide"]
+__all__ = ["ANNOTATIONS_FILE", "JOURNAL_FILE", "SLIDE_FILE", "AutosaveLocation",
+           "autosave_folder", "folder_slide", "given_mpp", "holds_annotations",
+           "locate_autosave", "record_slide"]
 
 SLIDE_FILE = "slide.json"
 #: The autosaved annotations (the project folder's file name).
 ANNOTATIONS_FILE = "annotations.geojson"
+#: The edits not yet in ``annotations.geojson`` (:mod:`napari_dfl.core.project.journal`).
+JOURNAL_FILE = "annotations.journal"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -61,6 +64,14 @@ def given_mpp(folder: Path) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) and 0.01 <= value <= 100 else None
+
+
+def holds_annotations(folder: Path) -> bool:
+    """Whether a folder holds annotations: the GeoJSON, or a journal of edits.
+
+    A crash before the first autosave leaves only the journal.
+    """
+    return (folder / ANNOTATIONS_FILE).is_file() or (folder / JOURNAL_FILE).is_file()
 
 
 def folder_slide(folder: Path) -> dict | None:
@@ -109,14 +120,14 @@ def locate_autosave(slide: Any, root: Path | None = None) -> AutosaveLocation:
     root = root or default_autosave_dir()
     fingerprint = slide_fingerprint(slide)
     own = autosave_folder(slide, root)
-    if (own / ANNOTATIONS_FILE).is_file():
+    if holds_annotations(own):
         record = folder_slide(own)
         if _same_content(record, fingerprint):
             return AutosaveLocation(own, own)
         other = Path(str((record or {}).get("path", "another slide"))).name
         beside = own
         counter = 1
-        while (beside / ANNOTATIONS_FILE).is_file():
+        while holds_annotations(beside):
             counter += 1
             beside = own.with_name(f"{own.name}.{counter}")
         return AutosaveLocation(beside, None, (
@@ -126,7 +137,7 @@ def locate_autosave(slide: Any, root: Path | None = None) -> AutosaveLocation:
     key = fingerprint_key(fingerprint)
     for folder in sorted(root.glob(f"*-{key}")) if root.is_dir() else []:
         record = folder_slide(folder)
-        if folder != own and (folder / ANNOTATIONS_FILE).is_file() and \
+        if folder != own and holds_annotations(folder) and \
                 record is not None and _same_content(record, fingerprint):
             old = Path(str(record.get("path", folder.name))).name
             return AutosaveLocation(own, folder, (
