@@ -11,6 +11,12 @@
   (:mod:`napari_dfl.core.heads.head_files`), when one was trained.
 * ``prediction.npz``: the last whole-slide prediction
   (:func:`napari_dfl.core.heads.prediction_files.save_arrays`), when there was one.
+* ``annotations.journal``: edits made since ``annotations.geojson`` was last written
+  (:mod:`napari_dfl.core.project.journal`), replayed when the project is read.
+
+:func:`save_project` is all-or-nothing (:mod:`napari_dfl.core.project.staged_save`): a
+crash at any instant leaves the project as it was or as saved, and the next
+:func:`load_project` finishes or discards what the crash interrupted.
 
 :func:`load_project` never raises for a damaged or moved project: it loads what it can and
 lists each missing or unreadable part, with what to do, in :attr:`Project.problems`.
@@ -18,12 +24,13 @@ lists each missing or unreadable part, with what to do, in :attr:`Project.proble
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +42,10 @@ from napari_dfl.core.heads.head_files import head_extractor, load_head, save_hea
 from napari_dfl.core.heads.prediction_files import load_arrays, save_arrays
 from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.project.autosave import ANNOTATIONS_FILE
+from napari_dfl.core.project.journal import JOURNAL_NAME, replay
+from napari_dfl.core.project.staged_save import recover, staged
 from napari_dfl.core.slides.sampling import Composition, CompositionError, parse_zooms
-from napari_dfl.core.util.atomic import write_json
+from napari_dfl.core.util.atomic import recover_folder, write_json
 from napari_dfl.core.util.palette import to_hex
 
 if TYPE_CHECKING:  # torch: the panel imports this module when it opens
@@ -217,17 +226,36 @@ def save_project(folder: str | os.PathLike, *, annotations: list[Annotation],
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ProjectError(f"{folder} is a file: choose a folder for the project.")
-    save_annotations(folder, annotations, file.colors)
     saved_head = head is not None and extractor is not None
-    if saved_head:
-        save_head(head, folder / HEAD_NAME, extractor=extractor, assessment=assessment,
-                  colors={k: v for k, v in file.colors.items() if k in head.classes})
-    if prediction is not None:
-        save_arrays(prediction, folder / PREDICTION_NAME)
-    file.head = HEAD_NAME if saved_head else None
-    file.prediction = PREDICTION_NAME if prediction is not None else None
-    write_json(folder / SETTINGS_NAME, file.to_json())  # last: it names what was written
+    saved = replace(file, head=HEAD_NAME if saved_head else None,
+                    prediction=PREDICTION_NAME if prediction is not None else None)
+    try:
+        # every part is staged, then committed at once (core.project.staged_save); the
+        # saved annotations hold every journaled edit, so the journal goes
+        with staged(folder, last=SETTINGS_NAME, remove=[JOURNAL_NAME]) as stage:
+            save_annotations(stage, annotations, file.colors)
+            if saved_head:
+                save_head(head, stage / HEAD_NAME, extractor=extractor, assessment=assessment,
+                          colors={k: v for k, v in file.colors.items() if k in head.classes})
+            if prediction is not None:
+                save_arrays(prediction, stage / PREDICTION_NAME)
+            write_json(stage / SETTINGS_NAME, saved.to_json())  # it names what was written
+    except DFLError:
+        raise
+    except Exception as exc:  # a full disk, no permission: the writers' own exceptions
+        raise ProjectError(save_failure(folder, exc)) from exc
+    file.head, file.prediction = saved.head, saved.prediction
     return folder
+
+
+def save_failure(folder: Path, exc: BaseException) -> str:
+    """The message of a project save that failed with ``exc`` (nothing was changed)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text:
+        return (f"the disk holding {folder} is full: the project was not saved and nothing "
+                "in it was changed. Free some space, or Save project… to another disk.")
+    return (f"the project could not be saved to {folder} ({text}); nothing in it was "
+            "changed. Save project… to another folder.")
 
 
 def _read_file(path: Path, problems: list[str]) -> ProjectFile:
@@ -262,10 +290,23 @@ def load_project(folder: str | os.PathLike) -> Project:
                            f"{SETTINGS_NAME} and {ANNOTATIONS_NAME}.")
     project = Project(folder)
     problems = project.problems
+    try:
+        note = recover(folder)
+        recover_folder(folder / HEAD_NAME)  # left by saves before staged saves existed
+    except OSError as exc:
+        note = (f"a save interrupted by a crash could not be finished ({exc}): the project "
+                "may be incomplete")
+    if note:
+        problems.append(note[0].upper() + note[1:] + ".")
     annotations = folder / ANNOTATIONS_NAME
-    if annotations.is_file():
+    if annotations.is_file() or (folder / JOURNAL_NAME).is_file():
         try:
-            project.annotations = read_geojson(annotations)
+            found = read_geojson(annotations) if annotations.is_file() else []
+            recovered = replay(folder, found)
+            project.annotations = recovered.annotations
+            if recovered.edits:
+                problems.append(f"Recovered {recovered.edits} annotation edits made after "
+                                f"the last save ({JOURNAL_NAME}).")
         except DFLError as exc:
             problems.append(f"{ANNOTATIONS_NAME} could not be read ({exc}); it was left "
                             "untouched: repair it or import a copy with Import GeoJSON.")
