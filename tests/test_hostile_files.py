@@ -115,3 +115,141 @@ def test_a_named_pipe_never_hangs(tmp_path):
     os.mkfifo(pipe)
     error = finishes(lambda: load_arrays(pipe))
     assert isinstance(error, DFLError) and "not a regular file" in str(error)
+
+
+# -- slides -------------------------------------------------------------------------------
+
+def cli(*args, cwd=None, timeout=120):
+    """``napari-dfl ARGS`` in its own process, as a user runs it; the finished process."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "napari_dfl", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_named_pipe_as_a_slide_is_refused_at_once(tmp_path):
+    from napari_dfl.core.slides.factory import open_slide
+
+    pipe = tmp_path / "slide.svs"
+    os.mkfifo(pipe)
+    error = finishes(lambda: open_slide(pipe))
+    assert isinstance(error, DFLError) and "not a regular file" in str(error)
+    for command in (("info", pipe), ("embed", pipe, "--mpp", "0.5", "--stores", tmp_path)):
+        done = cli(*command, timeout=60)
+        assert done.returncode != 0 and "not a regular file" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("side", [100_000, 1_000_000])
+def test_a_tiff_claiming_pixels_it_does_not_hold_is_refused(tmp_path, side):
+    from bad_files import huge_empty_tiles
+    from napari_dfl.core.slides.tiff import Slide
+
+    path = huge_empty_tiles(tmp_path, side)
+    assert path.stat().st_size < 40_000_000
+    error = finishes(lambda: Slide(path, mpp=0.5), seconds=60)
+    assert isinstance(error, DFLError) and "tiles are empty" in str(error), error
+    done = cli("info", path, timeout=120)
+    assert done.returncode != 0 and "holds none" in done.stderr, done.stderr
+
+
+def test_a_huge_tiff_without_a_pyramid_is_refused_with_what_to_do(tmp_path):
+    from bad_files import huge_empty_tiles
+    from napari_dfl.core.errors import UnsupportedSlideError
+    from napari_dfl.core.slides.tiff import Slide
+
+    path = huge_empty_tiles(tmp_path, 100_000, shared_tile=True)  # real pixels, one tile
+    error = finishes(lambda: Slide(path, mpp=0.5), seconds=60)
+    assert isinstance(error, UnsupportedSlideError), error
+    assert "without a pyramid" in str(error) and "vips tiffsave" in str(error)
+
+
+@pytest.mark.parametrize("fraction", [0.90, 0.95, 0.99])
+def test_a_truncated_svs_names_the_missing_tiles(tmp_path, no_mpp_svs_path, fraction):
+    from bad_files import truncated
+    from napari_dfl.core.errors import CorruptSlideError
+    from napari_dfl.core.slides.tiff import Slide
+
+    path = truncated(no_mpp_svs_path, tmp_path, fraction)
+    with pytest.raises(CorruptSlideError, match="is truncated") as info:
+        Slide(path, mpp=0.5)
+    assert "pyramid levels or images stored after it are missing" in str(info.value)
+    assert "Copy the file again" in str(info.value)
+    done = cli("info", path, "--mpp", "0.5")
+    assert done.returncode != 0 and "is truncated" in done.stderr, done.stderr
+
+
+def test_tiles_past_the_end_of_a_file_are_named(tmp_path):
+    from bad_files import huge_empty_tiles
+
+    from napari_dfl.core.errors import CorruptSlideError
+    from napari_dfl.core.slides.tiff import Slide
+
+    # its directory comes first and its pixels last: cutting the end keeps the directory
+    whole = huge_empty_tiles(tmp_path, 2048, shared_tile=True)
+    assert Slide(whole, mpp=0.5).dimensions == (2048, 2048)
+    path = tmp_path / "cut.tif"
+    path.write_bytes(whole.read_bytes()[:-1000])
+    with pytest.raises(CorruptSlideError, match="16 of 16 tiles of level 0") as info:
+        Slide(path, mpp=0.5)
+    assert "lie past the end of the file" in str(info.value)
+    assert "x 0-2,048, y 0-2,048 in level-0 pixels" in str(info.value)
+
+
+def test_an_empty_output_path_is_refused_before_any_work(tmp_path, sample_slide_path):
+    for command in (("embed", sample_slide_path, "--out", ""),
+                    ("embed", sample_slide_path, "--stores", "")):
+        done = cli(*command, cwd=tmp_path, timeout=60)
+        assert done.returncode == 2 and "give a path, not an empty text" in done.stderr
+    assert not any(tmp_path.iterdir()), "nothing written into the working folder"
+
+
+# -- stores -------------------------------------------------------------------------------
+
+def small_store(tmp_path):
+    from napari_dfl.core.features.store import EmbeddingStore
+
+    identity = {"backbone": {"name": "efficientnet-lite0", "weights_sha256": "a" * 64},
+                "composition": {"patch_size": 112, "zooms": [0.5], "variants": ["rgb"]},
+                "slide": {"name": "s.svs", "bytes": 1}}
+    store = EmbeddingStore.create_or_open(tmp_path / "s__x.dfl.zarr", identity, 16,
+                                          chunk_rows=64)
+    coords = np.stack([np.arange(200) * 112, np.zeros(200, np.int64)], axis=1)
+    store.append(coords, np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32))
+    return store, identity
+
+
+def test_a_store_whose_metadata_was_edited_is_not_trusted(tmp_path):
+    import json
+
+    from napari_dfl.core.features.store import EmbeddingStore
+    from napari_dfl.core.features.store_format import META_FILE, CorruptStoreError
+
+    store, _identity = small_store(tmp_path)
+    meta_path = store.path / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["identity"]["backbone"]["name"] = "uni"  # claims another backbone
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CorruptStoreError, match="changed after the store was written"):
+        EmbeddingStore.open(store.path)
+    done = cli("compress", store.path, "--out", tmp_path / "grids")
+    assert done.returncode != 0 and "changed after the store was written" in done.stderr
+    assert not (tmp_path / "grids").exists() or not any((tmp_path / "grids").iterdir())
+
+
+def test_a_damaged_chunk_is_found_when_embedding_resumes(tmp_path):
+    from napari_dfl.core.features import store as store_module
+    from napari_dfl.core.features.store import EmbeddingStore
+    from napari_dfl.core.features.store_format import CorruptStoreError
+
+    store, identity = small_store(tmp_path)
+    chunk = store.path / "embeddings" / "c" / "0" / "0"  # rows 0-63, complete
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    store_module._CHECKED.clear()  # as a new process would start
+    with pytest.raises(CorruptStoreError, match=r"chunk 0 of its embeddings \(rows 0-63\)"):
+        EmbeddingStore.create_or_open(store.path, identity, 16)
+    with pytest.raises(CorruptStoreError, match="Delete"):  # every read path says so too
+        EmbeddingStore.open(store.path).embeddings()

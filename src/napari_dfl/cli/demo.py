@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_dfl.cli.options import add_sub_command, bounded_int, say
+from napari_dfl.cli.options import add_sub_command, bounded_int, path_text, say
 from napari_dfl.cli.progress import Progress
 
 
@@ -17,10 +17,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Embed the tiles under the demo annotations of the bundled CC0 slide, measure a "
         "head by grouped cross-validation, train it, predict the slide and write the "
         "overlay PNG, metrics (JSON, PNG), head folder and report.json.")
-    parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    parser.add_argument("--out", type=path_text, default="out/demo",
+                        help="output folder (default out/demo)")
     parser.add_argument("--folds", type=bounded_int(2, 10, "folds"), default=3,
                         help="grouped cross-validation folds, 2 to 10 (default 3)")
-    parser.add_argument("--stores", metavar="DIR",
+    parser.add_argument("--stores", type=path_text, metavar="DIR",
                         help="folder of the embedding stores (default: the user cache)")
     parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
     parser.set_defaults(handler=run)

@@ -9,6 +9,7 @@ from napari_dfl.cli.options import (
     add_sub_command,
     bounded_float,
     bounded_int,
+    path_text,
     positive_float,
     say,
     word_list,
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--backbone of embed, train, evaluate and select-backbone; predict finds it "
         "through the head.")
     parser.add_argument("datasets", nargs="+", help=DATASETS_HELP)
-    parser.add_argument("--out", required=True, help="folder to write (the new backbone)")
+    parser.add_argument("--out", type=path_text, required=True,
+                        help="folder to write (the new backbone)")
     parser.add_argument("--name", help="name to load it by as finetuned:NAME (default: the "
                                        "folder's name)")
     parser.add_argument("--backbone", default="efficientnet-lite0",

@@ -59,6 +59,20 @@ def bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
 positive_float = bounded_float(1e-6, 1e6, "a positive number")
 
 
+def path_text(text: str) -> str:
+    """Argparse type: a file or folder path, not empty.
+
+    ``""`` would mean the current folder, where nothing should land unasked.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a path, not an empty text (write . for the "
+                                         "current folder)")
+    return text
+
+
+path_text.__name__ = "a path"
+
+
 def float_list(text: str) -> tuple[float, ...]:
     """Argparse type: zooms in µm/px separated by commas, e.g. ``0.5,2.0``."""
     # the core is loaded when a value is parsed, not when --help is printed
@@ -109,7 +123,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, stores_alias: str | None
     """Where stores go and how extraction runs: stores, mpp, device, precision, batch size."""
     group = parser.add_argument_group("running")
     names = ["--stores"] + ([stores_alias] if stores_alias else [])
-    group.add_argument(*names, dest="stores", metavar="DIR",
+    group.add_argument(*names, dest="stores", metavar="DIR", type=path_text,
                        help="folder of the embedding stores (default: the user cache, "
                             "shared with the napari panel)")
     group.add_argument("--mpp", type=positive_float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_dfl.cli.options import add_run_options, add_sub_command, say, settings_from
+from napari_dfl.cli.options import add_run_options, add_sub_command, path_text, say, settings_from
 from napari_dfl.cli.progress import Progress
 
 
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "backbone and composition are the head's; stored embeddings are reused.")
     parser.add_argument("slides", nargs="+", help="slide files")
     parser.add_argument("--head", required=True, help="a head folder written by train")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", type=path_text, required=True, help="output folder")
     parser.add_argument("--weights", help="the backbone's local weights file, if the head's "
                                           "backbone was loaded from one")
     add_run_options(parser, min_tissue=True)

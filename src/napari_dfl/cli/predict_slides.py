@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_dfl.cli.options import add_sub_command, say
+from napari_dfl.cli.options import add_sub_command, path_text, say
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "per class) and attention/<slide>.npz (each tile's attention, on the tile grid).")
     parser.add_argument("stores", nargs="+", help="embedding store folders (*.dfl.zarr)")
     parser.add_argument("--model", required=True, help="a folder written by train-slides")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", type=path_text, required=True, help="output folder")
     parser.set_defaults(handler=run)
 
 

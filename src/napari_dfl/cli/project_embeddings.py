@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_dfl.cli.options import add_sub_command, say
+from napari_dfl.cli.options import add_sub_command, path_text, say
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", default="pca", choices=["pca", "umap"],
                         help="pca (instant) or umap (default pca)")
     parser.add_argument("--head", help="colour by the class this head predicts (else by slide)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", type=path_text, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the projection "
                                                             "(default 0)")
     parser.set_defaults(handler=run)

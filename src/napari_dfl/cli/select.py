@@ -9,6 +9,7 @@ from napari_dfl.cli.options import (
     add_run_options,
     add_sub_command,
     bounded_int,
+    path_text,
     say,
     settings_from,
     word_list,
@@ -31,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="comma-separated backbone names (default: the offline presets)")
     parser.add_argument("--folds", type=bounded_int(2, 50, "folds"), default=5,
                         help="grouped folds, 2 to 50 (default 5)")
-    parser.add_argument("--out", default="backbone-selection",
+    parser.add_argument("--out", type=path_text, default="backbone-selection",
                         help="output folder (default backbone-selection)")
     add_extractor_options(parser)
     add_run_options(parser)

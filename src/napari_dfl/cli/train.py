@@ -9,6 +9,7 @@ from napari_dfl.cli.options import (
     add_run_options,
     add_sub_command,
     add_training_options,
+    path_text,
     say,
     settings_from,
     train_config_from,
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Embed the labelled samples (what the stores lack), train a small head with a "
         "grouped validation split, and write the head folder with its model card.")
     parser.add_argument("datasets", nargs="+", help=DATASETS_HELP)
-    parser.add_argument("--out", required=True, help="head folder to write (e.g. x.dflhead)")
+    parser.add_argument("--out", type=path_text, required=True,
+                        help="head folder to write (e.g. x.dflhead)")
     add_extractor_options(parser)
     add_run_options(parser)
     add_training_options(parser)

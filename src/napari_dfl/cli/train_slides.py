@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_dfl.cli.options import add_sub_command, bounded_float, bounded_int, say
+from napari_dfl.cli.options import add_sub_command, bounded_float, bounded_int, path_text, say
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "is matched with its store in --stores. Cross-validated by groups, then trained on "
         "every slide with early stopping.")
     parser.add_argument("cohort", help="CSV with columns slide,label (optional group)")
-    parser.add_argument("--stores", required=True, help="folder holding the slides' stores")
-    parser.add_argument("--out", required=True, help="model folder to write")
+    parser.add_argument("--stores", type=path_text, required=True,
+                        help="folder holding the slides' stores")
+    parser.add_argument("--out", type=path_text, required=True, help="model folder to write")
     parser.add_argument("--folds", type=bounded_int(0, 50, "folds"), default=5,
                         help="cross-validation folds, 0 for none (default 5)")
     parser.add_argument("--epochs", type=bounded_int(1, 10000, "epochs"), default=20,

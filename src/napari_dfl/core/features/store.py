@@ -46,6 +46,7 @@ from napari_dfl.core.features.store_format import (
     check_arrays,
     check_meta,
     json_diff,
+    meta_checksum,
     normalise_json,
     pack_coords,
     positive_int,
@@ -68,6 +69,10 @@ __all__ = [
     "StoreMismatchError",
     "StoreNotFoundError",
 ]
+
+
+#: Rows of each store (by resolved path) whose chunks this process decoded or wrote.
+_CHECKED: dict[str, int] = {}
 
 
 class EmbeddingStore:
@@ -155,7 +160,34 @@ class EmbeddingStore:
                 f"Use another --out folder, or delete {path} to recompute.",
                 differences,
             )
+        store.check_chunks()
         return store
+
+    def check_chunks(self) -> None:
+        """Decode every committed chunk once (zstd checks its content checksum).
+
+        Appending only touches the last chunk, so a damaged chunk elsewhere would otherwise
+        pass unnoticed while the store grows. Chunks checked (or written) by this process
+        are not decoded again.
+
+        Raises:
+            CorruptStoreError: naming the damaged chunk and its rows.
+
+        """
+        key = str(self.path.resolve())
+        rows = self._emb.chunks[0]
+        start = _CHECKED.get(key, 0) // rows
+        for i in range(start, -(-self._count // rows)):
+            try:
+                self._emb[i * rows:min(self._count, (i + 1) * rows)]
+            except Exception as exc:
+                raise CorruptStoreError(
+                    f"Embedding store {self.path} is damaged: chunk {i} of its embeddings "
+                    f"(rows {i * rows}-{min(self._count, (i + 1) * rows) - 1}) cannot be "
+                    f"decoded ({type(exc).__name__}). Delete {self.path} and embed again."
+                ) from exc
+        self._load_coords()  # decodes every coordinate chunk
+        _CHECKED[key] = self._count
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> EmbeddingStore:
@@ -203,6 +235,7 @@ class EmbeddingStore:
                 "chunk_rows": chunk_rows,
                 "attrs": {},
             }
+            meta["checksum"] = meta_checksum(meta)
             write_json(tmp / META_FILE, meta)
             write_json(tmp / COMMIT_FILE, {"count": 0})
             try:
@@ -467,6 +500,8 @@ class EmbeddingStore:
                     f"Could not write to the embedding store {self.path}: {exc}. Rows committed "
                     "before are intact; fix the cause (disk space, permissions) and rerun."
                 ) from exc
+            if _CHECKED.get(str(self.path.resolve()), -1) == start:
+                _CHECKED[str(self.path.resolve())] = stop  # written here: known good
             buf = self._load_coords(stop)  # grow the cache while it holds `start` rows
             buf[start:stop] = coords[take]
             self._count = stop
@@ -479,6 +514,7 @@ class EmbeddingStore:
         with self._lock:
             meta = read_json(self.path / META_FILE, "")
             meta["attrs"] = {**self._attrs, **new}
+            meta["checksum"] = meta_checksum(meta)
             write_json(self.path / META_FILE, meta)
             self._attrs = meta["attrs"]
 

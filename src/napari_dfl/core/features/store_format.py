@@ -10,6 +10,7 @@ are named: :mod:`napari_dfl.core.features.store_folder`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -194,10 +195,25 @@ def read_json(path: Path, advice: str) -> dict[str, Any]:
     return data
 
 
+def meta_checksum(meta: dict[str, Any]) -> str:
+    """sha256 of a store's metadata (its canonical JSON without the checksum itself).
+
+    Written with the metadata; a hand edit that does not recompute it (another backbone
+    named in the identity, say) is found when the store is opened.
+    """
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def check_meta(meta: dict[str, Any], commit: dict[str, Any]) -> str | None:
     """What is wrong with a store's metadata and commit files, or None."""
     if meta.get("format") != FORMAT_NAME:
         return f"{META_FILE} does not describe a napari-dfl embedding store"
+    if "checksum" in meta and meta["checksum"] != meta_checksum(meta):
+        return (f"{META_FILE} was changed after the store was written (its checksum does not "
+                "match), so what it says made these embeddings (backbone, composition, slide) "
+                "cannot be trusted")
     for key, kind in (
         ("format_version", int),
         ("dim", int),

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -38,6 +39,20 @@ COARSEST_LEVEL_MAX_PX = 2048
 UNTILED_MAX_PIXELS = 20_000 * 20_000
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _ASSOCIATED = ("thumbnail", "label", "macro", "overview")
+
+
+def _tiles_region(page, tiles: np.ndarray, downsample: float) -> str:
+    """``"x 0-4096, y 8192-9216 at level 0"``: the level-0 box of some tiles of a page."""
+    height, width = int(page.imagelength), int(page.imagewidth)
+    tile_w = int(getattr(page, "tilewidth", 0) or width)
+    tile_h = int(getattr(page, "tilelength", 0) or getattr(page, "rowsperstrip", 0) or height)
+    across = max(1, -(-width // tile_w))
+    rows, cols = tiles // across, tiles % across
+    x0, x1 = cols.min() * tile_w, min(width, (cols.max() + 1) * tile_w)
+    y0, y1 = rows.min() * tile_h, min(height, (rows.max() + 1) * tile_h)
+    scale = float(downsample)
+    return (f"x {int(x0 * scale):,}-{int(x1 * scale):,}, y {int(y0 * scale):,}-"
+            f"{int(y1 * scale):,} in level-0 pixels")
 
 
 def _check_tiff(path: Path) -> None:
@@ -159,6 +174,7 @@ class Slide(SlideReader):
                 "probably truncated or damaged. Copy it again from its source."
             ) from exc
         self.format = self._format_name()
+        self._check_ifd_chain()
         self._zarr_levels, self.levels, arrays = self._open_levels(series)
         arrays += self._extra_levels(arrays)
         self.level_arrays: list[da.Array] = arrays
@@ -213,8 +229,87 @@ class Slide(SlideReader):
             zarr_levels.append((z, axes))
             levels.append(Level(w, h, (base_w / w + base_h / h) / 2))
             arrays.append(array)
+        self._check_complete(series, levels)
         self._check_readable(zarr_levels[0][0])
+        self._check_overview_cost(series, levels)
         return zarr_levels, levels, arrays
+
+    def _check_ifd_chain(self) -> None:
+        """Refuse a file whose last directory points past its end (a truncated copy).
+
+        tifffile stops at such a pointer and the file opens without the levels or images
+        stored after it: a pyramid level lost without a word.
+        """
+        tif = self._tif
+        if getattr(tif, "is_ndpi", False):  # NDPI stores 64-bit offsets its own way
+            return
+        try:
+            last = tif.pages[-1]
+            header = tif.tiff
+            handle = tif.filehandle
+            handle.seek(last.offset)
+            (count,) = struct.unpack(header.tagnoformat, handle.read(header.tagnosize))
+            handle.seek(last.offset + header.tagnosize + count * header.tagsize)
+            (following,) = struct.unpack(header.offsetformat, handle.read(header.offsetsize))
+        except (IndexError, OSError, struct.error, AttributeError):
+            return  # nothing to follow, or a layout this check does not know
+        size = self.path.stat().st_size
+        if following >= size:
+            raise CorruptSlideError(
+                f"{self.path.name} is truncated: it ends at {size:,} bytes, but its last "
+                f"readable image points to more at byte {following:,} (pyramid levels or "
+                "images stored after it are missing). Copy the file again from its source."
+            )
+
+    def _check_complete(self, series, levels: list[Level]) -> None:
+        """Refuse a file whose stored tiles lie past its end (a truncated copy).
+
+        A truncated file otherwise decodes its missing tiles as blank, and tissue detection
+        and embedding go on silently over holes.
+        """
+        size = self.path.stat().st_size
+        for number, ((s, index), level) in enumerate(zip(series, levels, strict=True)):
+            pages = list(s.levels[index].pages)[:64]
+            for page in pages:
+                if page is None:
+                    continue
+                offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+                ends = offsets + np.asarray(page.databytecounts, dtype=np.int64)
+                past = np.flatnonzero(ends > size)
+                if not len(past):
+                    continue
+                region = _tiles_region(page, past, level.downsample)
+                raise CorruptSlideError(
+                    f"{self.path.name} is truncated: {len(past)} of {len(ends)} tiles of level "
+                    f"{number} ({region}) lie past the end of the file ({size:,} bytes, "
+                    f"{int(ends.max()):,} needed). Copy the file again from its source."
+                )
+
+    def _check_overview_cost(self, series, levels: list[Level]) -> None:
+        """Refuse a huge slide without a pyramid: every overview would decode all of it.
+
+        Tiles that are all empty (a header claiming pixels the file does not hold) are named
+        as such.
+        """
+        coarsest = levels[-1]
+        if coarsest.width * coarsest.height <= UNTILED_MAX_PIXELS:
+            return
+        base = levels[0]
+        page = series[0][0].levels[series[0][1]].pages[0]
+        counts = np.asarray(page.databytecounts, dtype=np.int64)
+        if len(counts) and not counts.any():
+            raise CorruptSlideError(
+                f"{self.path.name} claims {base.width:,} x {base.height:,} pixels but holds "
+                f"none: all {len(counts):,} of its tiles are empty (the file is "
+                f"{self.path.stat().st_size:,} bytes). It is damaged or was never finished; "
+                "copy it again from its source."
+            )
+        raise UnsupportedSlideError(
+            f"{self.path.name} is a {base.width:,} x {base.height:,} image without a pyramid "
+            f"(its smallest stored level is {coarsest.width:,} x {coarsest.height:,}): every "
+            "overview would decode all of it. Convert it to a tiled pyramidal TIFF (for "
+            "example: vips tiffsave IN OUT --tile --pyramid --compression jpeg) and open that."
+        )
 
     def _check_readable(self, z: zarr.Array) -> None:
         """Decode the last tile of level 0: a truncated file fails here, not later."""
