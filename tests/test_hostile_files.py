@@ -182,7 +182,6 @@ def test_a_truncated_svs_names_the_missing_tiles(tmp_path, no_mpp_svs_path, frac
 
 def test_tiles_past_the_end_of_a_file_are_named(tmp_path):
     from bad_files import huge_empty_tiles
-
     from napari_dfl.core.errors import CorruptSlideError
     from napari_dfl.core.slides.tiff import Slide
 
