@@ -111,3 +111,25 @@ def configure_fast_panel(widget, store_dir, min_tissue: float = 0.0) -> None:
 def configure_fast():
     """:func:`configure_fast_panel`, for the GUI tests that run the real backbone."""
     return configure_fast_panel
+
+
+def _resident_mb() -> float:
+    """This process's resident memory, in MiB (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """With ``NAPARI_DFL_RSS_LOG=FILE``, append each test's resident memory after it ran.
+
+    ``FILE`` gets one line per test, ``<MiB>\\t<test id>``: the memory-growth figures of
+    docs/reliability.md come from it.
+    """
+    log = os.environ.get("NAPARI_DFL_RSS_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{_resident_mb():.0f}\t{item.nodeid}\n")

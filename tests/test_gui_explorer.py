@@ -75,7 +75,7 @@ def test_lasso_in_the_explorer_lights_up_those_tiles_on_the_slide(explored, qtbo
     assert not np.any(inside), "the centre of a selected tile is left transparent"
     # a second lasso replaces the first: only the lasso of the selection stays drawn
     explorer.viewer.layers[LASSO_NAME].add_polygons([polygon])
-    qtbot.waitUntil(lambda: len(explorer.viewer.layers[LASSO_NAME].data) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: len(explorer.viewer.layers[LASSO_NAME].data) == 1, timeout=60000)
     highlight = explorer.viewer.layers[HIGHLIGHT_NAME].data
     on = highlight[np.round(rows).astype(int), np.round(cols).astype(int), 3] == 255
     assert on[expected].all()
