@@ -252,3 +252,17 @@ def test_a_damaged_chunk_is_found_when_embedding_resumes(tmp_path):
         EmbeddingStore.create_or_open(store.path, identity, 16)
     with pytest.raises(CorruptStoreError, match="Delete"):  # every read path says so too
         EmbeddingStore.open(store.path).embeddings()
+
+
+def test_a_chunk_swollen_to_gigabytes_is_refused_before_it_is_read(tmp_path):
+    from napari_dfl.core.features.store import EmbeddingStore
+    from napari_dfl.core.features.store_format import CorruptStoreError
+
+    store, _identity = small_store(tmp_path)
+    chunk = store.path / "embeddings" / "c" / "1" / "0"
+    with open(chunk, "r+b") as handle:  # a sparse 20 GB file: nothing on disk, huge to read
+        handle.truncate(20 * 2**30)
+    with pytest.raises(CorruptStoreError, match="chunk 1 of 'embeddings' is 21,474,836,480"):
+        EmbeddingStore.open(store.path)
+    done = cli("compress", store.path, "--out", tmp_path / "grids")
+    assert done.returncode != 0 and "can be valid" in done.stderr, done.stderr

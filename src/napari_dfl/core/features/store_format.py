@@ -240,7 +240,14 @@ def check_arrays(path: Path, emb: Any, crd: Any, dim: int, count: int) -> str | 
     if emb.shape[0] < count or crd.shape[0] < count:
         return f"the arrays hold fewer rows than the {count} committed"
     for name, arr in (("embeddings", emb), ("coords", crd)):
+        raw = arr.chunks[0] * arr.chunks[1] * arr.dtype.itemsize
+        bound = raw + raw // 128 + 4096  # zstd never grows data by more than this
         for i in range(-(-count // arr.chunks[0])):
-            if not (path / name / "c" / str(i) / "0").is_file():
-                return f"chunk {i} of {name!r} is missing"
+            chunk = path / name / "c" / str(i) / "0"
+            if not chunk.is_file():
+                return f"chunk {i} of {name!r} is missing or not a regular file"
+            size = chunk.stat().st_size
+            if size > bound:  # decoding it would read and allocate all of it
+                return (f"chunk {i} of {name!r} is {size:,} bytes where at most {bound:,} "
+                        "can be valid")
     return None
