@@ -215,6 +215,10 @@ def test_colour_modes_and_umap_for_real(explored, qtbot):
 
     first = explorer.viewer
     first.close()  # the user closed the explorer window: opening again makes a new one
+    # as a user's next click would, let Qt finish destroying that window and its GL canvas
+    # (a canvas made in the same event cycle met llvmpipe's half-released context once)
+    qtbot.waitUntil(lambda: not explorer.is_open, timeout=60000)
+    qtbot.wait(500)
     assert explorer.open("umap")
     qtbot.waitUntil(lambda: not panel.session.busy, timeout=240000)
     store = panel.session.embedder().known_store(panel.session.working_slide())
