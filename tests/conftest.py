@@ -134,21 +134,3 @@ def pytest_runtest_teardown(item):
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(f"{_resident_mb():.0f}\t{item.nodeid}\n")
 
-
-@pytest.fixture(autouse=True)
-def empty_napari_dask_cache():
-    """Empty napari's opportunistic dask cache after each test.
-
-    napari keeps computed dask chunks (our slides' decoded tiles and computed pyramid levels)
-    in a process-wide cache sized to a quarter of the machine's memory, also after their
-    viewer closed: measured 90-100 MB more per viewer that showed the sample slide, none
-    once the cache is emptied (docs/reliability.md). Emptied here, the suite's memory stays
-    flat instead of reaching several gigabytes.
-    """
-    import sys
-
-    yield
-    if "napari" in sys.modules:
-        from napari.utils import resize_dask_cache
-
-        resize_dask_cache(0)
