@@ -27,9 +27,10 @@ ctypes.pythonapi.Py_IncRef(ctypes.py_object(_NONE_REFERENCES))
 
 @pytest.fixture(autouse=True)
 def user_folders(tmp_path, monkeypatch):
-    """Each test gets its own autosave and default store folders (never the user's)."""
-    from napari_dfl.core.util.paths import AUTOSAVE_ENV, STORES_ENV
+    """Each test gets its own autosave, store and config folders (never the user's)."""
+    from napari_dfl.core.util.paths import AUTOSAVE_ENV, CONFIG_ENV, STORES_ENV
 
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "user-config"))
     monkeypatch.setenv(AUTOSAVE_ENV, str(tmp_path / "user-autosave"))
     monkeypatch.setenv(STORES_ENV, str(tmp_path / "user-stores"))
     return tmp_path
@@ -103,7 +104,7 @@ def configure_fast_panel(widget, store_dir, min_tissue: float = 0.0) -> None:
     form.store_edit.editingFinished.emit()
     settings = widget.session.settings
     assert settings.composition.to_dict() == {"patch_size": 112, "zooms": [0.5],
-                                              "variants": ["rgb"]}
+                                              "variants": ["rgb"], "input_size": None}
     assert settings.store_dir == str(store_dir) and settings.min_tissue == min_tissue
 
 

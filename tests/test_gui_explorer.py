@@ -6,6 +6,9 @@ for the 2-core test machine); each test opens a fresh panel on the same store.
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import numpy as np
 import pytest
 
@@ -161,12 +164,31 @@ def test_the_false_colour_map_lines_up_with_the_tissue(explored, qtbot):
     assert gap > 2 * spread_glass, (gap, spread_glass)
 
 
-# On fresh CI clones (software OpenGL, llvmpipe) a redraw in this test's sequence of two
-# explorer windows raised vispy's OpenGL "invalid value" in Qt's paint event, after the
-# assertions below had passed; it does not happen alone or on a warm machine and comes from
-# no code of ours. The frame is lost, nothing else: so a paint error here does not fail the
-# test, while every assertion still does (issue 18 keeps this open).
+@pytest.fixture
+def forget_paint_errors(explored):
+    """Drop what Qt kept of an exception printed in a paint event, before the leak check.
+
+    Qt's bindings print an exception raised in a paint event with ``PyErr_Print``, which
+    keeps it in ``sys.last_value``: its traceback holds the canvas, the canvas its viewer,
+    and napari's viewer fixture then counts that viewer as leaked. Torn down before the
+    viewers (it depends on them), this forgets the exception so the check counts only
+    viewers our code holds.
+    """
+    yield
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        if hasattr(sys, name):
+            setattr(sys, name, None)
+    gc.collect()
+
+
+# On a loaded machine with software OpenGL (llvmpipe: CI's fresh clones, or this machine
+# during a CPU-heavy benchmark) a redraw in this test's sequence of two explorer windows
+# raises vispy's OpenGL "invalid value" (glVertexAttribPointer) in Qt's paint event of one
+# Image visual; it does not happen alone or on a quiet machine, and no call of ours is on the
+# stack. The frame is lost, nothing else: so a paint error here does not fail the test (nor,
+# through Qt's saved exception, napari's leak check), while every assertion still does.
 @pytest.mark.qt_no_exception_capture
+@pytest.mark.usefixtures("forget_paint_errors")
 def test_colour_modes_and_umap_for_real(explored, qtbot):
     from napari_dfl._qt.explorer import (
         COLOR_MODES,

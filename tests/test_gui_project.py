@@ -138,7 +138,8 @@ def test_a_version_1_project_file_still_opens(tmp_path):
         "classes": [{"name": "a", "color": "#010203"}], "head": None, "prediction": None}))
     project = core_project.load_project(folder)
     settings = project.file.settings
-    assert settings.composition == Composition(112, (0.5, 2.0), ("rgb",))
+    # version 1 read every part at its patch size: the project keeps that meaning
+    assert settings.composition == Composition(112, (0.5, 2.0), ("rgb",), 112)
     assert settings.min_tissue == 0.3 and project.file.colors == {"a": "#010203"}
     assert project.problems == []
 
@@ -155,7 +156,7 @@ def test_save_and_open_project_through_the_panel(make_napari_viewer, slide_copy,
     assert widget.project.save(project)
     saved = json.loads((project / core_project.SETTINGS_NAME).read_text())
     assert saved["settings"]["composition"] == {"patch_size": 224, "zooms": [1.0],
-                                                "variants": ["rgb"]}
+                                                "variants": ["rgb"], "input_size": None}
     assert saved["classes"] == [{"name": "tumour", "color": "#ff0000"},
                                 {"name": "stroma", "color": "#00ff00"}]
     widget.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -187,3 +188,69 @@ def test_pca_projection_separates_distinct_tissues():
     xy = project(np.concatenate([a, b]), "pca")
     assert xy.shape == (120, 2)
     assert np.sign(xy[:60, 0]).mean() * np.sign(xy[60:, 0]).mean() < -0.9
+
+
+def test_cli_select_ranks_compositions_and_applies_the_best(demo, tmp_path, capsys):
+    out, _ = demo
+    dataset = f"{SAMPLE_SLIDE}:{SAMPLE_ANNOTATIONS}"
+    stores = ["--stores", str(out / "embeddings")]
+    code = main(["select", dataset, "--fields", str(DEMO_PATCH), "--folds", "3",
+                 "--out", str(tmp_path / "sel"), "--apply", *stores])
+    assert code == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "sel" / "selection.csv").read_text().splitlines()))
+    # x20 alone or with x5, rgb alone or with gray: four candidates from one extraction
+    assert len(rows) == 4 and [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    scores = [float(r["balanced_accuracy"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    assert f"best: {rows[0]['candidate']} (balanced accuracy {scores[0]:.3f} ±" in printed
+    assert "105 samples" in printed
+    kept = json.loads((tmp_path / "user-config" / "extractor.json").read_text())
+    assert kept["backbone"] == "efficientnet-lite0"
+    assert kept["composition"]["patch_size"] == DEMO_PATCH
+    assert kept["composition"]["input_size"] is None  # the backbone's own size, as asked
+    # train with no extractor option starts from the kept choice, and says so
+    assert main(["train", dataset, "--out", str(tmp_path / "h.dflhead"), *stores]) == 0
+    assert "using the extractor chosen by napari-dfl select" in capsys.readouterr().err
+    card = json.loads((tmp_path / "h.dflhead" / "model_card.json").read_text())
+    trained = card["extractor"]["composition"]
+    assert (trained["zooms"], trained["variants"]) == (kept["composition"]["zooms"],
+                                                      kept["composition"]["variants"])
+    # a damaged choice is ignored with a message; --reset forgets it
+    (tmp_path / "user-config" / "extractor.json").write_text("{not json")
+    assert main(["evaluate", dataset, "--folds", "3", "--json", "--patch-size",
+                 str(DEMO_PATCH), *stores]) == 0
+    assert "select --reset" in capsys.readouterr().err
+    assert main(["select", "--reset"]) == 0
+    assert not (tmp_path / "user-config" / "extractor.json").exists()
+
+
+def test_cli_select_refuses_more_folds_than_regions(demo, tmp_path, capsys):
+    out, _ = demo
+    code = main(["select", f"{SAMPLE_SLIDE}:{SAMPLE_ANNOTATIONS}", "--fields",
+                 str(DEMO_PATCH), "--folds", "20", "--out", str(tmp_path / "sel"),
+                 "--stores", str(out / "embeddings")])
+    assert code != 0
+    assert "20 folds need at least 20 groups" in capsys.readouterr().err
+    assert not (tmp_path / "sel").exists()  # nothing written half
+
+
+def test_cli_points_only_get_cell_sized_fields(tmp_path, capsys):
+    from napari_dfl.core.annotations.annotation import Annotation, write_geojson
+    from napari_dfl.core.annotations.datasets import annotation_kinds
+
+    regions = read_geojson(SAMPLE_ANNOTATIONS)
+    points = [Annotation(region.geometry.representative_point(), region.label)
+              for region in regions]
+    geojson = tmp_path / "points.geojson"
+    write_geojson(points, geojson)
+    dataset = f"{SAMPLE_SLIDE}:{geojson}"
+    assert annotation_kinds([dataset]) == {"point"}
+    assert annotation_kinds([f"{SAMPLE_SLIDE}:{SAMPLE_ANNOTATIONS}"]) == {"region"}
+    assert annotation_kinds([tmp_path / "missing.csv", tmp_path]) == {"tile"}
+    assert main(["train", dataset, "--out", str(tmp_path / "h.dflhead"), "--variants", "rgb",
+                 "--zooms", "0.5", "--stores", str(tmp_path / "stores")]) == 0
+    assert "points only: cell-sized fields of 48 px (24 µm" in capsys.readouterr().err
+    card = json.loads((tmp_path / "h.dflhead" / "model_card.json").read_text())
+    assert card["extractor"]["composition"]["patch_size"] == 48
+    assert card["extractor"]["composition"]["input_size"] == 224

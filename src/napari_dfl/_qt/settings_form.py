@@ -25,13 +25,13 @@ from napari_dfl.core.backbones.finetuned import PREFIX, list_finetuned
 from napari_dfl.core.backbones.registry import available_backbones
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.features.settings import Settings
-from napari_dfl.core.slides.sampling import Composition, parse_zooms
+from napari_dfl.core.slides.sampling import MIN_PATCH, Composition, parse_zooms
 
 __all__ = ["SettingsForm"]
 
 
 class SettingsForm(QWidget):
-    """Backbone, patch size, zooms, colour variants, minimum tissue, store folder."""
+    """Backbone, patch size, input size, zooms, colour variants, minimum tissue, store folder."""
 
     def __init__(self, session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -40,6 +40,10 @@ class SettingsForm(QWidget):
         self.backbone_combo.addItems([spec.name for spec in available_backbones()]
                                      + [PREFIX + entry["name"] for entry in list_finetuned()])
         self.patch_spin = QSpinBox(minimum=32, maximum=1024, singleStep=16)
+        self.input_spin = QSpinBox(minimum=MIN_PATCH - 1, maximum=1024, singleStep=16)
+        self.input_spin.setSpecialValueText("backbone's")  # the minimum: None, the backbone's
+        self.input_spin.setToolTip("pixels at which every part is read and enters the network; "
+                                   "backbone's: its own input size (224 for most)")
         self.zooms_edit = QLineEdit()
         self.rgb_check = QCheckBox("RGB")
         self.gray_check = QCheckBox("gray")
@@ -52,6 +56,7 @@ class SettingsForm(QWidget):
         form = QFormLayout(self)
         form.addRow("backbone", self.backbone_combo)
         form.addRow("patch px", self.patch_spin)
+        form.addRow("input px", self.input_spin)
         form.addRow("zooms µm/px", self.zooms_edit)
         form.addRow("variants", variants)
         form.addRow("min tissue", self.tissue_spin)
@@ -59,6 +64,7 @@ class SettingsForm(QWidget):
         self.show_settings(session.settings)
         self.backbone_combo.currentTextChanged.connect(self.apply)
         self.patch_spin.valueChanged.connect(self.apply)
+        self.input_spin.valueChanged.connect(self.apply)
         self.zooms_edit.editingFinished.connect(self.apply)
         self.rgb_check.toggled.connect(self.apply)
         self.gray_check.toggled.connect(self.apply)
@@ -67,8 +73,8 @@ class SettingsForm(QWidget):
         session.settings_changed.connect(self.show_settings)
 
     def _widgets(self) -> tuple:
-        return (self.backbone_combo, self.patch_spin, self.zooms_edit, self.rgb_check,
-                self.gray_check, self.tissue_spin, self.store_edit)
+        return (self.backbone_combo, self.patch_spin, self.input_spin, self.zooms_edit,
+                self.rgb_check, self.gray_check, self.tissue_spin, self.store_edit)
 
     def show_settings(self, settings: Settings) -> None:
         """Show ``settings`` in the fields (without sending them back)."""
@@ -79,6 +85,8 @@ class SettingsForm(QWidget):
             self.backbone_combo.addItem(settings.backbone)
         self.backbone_combo.setCurrentText(settings.backbone)
         self.patch_spin.setValue(comp.patch_size)
+        self.input_spin.setValue(self.input_spin.minimum() if comp.input_size is None
+                                 else comp.input_size)
         self.zooms_edit.setText(", ".join(f"{z:g}" for z in comp.zooms))
         self.rgb_check.setChecked("rgb" in comp.variants)
         self.gray_check.setChecked("gray" in comp.variants)
@@ -96,8 +104,9 @@ class SettingsForm(QWidget):
         """
         variants = tuple(v for v, box in (("rgb", self.rgb_check), ("gray", self.gray_check))
                          if box.isChecked())
+        size = self.input_spin.value()
         composition = Composition(self.patch_spin.value(), parse_zooms(self.zooms_edit.text()),
-                                  variants)
+                                  variants, None if size < MIN_PATCH else size)
         return replace(self.session.settings, backbone=self.backbone_combo.currentText(),
                        composition=composition, min_tissue=self.tissue_spin.value(),
                        store_dir=self.store_edit.text().strip() or None)

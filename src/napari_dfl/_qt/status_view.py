@@ -27,7 +27,8 @@ class StatusView(QWidget):
     def __init__(self, session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.label = QLabel("Pick a slide, add classes, draw regions or points.")
+        self.label = QLabel(session.status
+                            or "Pick a slide, add classes, draw regions or points.")
         self.label.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setVisible(False)

@@ -12,6 +12,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 __all__ = ["COMMAND_MODULES", "add_extractor_options", "add_run_options", "add_sub_command",
            "add_training_options", "bounded_float", "bounded_int", "float_list",
@@ -19,8 +20,8 @@ __all__ = ["COMMAND_MODULES", "add_extractor_options", "add_run_options", "add_s
 
 #: The sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ("demo", "info", "backbones", "embed", "train", "evaluate", "predict",
-                   "select", "finetune", "project_embeddings", "compress", "train_slides",
-                   "predict_slides", "export_h5", "import_h5")
+                   "select_settings", "select", "finetune", "project_embeddings", "compress",
+                   "train_slides", "predict_slides", "export_h5", "import_h5")
 
 
 def bounded_float(low: float, high: float, what: str) -> Callable[[str], float]:
@@ -57,6 +58,15 @@ def bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
 
 
 positive_float = bounded_float(1e-6, 1e6, "a positive number")
+_input_px = bounded_int(16, 4096, "the input size")
+#: ``--input-size`` not given (``auto`` gives None: the backbone's own size); not a string,
+#: which argparse would parse as if typed.
+_UNSET = object()
+
+
+def input_size(text: str) -> int | None:
+    """Argparse type: the network input size in pixels, or ``auto`` (None: the backbone's)."""
+    return None if text.strip().lower() == "auto" else _input_px(text)
 
 
 def path_text(text: str) -> str:
@@ -103,19 +113,25 @@ def add_sub_command(sub: argparse._SubParsersAction, name: str, summary: str,
 def add_extractor_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose the extractor: backbone, weights and sample composition."""
     group = parser.add_argument_group("extractor (what turns patches into embeddings)")
-    group.add_argument("--backbone", default="efficientnet-lite0",
+    group.add_argument("--backbone",
                        help="a preset (napari-dfl backbones lists them), a timm name, or a "
-                            "fine-tuned backbone folder (default: efficientnet-lite0)")
+                            "fine-tuned backbone folder (default: efficientnet-lite0, or the "
+                            "choice of napari-dfl select --apply)")
     group.add_argument("--weights", help="local weights file of the backbone (.safetensors, "
                                          ".pth, .bin)")
-    group.add_argument("--zooms", type=float_list, default=(0.5, 2.0),
+    group.add_argument("--zooms", type=float_list,
                        help="µm/px of each zoom, the first is the working magnification "
                             "(default 0.5,2.0: x20 and its x5 context)")
-    group.add_argument("--variants", type=word_list, default=("rgb", "gray"),
+    group.add_argument("--variants", type=word_list,
                        help="colour variants among rgb,gray (default rgb,gray)")
     group.add_argument("--patch-size", type=bounded_int(16, 4096, "the patch size"),
-                       default=224, help="patch side in pixels at each zoom, 16 to 4096 "
-                                         "(default 224)")
+                       help="field of view of each part, in pixels at its zoom, 16 to 4096 "
+                            "(default 224: 112 µm at x20; 64 for datasets of points only, "
+                            "cells)")
+    group.add_argument("--input-size", type=input_size, metavar="PX",
+                       help="pixels at which every part is read and enters the network, 16 to "
+                            "4096, or auto: the backbone's own input size (default auto)")
+    group.set_defaults(input_size=_UNSET)
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, stores_alias: str | None = None,
@@ -145,17 +161,53 @@ def settings_from(args: argparse.Namespace, **overrides):
     """The :class:`~napari_dfl.core.features.settings.Settings` of parsed options."""
     # imported here so that ``--help`` does not load the core
     from napari_dfl.core.features.settings import Settings
-    from napari_dfl.core.slides.sampling import Composition
 
     values = {"device": args.device, "precision": args.precision,
               "batch_size": args.batch_size, "mpp": args.mpp, "store_dir": args.stores}
     if hasattr(args, "backbone"):
-        values.update(backbone=args.backbone, weights=args.weights,
-                      composition=Composition(args.patch_size, args.zooms, args.variants))
+        values.update(_extractor_values(args))
     if hasattr(args, "min_tissue"):
         values["min_tissue"] = args.min_tissue
     values.update(overrides)
     return Settings(**values)
+
+
+def _extractor_values(args: argparse.Namespace) -> dict:
+    """Backbone, weights and composition: the options given, else the user's choice.
+
+    The user's choice is what ``napari-dfl select --apply`` kept (said on stderr when used);
+    without one, the built-in defaults.
+    """
+    from napari_dfl.core.annotations.datasets import annotation_kinds
+    from napari_dfl.core.errors import DFLError
+    from napari_dfl.core.features.preferred import load_preferred
+    from napari_dfl.core.slides.sampling import Composition, default_composition
+
+    base, backbone = Composition(), "efficientnet-lite0"
+    given = {"patch_size": args.patch_size, "zooms": args.zooms, "variants": args.variants}
+    if args.backbone is None or any(v is None for v in given.values()) \
+            or args.input_size is _UNSET:
+        try:
+            preferred = load_preferred()
+        except DFLError as exc:
+            say(f"{exc} The built-in defaults are used.", err=True)
+            preferred = None
+        if preferred is not None:
+            base, backbone = preferred.composition, preferred.backbone
+            say(f"using the extractor chosen by napari-dfl select: {preferred.describe()} "
+                "(options given here win; napari-dfl select --reset forgets it)", err=True)
+        elif args.patch_size is None and getattr(args, "datasets", None):
+            base = default_composition(annotation_kinds(args.datasets))
+            if base != Composition():
+                say(f"points only: cell-sized fields of {base.patch_size} px "
+                    f"({base.fields_um()[0]:g} µm at x20), the default for cells "
+                    "(docs/embedding.md); --patch-size 224 for tissue-sized ones", err=True)
+    changes = {k: v for k, v in given.items() if v is not None}
+    if args.input_size is not _UNSET:
+        changes["input_size"] = args.input_size
+    chosen = args.backbone or backbone
+    return {"backbone": chosen, "weights": args.weights,
+            "composition": replace(base, **changes)}
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:

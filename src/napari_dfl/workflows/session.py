@@ -22,6 +22,7 @@ from psygnal import Signal
 from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.annotations.samples import SampleSet
 from napari_dfl.core.errors import Cancelled, DFLError, one_line
+from napari_dfl.core.features.preferred import load_preferred
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.heads.config import TrainConfig
 from napari_dfl.core.heads.tile_prediction import TilePrediction
@@ -31,7 +32,7 @@ from napari_dfl.core.slides.sample_slide import (
     SAMPLE_PATCH,
     is_bundled_sample,
 )
-from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.core.slides.sampling import Composition, default_composition
 from napari_dfl.core.util.palette import class_colors, to_hex
 from napari_dfl.workflows.embedding.local import CancelCheck, Embedder, LocalEmbedder
 from napari_dfl.workflows.jobs import Event, run
@@ -159,6 +160,17 @@ class RemovedClass:
         """``"'dermis' (3 regions, 2 points)"``."""
         return f"'{self.name}' ({annotation_counts(self.annotations)})"
 
+def _starting_settings() -> tuple[Settings, str]:
+    """The built-in settings, or the user's choice (``napari-dfl select --apply``); a note."""
+    try:
+        preferred = load_preferred()
+    except DFLError as exc:
+        return Settings(), f"{exc} The built-in settings are used."
+    if preferred is None:
+        return Settings(), ""
+    return (preferred.apply_to(Settings()),
+            f"Settings chosen on your labels by napari-dfl select: {preferred.describe()}.")
+
 
 class Session:
     """The state of one panel and the actions on it (see the module docstring).
@@ -198,12 +210,13 @@ class Session:
         self._colors: dict[str, str] = {}
         self._active: str | None = None
         self._annotations: list[Annotation] = []
-        self._settings = Settings()
+        self._settings, self.status = _starting_settings()
+        #: The composition was set by the user, a project or a kept choice: keep it.
+        self._composition_chosen = self._settings.composition != Composition()
         self.samples: SampleSet | None = None
         self.result: TrainingResult | None = None
         self.prediction: TilePrediction | None = None
         self.job: JobState | None = None
-        self.status = ""
         #: Deleted classes, the latest last (:meth:`restore_class` undoes a deletion).
         self.trash: list[RemovedClass] = []
 
@@ -438,8 +451,26 @@ class Session:
     def set_settings(self, settings: Settings) -> None:
         """Change the settings (the head keeps its own extractor; Predict checks them)."""
         if settings != self._settings:
+            if settings.composition != self._settings.composition:
+                self._composition_chosen = True
             self._settings = settings
             self.settings_changed.emit(settings)
+
+    def _fit_field_to_annotations(self) -> None:
+        """Points alone, on the built-in composition: cell-sized fields (once, and said).
+
+        The measured default for cells (:func:`default_composition`); a composition the
+        user or a project chose is never changed.
+        """
+        if self._composition_chosen or self._settings.composition != Composition() \
+                or not self._annotations:
+            return
+        fitted = default_composition({a.kind for a in self._annotations})
+        if fitted != self._settings.composition:
+            self.set_settings(self._settings.with_(composition=fitted))
+            self.tell("info", f"Points only: cell-sized fields of {fitted.patch_size} px "
+                      f"({fitted.fields_um()[0]:g} µm at x20), the default for cells; set "
+                      "'patch px' to 224 for tissue-sized ones.")
 
     def embedder(self) -> Embedder:
         """An embedder for the current settings."""
@@ -512,6 +543,7 @@ class Session:
         except DFLError as exc:
             self.tell("error", str(exc))
             return None
+        self._fit_field_to_annotations()
         return slide, self._settings, self.annotations, self.embedder()
 
     def extract(self) -> bool:

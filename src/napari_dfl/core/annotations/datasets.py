@@ -40,7 +40,8 @@ from napari_dfl.core.slides.image import (
 from napari_dfl.core.slides.sampling import Composition, anchors_from_centres
 from napari_dfl.core.slides.tiff import Slide
 
-__all__ = ["DatasetError", "LabelledSource", "dataset_summary", "load_dataset", "load_datasets"]
+__all__ = ["DatasetError", "LabelledSource", "annotation_kinds", "dataset_summary",
+           "load_dataset", "load_datasets"]
 
 #: Files taken as patch images in a class folder (compared case-insensitively).
 PATCH_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -311,6 +312,31 @@ def _from_csv(path: Path, composition: Composition, mpp: float | None,
 
 
 # -- entry points -------------------------------------------------------------------------
+def annotation_kinds(specs: Sequence[str | os.PathLike]) -> set[str]:
+    """What the datasets annotate, without cutting samples: ``point``, ``region``, ``tile``.
+
+    A CSV holds points; a folder of class subfolders holds tiles; an annotated slide holds
+    the kinds of its GeoJSON's annotations. A spec that cannot be read adds nothing (loading
+    it later says what is wrong).
+    """
+    kinds: set[str] = set()
+    for spec in specs:
+        text = os.fspath(spec)
+        path = Path(text)
+        if path.is_dir():
+            kinds.add("tile")
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            kinds.add("point")
+        else:
+            try:
+                pair = (path, _sibling_geojson(path)) if path.is_file() else _split_spec(text)
+                if pair is not None:
+                    kinds.update(a.kind for a in read_geojson(pair[1]))
+            except DFLError:
+                continue
+    return kinds
+
+
 def _load(spec: str | os.PathLike, composition: Composition, mpp: float | None,
           min_tissue: float, classes: Sequence[str] | None, min_overlap: float,
           missing_images: str) -> list[LabelledSource]:

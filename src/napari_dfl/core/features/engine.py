@@ -128,7 +128,8 @@ def embed_coords(
         slide: the slide (with mpp).
         coords: ``(N, 2)`` level-0 anchors (see :mod:`napari_dfl.core.slides.sampling`).
         backbone: a loaded :class:`~napari_dfl.core.backbones.backbone.Backbone`.
-        composition: the sample composition.
+        composition: the sample composition (an unresolved input size becomes the
+            backbone's).
         store: where embeddings go; must have been opened for this slide, backbone and
             composition (see
             :func:`~napari_dfl.core.features.store_folder.open_store_for`).
@@ -150,6 +151,7 @@ def embed_coords(
         ExtractionCancelled: ``cancel`` was set; committed batches stay in the store.
 
     """
+    composition = composition.for_input(int(backbone.input_size))
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     unique = np.unique(coords, axis=0) if len(coords) else coords
     todo = unique[store.missing(unique)] if len(unique) else unique

@@ -85,6 +85,10 @@ class Extractor:
         if not isinstance(name, str) or not name:
             raise ExtractorError(f"an extractor's backbone needs a name, got {self.backbone!r}.")
         object.__setattr__(self, "backbone", dict(self.backbone))
+        native = self.backbone.get("input_size")
+        if isinstance(native, int) and not isinstance(native, bool):
+            # "the backbone's own input size" becomes that size once the backbone is known
+            object.__setattr__(self, "composition", self.composition.for_input(native))
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -143,7 +147,9 @@ class Extractor:
         """One line: ``backbone X, patch 224 px, zooms 0.5, 2 µm/px, rgb+gray``."""
         comp = self.composition
         zooms = ", ".join(f"{z:g}" for z in comp.zooms)
-        return (f"backbone {self.name}, patch {comp.patch_size} px, zooms {zooms} µm/px, "
+        read = (f" read at {comp.input_size} px" if comp.input_size not in (None, comp.patch_size)
+                else "")
+        return (f"backbone {self.name}, patch {comp.patch_size} px{read}, zooms {zooms} µm/px, "
                 f"{'+'.join(comp.variants)}")
 
     # -- comparing -------------------------------------------------------------------------
@@ -160,7 +166,12 @@ class Extractor:
                          "embed_dim": "embedding size"}.get(key, f"preprocessing {key}")
                 out.append(f"{label} {_short(mine[key])} (now: {_short(theirs[key])})")
         a, b = self.composition.to_dict(), now.composition.to_dict()
+        if "input_size" in a or "input_size" in b:  # else it follows the patch size
+            a.setdefault("input_size", self.composition.patch_size)
+            b.setdefault("input_size", now.composition.patch_size)
         for key in a:
+            if key == "input_size" and (a[key] is None or b[key] is None):
+                continue  # the backbone's own size, not known on one side yet
             if not _same(a[key], b[key]):
                 out.append(f"{key} {_short(a[key])} (now: {_short(b[key])})")
         return out

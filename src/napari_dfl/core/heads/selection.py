@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from napari_dfl.core.heads.config import TrainConfig
+from napari_dfl.core.slides.sampling import Composition
 
-__all__ = ["METRICS", "PROBE", "markdown_table", "probe_row", "rank", "write_results"]
+__all__ = ["METRICS", "PROBE", "candidate_name", "label", "markdown_table", "probe_row", "rank",
+           "write_results"]
 
 METRICS = ("balanced_accuracy", "cohen_kappa", "weighted_f1")
 
@@ -24,10 +26,22 @@ METRICS = ("balanced_accuracy", "cohen_kappa", "weighted_f1")
 PROBE = TrainConfig(head="linear", noise=0.0, loss="ce", class_weights=True)
 
 
+def candidate_name(backbone: str, composition: Composition) -> str:
+    """``efficientnet-lite0, 64 px (32 µm), x20 + x5, rgb + gray``: a candidate in words."""
+    zooms = " + ".join(f"x{10 / z:g}" for z in composition.zooms)
+    return (f"{backbone}, {composition.patch_size} px ({composition.fields_um()[0]:g} µm), "
+            f"{zooms}, {' + '.join(composition.variants)}")
+
+
+def label(row: dict) -> str:
+    """What a row ranks: its candidate's name, else its backbone's."""
+    return str(row.get("candidate") or row["backbone"])
+
+
 def probe_row(candidate: str, result: dict, dim: int) -> dict:
     """One ranking row from a :func:`~napari_dfl.core.heads.validation.cross_validate` result."""
     row = {"backbone": candidate, "status": "ok", "error": None, "folds": result["n_folds"],
-           "dim": int(dim)}
+           "dim": int(dim), "samples": int(sum(r["n_test"] for r in result["folds"]))}
     for metric in METRICS:
         row[metric] = float(result[metric])
         row[metric + "_sd"] = float(result[metric + "_sd"])
@@ -45,25 +59,28 @@ def rank(rows: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     """The ranking as a Markdown table (mean +- sd)."""
-    lines = ["| rank | backbone | balanced accuracy | Cohen kappa | weighted F1 |",
+    what = "candidate" if any("candidate" in row for row in rows) else "backbone"
+    lines = [f"| rank | {what} | balanced accuracy | Cohen kappa | weighted F1 |",
              "|---|---|---|---|---|"]
     for row in rows:
         if row["status"] != "ok":
-            lines.append(f"| - | {row['backbone']} | unavailable: {row['error']} | | |")
+            lines.append(f"| - | {label(row)} | unavailable: {row['error']} | | |")
             continue
         cells = [f"{row[m]:.3f} ± {row[m + '_sd']:.3f}" for m in METRICS]
-        lines.append(f"| {row['rank']} | {row['backbone']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['rank']} | {label(row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_results(rows: list[dict], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``backbones.md``, ``backbones.csv`` and ``backbones.png`` into ``out_dir``."""
+def write_results(rows: list[dict], out_dir: str | os.PathLike,
+                  stem: str = "backbones") -> dict[str, Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out / "backbones.md", "csv": out / "backbones.csv",
-             "png": out / "backbones.png"}
+    paths = {"markdown": out / f"{stem}.md", "csv": out / f"{stem}.csv",
+             "png": out / f"{stem}.png"}
     paths["markdown"].write_text(markdown_table(rows))
-    columns = ["rank", "backbone", "status", *[c for m in METRICS for c in (m, m + "_sd")],
+    columns = ["rank", *(["candidate"] if any("candidate" in r for r in rows) else []),
+               "backbone", "status", *[c for m in METRICS for c in (m, m + "_sd")],
                "folds", "error"]
     with open(paths["csv"], "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
@@ -77,7 +94,8 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(5, 1.6 * len(rows) + 2), 4), dpi=100, layout="constrained")
+    fig = Figure(figsize=(min(24, max(5, 1.6 * len(rows) + 2)), 4.5), dpi=100,
+                 layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     width = 0.8 / len(METRICS)
@@ -86,7 +104,7 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
         ax.bar(x + k * width, [r[metric] for r in rows], width,
                yerr=[r[metric + "_sd"] for r in rows], capsize=3,
                label=metric.replace("_", " "))
-    ax.set_xticks(x + width, [r["backbone"] for r in rows], rotation=20, ha="right")
+    ax.set_xticks(x + width, [label(r) for r in rows], rotation=20, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("linear probe, grouped CV")
     ax.legend(loc="lower right", fontsize=8)

@@ -136,6 +136,7 @@ def _v1_settings(data: dict[str, Any]) -> dict[str, Any]:
     """Version 1 kept the settings at the top level and the zooms as the panel's text."""
     out = {k: data[k] for k in ("backbone", "min_tissue", "store_dir", "mpp") if k in data}
     composition: dict[str, Any] = dict(Composition().to_dict())
+    composition.pop("input_size", None)  # v1 read every part at its patch size
     if isinstance(data.get("patch_size"), int):
         composition["patch_size"] = data["patch_size"]
     zooms = data.get("zooms")

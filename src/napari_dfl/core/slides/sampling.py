@@ -1,11 +1,22 @@
 """Sample composition: which patches make up one sample, and cutting them from a slide.
 
-A sample is anchored on a level-0 point. Its patches are ``patch_size`` pixels at each zoom
-(um/px), all centred on that point, so the x5 patch (2.0 um/px) shows four times the field of
-the x20 patch (0.5 um/px). Each zoom is taken in every colour variant (``rgb``, and ``gray``:
-luma replicated to three channels). The embedding of a sample is the concatenation of the
+A sample is anchored on a level-0 point. Each part shows a field of view of ``patch_size``
+pixels at its zoom (um/px), all centred on that point, so the x5 part (2.0 um/px) shows four
+times the field of the x20 part (0.5 um/px). The field of view is apart from the network's
+input: every part is read at ``input_size`` pixels, i.e. at ``field / input_size`` um/px, with
+antialiasing, on the reading threads. A 64 px x20 part (32 um, a nucleus) read at 224 px is
+upsampled 3.5 times; a 64 px x5 part (128 um of context) read at 224 px is taken from the x20
+level, with the detail the network can use, instead of being upsampled from 64 x5 pixels.
+``input_size`` None means the backbone's own input size: :class:`Extractor` resolves it when
+the backbone is known. Each zoom is taken in every colour variant (``rgb``, and ``gray``: luma
+replicated to three channels). The embedding of a sample is the concatenation of the
 backbone's embedding of every part, in the order of :meth:`Composition.parts`: zoom-major,
 then variant (default: x20 rgb, x20 gray, x5 rgb, x5 gray).
+
+Stores, heads and projects written before the input size existed read it back as
+``patch_size`` (the part read at its own pixels, resized inside the backbone): their old
+meaning, and the identities (and store names) of compositions whose input equals their patch
+size are unchanged.
 
 Stores and annotations identify a sample by the level-0 top-left corner of its *first* zoom's
 patch (the CLAM/TRIDENT ``coords`` convention); :meth:`Composition.anchor_extent` gives that
@@ -15,7 +26,7 @@ patch's level-0 side so that centres and corners convert exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -43,15 +54,20 @@ class Composition:
     """What one sample is made of.
 
     Attributes:
-        patch_size: side of every patch, in pixels at its zoom.
+        patch_size: side of every part's field of view, in pixels at its zoom (a part shows
+            ``patch_size * zoom`` um).
         zooms: pixel sizes in um/px; the first is the working magnification.
         variants: colour variants, among ``"rgb"`` and ``"gray"``.
+        input_size: side in pixels at which every part is read and enters the network;
+            None: the backbone's own input size, resolved by :meth:`for_input` once the
+            backbone is known (an unresolved composition is read at ``patch_size``).
 
     """
 
     patch_size: int = 224
     zooms: tuple[float, ...] = (0.5, 2.0)
     variants: tuple[str, ...] = ("rgb", "gray")
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zooms", tuple(float(z) for z in self.zooms))
@@ -69,6 +85,11 @@ class Composition:
                 f"unknown colour variant(s) {unknown or '(none given)'}; choose among "
                 f"{', '.join(VARIANTS)}."
             )
+        if self.input_size is not None and not (
+                isinstance(self.input_size, int) and not isinstance(self.input_size, bool)
+                and MIN_PATCH <= self.input_size <= MAX_PATCH):
+            raise CompositionError(f"the network input size must be {MIN_PATCH} to {MAX_PATCH} "
+                                   f"px (or left to the backbone), got {self.input_size!r}.")
         if len(set(self.zooms)) != len(self.zooms) or len(set(self.variants)) != len(
             self.variants
         ):
@@ -83,25 +104,79 @@ class Composition:
         """``(zoom, variant)`` of each part, in embedding order."""
         return [(zoom, variant) for zoom in self.zooms for variant in self.variants]
 
+    @property
+    def read_size(self) -> int:
+        """Pixels per side at which every part is read (the input size, else the patch size)."""
+        return self.patch_size if self.input_size is None else self.input_size
+
+    def read_mpp(self, zoom: float) -> float:
+        """µm/px at which the part at ``zoom`` is read: its field over :attr:`read_size`."""
+        return zoom * self.patch_size / self.read_size
+
+    def for_input(self, size: int | None) -> Composition:
+        """This composition with an unresolved input size set to ``size`` (the backbone's).
+
+        A composition whose input size is already set is returned as it is.
+        """
+        if self.input_size is not None or size is None:
+            return self
+        return replace(self, input_size=int(size))
+
     def describe(self) -> str:
-        """A short human description, e.g. ``224 px: x20 rgb | x20 gray | x5 rgb``."""
+        """A short description, e.g. ``224 px: x20 rgb | x20 gray | x5 rgb`` (+ the input)."""
         names = [f"{_magnification_name(z)} {v}" for z, v in self.parts()]
-        return f"{self.patch_size} px: " + " | ".join(names)
+        text = f"{self.patch_size} px: " + " | ".join(names)
+        if self.input_size is not None and self.input_size != self.patch_size:
+            text += f", read at {self.input_size} px"
+        return text
+
+    def fields_um(self) -> tuple[float, ...]:
+        """Side of each zoom's field of view in µm (``patch_size * zoom``)."""
+        return tuple(self.patch_size * z for z in self.zooms)
 
     def anchor_extent(self, slide_mpp: float) -> float:
         """Level-0 side of the first zoom's patch."""
         return self.patch_size * self.zooms[0] / slide_mpp
 
     def to_dict(self) -> dict:
-        """JSON-serialisable form (used in store and head identities)."""
+        """JSON-serialisable form (used in store and head identities).
+
+        ``input_size`` is left out when it equals ``patch_size``, the meaning of files that
+        predate it, so such identities (and the store names hashed from them) do not change;
+        an unresolved input size is written as null.
+        """
         data = asdict(self)
         data["zooms"], data["variants"] = list(self.zooms), list(self.variants)
+        if self.input_size == self.patch_size:
+            del data["input_size"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Composition:
-        """Inverse of :meth:`to_dict`."""
-        return cls(int(data["patch_size"]), tuple(data["zooms"]), tuple(data["variants"]))
+        """Inverse of :meth:`to_dict`; without ``input_size``, parts are read at patch size."""
+        patch = int(data["patch_size"])
+        size = data.get("input_size", patch)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float))
+                                 or size != int(size)):
+            raise CompositionError(f"the input size must be a whole number of pixels, got "
+                                   f"{size!r}.")
+        return cls(patch, tuple(data["zooms"]), tuple(data["variants"]),
+                   None if size is None else int(size))
+
+
+#: Field of view of the default composition for point annotations (cells): 48 px at x20 is
+#: 24 µm, a nucleus and its nearest neighbours, with 96 µm of x5 context. The best of the
+#: fields measured on CRC nuclei by benchmarks/fields_of_view.py (docs/embedding.md).
+POINT_PATCH = 48
+
+
+def default_composition(kinds: set[str] | frozenset[str]) -> Composition:
+    """The default composition for annotations of these kinds (``"point"``, ``"region"``...).
+
+    Points alone (cells) get a cell-sized field (:data:`POINT_PATCH`); anything else (regions,
+    tiles, a mix) the tissue-sized default.
+    """
+    return Composition(POINT_PATCH) if set(kinds) == {"point"} else Composition()
 
 
 def parse_zooms(text: str) -> tuple[float, ...]:
@@ -137,20 +212,22 @@ def sample_patches(slide: Slide, coords: np.ndarray, composition: Composition) -
         composition: what each sample is made of.
 
     Returns:
-        ``(N, n_parts, patch_size, patch_size, 3)`` uint8, parts in embedding order.
+        ``(N, n_parts, S, S, 3)`` uint8 with ``S = composition.read_size``, parts in
+        embedding order, each read at its field of view over ``S`` µm/px (antialiased).
         Patches crossing the slide border are padded with white.
 
     """
     mpp = slide.require_mpp()
-    size = composition.patch_size
+    size = composition.read_size
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     centres = coords + composition.anchor_extent(mpp) / 2.0
     out = np.empty((len(coords), composition.n_parts, size, size, 3), dtype=np.uint8)
     for i, centre in enumerate(centres):
         part = 0
         for zoom in composition.zooms:
-            half = size * zoom / mpp / 2.0
-            rgb = slide.read_region((centre[0] - half, centre[1] - half), (size, size), mpp=zoom)
+            half = composition.patch_size * zoom / mpp / 2.0
+            rgb = slide.read_region((centre[0] - half, centre[1] - half), (size, size),
+                                    mpp=composition.read_mpp(zoom))
             for variant in composition.variants:
                 out[i, part] = rgb if variant == "rgb" else to_gray(rgb)
                 part += 1

@@ -18,6 +18,7 @@ APP_NAME = "napari-dfl"
 STORES_ENV = "NAPARI_DFL_STORES"
 BACKBONES_ENV = "NAPARI_DFL_BACKBONES"
 AUTOSAVE_ENV = "NAPARI_DFL_AUTOSAVE"
+CONFIG_ENV = "NAPARI_DFL_CONFIG"
 
 
 def _override(variable: str) -> Path | None:
@@ -48,3 +49,9 @@ def default_backbone_dir() -> Path:
 def default_autosave_dir() -> Path:
     """Where the panel autosaves annotations per slide: ``$NAPARI_DFL_AUTOSAVE`` or data."""
     return _override(AUTOSAVE_ENV) or data_dir() / "autosave"
+
+
+def default_config_dir() -> Path:
+    """Where the user's choices are kept: ``$NAPARI_DFL_CONFIG`` or the user config folder."""
+    return _override(CONFIG_ENV) or Path(platformdirs.user_config_dir(APP_NAME,
+                                                                      appauthor=False))
