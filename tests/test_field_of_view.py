@@ -160,8 +160,8 @@ def test_the_panel_session_gives_points_cell_sized_fields(sample_slide_path, tmp
     session.add_class("tumour")
     session.add_annotations([Annotation(MultiPoint([(900, 1200), (1000, 1300)]), "tumour")])
     assert session.extract()
-    assert session.settings.composition == Composition(48)
-    assert any("Points only: cell-sized fields of 48 px (24 µm" in t for t in told)
+    assert session.settings.composition == Composition(32)
+    assert any("Points only: cell-sized fields of 32 px (16 µm" in t for t in told)
     assert session.samples is not None and len(session.samples.coords) == 2
     # a composition the user chose stays, even the built-in one
     session.set_settings(session.settings.with_(composition=Composition()))

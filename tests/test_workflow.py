@@ -250,7 +250,7 @@ def test_cli_points_only_get_cell_sized_fields(tmp_path, capsys):
     assert annotation_kinds([tmp_path / "missing.csv", tmp_path]) == {"tile"}
     assert main(["train", dataset, "--out", str(tmp_path / "h.dflhead"), "--variants", "rgb",
                  "--zooms", "0.5", "--stores", str(tmp_path / "stores")]) == 0
-    assert "points only: cell-sized fields of 48 px (24 µm" in capsys.readouterr().err
+    assert "points only: cell-sized fields of 32 px (16 µm" in capsys.readouterr().err
     card = json.loads((tmp_path / "h.dflhead" / "model_card.json").read_text())
-    assert card["extractor"]["composition"]["patch_size"] == 48
+    assert card["extractor"]["composition"]["patch_size"] == 32
     assert card["extractor"]["composition"]["input_size"] == 224

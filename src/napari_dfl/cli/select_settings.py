@@ -16,9 +16,9 @@ from napari_dfl.cli.options import (
 )
 from napari_dfl.cli.train import DATASETS_HELP
 
-#: Fields of view compared by default: a nucleus and its nearest neighbours (24 µm at x20), a
-#: few cells (48 µm) and a tissue tile (112 µm).
-DEFAULT_FIELDS = (48, 96, 224)
+#: Fields of view compared by default: a nucleus (16 µm at x20), a few cells (32 µm) and a
+#: tissue tile (112 µm).
+DEFAULT_FIELDS = (32, 64, 224)
 
 
 def _fields(text: str) -> tuple[int, ...]:
@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="comma-separated backbone names (default efficientnet-lite0)")
     parser.add_argument("--fields", type=_fields, default=DEFAULT_FIELDS,
                         help="fields of view to compare, as patch sizes in pixels at the "
-                             "first zoom (default 48,96,224: 24, 48 and 112 µm at x20)")
+                             "first zoom (default 32,64,224: 16, 32 and 112 µm at x20)")
     parser.add_argument("--folds", type=bounded_int(2, 50, "folds"), default=5,
                         help="grouped folds, 2 to 50 (default 5)")
     parser.add_argument("--out", type=path_text, default="selection",

@@ -61,7 +61,7 @@ class TrainConfig:
     loss: str = "focal"
     gamma: float = 2.0
     class_weights: bool = True
-    noise: float = 2.0
+    noise: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 256

@@ -164,10 +164,10 @@ class Composition:
                    None if size is None else int(size))
 
 
-#: Field of view of the default composition for point annotations (cells): 48 px at x20 is
-#: 24 µm, a nucleus and its nearest neighbours, with 96 µm of x5 context. The best of the
+#: Field of view of the default composition for point annotations (cells): 32 px at x20 is
+#: 16 µm, the nucleus itself, with 64 µm of x5 context (its neighbourhood). The best of the
 #: fields measured on CRC nuclei by benchmarks/fields_of_view.py (docs/embedding.md).
-POINT_PATCH = 48
+POINT_PATCH = 32
 
 
 def default_composition(kinds: set[str] | frozenset[str]) -> Composition:
