@@ -13,6 +13,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -254,19 +255,21 @@ def slide_samples(slide: Any, annotations: Sequence[Annotation], composition: Co
             that a "background" region can be learnt).
         min_overlap: share of a tile that must lie inside a region.
 
-    Raises:
-        DFLError: the first zoom's field of view is larger than the slide.
+    Warns:
+        UserWarning: the first zoom's field of view is larger than the slide (most of each
+            part is white padding; right for a patch-sized image, a mistake on a slide).
 
     """
     mpp = slide.require_mpp()
     width, height = slide.dimensions
     if composition.anchor_extent(mpp) > max(width, height):
-        field = composition.fields_um()[0]
-        raise DFLError(
+        warnings.warn(
             f"the field of view ({composition.patch_size} px at "
-            f"{composition.zooms[0]:g} µm/px: {field:g} µm) is larger than the slide "
-            f"({width * mpp:.0f} x {height * mpp:.0f} µm): choose a smaller patch size "
-            "(--patch-size, or 'patch px' in the panel).")
+            f"{composition.zooms[0]:g} µm/px: {composition.fields_um()[0]:g} µm) is larger "
+            f"than {Path(str(slide.path)).name} ({width * mpp:.0f} x {height * mpp:.0f} µm): "
+            "most of each sample is white padding; choose a smaller patch size "
+            "(--patch-size, or 'patch px' in the panel) unless these are patch images.",
+            stacklevel=2)
     tiles = _candidate_tiles(slide, annotations, composition, min_tissue)
     return samples_from_annotations(annotations, tiles, composition, mpp,
                                     min_overlap=min_overlap, source=str(slide.path))
