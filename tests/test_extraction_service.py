@@ -158,3 +158,39 @@ def test_the_child_and_the_local_embedder_share_their_stores(sample_slide_path, 
                                           stored.get(coords))
     finally:
         service.close()
+
+
+def test_the_child_ends_when_its_parent_is_killed(tmp_path):
+    """A crashed panel (SIGKILL) leaves no extraction child behind holding a backbone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "from napari_dfl.workflows.embedding.service import ExtractionService\n"
+         "from napari_dfl.core.features.settings import Settings\n"
+         "s = ExtractionService(); s.preload(Settings())\n"
+         "assert s.wait_preloaded('efficientnet-lite0', 120)['ok']\n"
+         "print(s.process.pid, flush=True)\n"
+         "import time; time.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # the child is alive, its backbone loaded
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the extraction child outlived its killed parent")
+    finally:
+        parent.kill()

@@ -23,6 +23,7 @@ from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.features.store_folder import slide_name, store_extractor
 from napari_dfl.core.heads.head_files import check_compatible, load_head
 from napari_dfl.core.util.atomic import atomic_path
+from napari_dfl.core.util.process import exit_with_parent
 from napari_dfl.workflows.embedding.local import CancelCheck
 from napari_dfl.workflows.jobs import Event
 
@@ -31,6 +32,7 @@ __all__ = ["project_store_files", "projection_job"]
 
 def _projection_child(paths: list[str], method: str, results) -> None:
     """Child process: project stores together (cached with them); put the parts or an error."""
+    exit_with_parent()  # a killed panel leaves no projection running
     try:
         results.put(("ok", project_store_paths(paths, method)))
     except BaseException as exc:  # report everything: the parent must learn why

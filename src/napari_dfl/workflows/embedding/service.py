@@ -47,6 +47,7 @@ from napari_dfl.core.errors import Cancelled, one_line
 from napari_dfl.core.features.engine import configure_torch_threads
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.slides.tiff import Slide
+from napari_dfl.core.util.process import exit_with_parent
 from napari_dfl.workflows.embedding.backbone_cache import cached_backbone
 from napari_dfl.workflows.embedding.local import LocalEmbedder
 
@@ -147,7 +148,12 @@ def _preload(settings: Settings) -> dict:
 
 
 def _service_main(requests: Any, messages: Any, cancel_id: Any) -> None:
-    """Entry point of the child: run requests one by one until ``None`` arrives."""
+    """Entry point of the child: run requests one by one until ``None`` arrives.
+
+    The child ends with its parent (:func:`exit_with_parent`): batches already committed
+    stay in the store, the one in flight is not committed.
+    """
+    exit_with_parent()
     with contextlib.suppress(AttributeError, OSError):  # not POSIX, or not allowed
         os.nice(CHILD_NICENESS)
     while True:
