@@ -110,28 +110,38 @@ def add_sub_command(sub: argparse._SubParsersAction, name: str, summary: str,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_extractor_options(parser: argparse.ArgumentParser) -> None:
-    """The options that choose the extractor: backbone, weights and sample composition."""
+def add_extractor_options(parser: argparse.ArgumentParser, *, candidates: bool = False) -> None:
+    """The options that choose the extractor: backbone, weights and sample composition.
+
+    ``candidates``: the command compares backbones and fields itself (``select``): only the
+    zooms, variants and input size are options, and no kept choice is read.
+    """
     group = parser.add_argument_group("extractor (what turns patches into embeddings)")
-    group.add_argument("--backbone",
-                       help="a preset (napari-dfl backbones lists them), a timm name, or a "
-                            "fine-tuned backbone folder (default: efficientnet-lite0, or the "
-                            "choice of napari-dfl select --apply)")
-    group.add_argument("--weights", help="local weights file of the backbone (.safetensors, "
-                                         ".pth, .bin)")
+    if candidates:
+        parser.set_defaults(backbone="efficientnet-lite0", weights=None, patch_size=224,
+                            zooms=(0.5, 2.0), variants=("rgb", "gray"), input_size=None)
+    else:
+        group.add_argument("--backbone",
+                           help="a preset (napari-dfl backbones lists them), a timm name, or "
+                                "a fine-tuned backbone folder (default: efficientnet-lite0, or "
+                                "the choice of napari-dfl select --apply)")
+        group.add_argument("--weights", help="local weights file of the backbone "
+                                             "(.safetensors, .pth, .bin)")
     group.add_argument("--zooms", type=float_list,
                        help="µm/px of each zoom, the first is the working magnification "
                             "(default 0.5,2.0: x20 and its x5 context)")
     group.add_argument("--variants", type=word_list,
                        help="colour variants among rgb,gray (default rgb,gray)")
-    group.add_argument("--patch-size", type=bounded_int(16, 4096, "the patch size"),
-                       help="field of view of each part, in pixels at its zoom, 16 to 4096 "
-                            "(default 224: 112 µm at x20; 64 for datasets of points only, "
-                            "cells)")
+    if not candidates:
+        group.add_argument("--patch-size", type=bounded_int(16, 4096, "the patch size"),
+                           help="field of view of each part, in pixels at its zoom, 16 to "
+                                "4096 (default 224: 112 µm at x20; 32 for datasets of points "
+                                "only, cells)")
     group.add_argument("--input-size", type=input_size, metavar="PX",
                        help="pixels at which every part is read and enters the network, 16 to "
                             "4096, or auto: the backbone's own input size (default auto)")
-    group.set_defaults(input_size=_UNSET)
+    if not candidates:
+        group.set_defaults(input_size=_UNSET)
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, stores_alias: str | None = None,

@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "embed and the panel")
     parser.add_argument("--reset", action="store_true",
                         help="forget a kept choice (back to the built-in defaults) and stop")
-    add_extractor_options(parser)
+    add_extractor_options(parser, candidates=True)
     add_run_options(parser)
     parser.set_defaults(handler=run)
 
