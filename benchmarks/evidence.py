@@ -113,7 +113,8 @@ def embed(rows, backbone: str, composition, work: Path, tag: str) -> dict:
         data = embed_labelled([csv_path], settings)
     log(f"embedded {len(rows)} x {composition.describe()} with {backbone} "
         f"({time.perf_counter() - start:.0f} s)")
-    return {"x": data.embeddings, "labels": data.labels, "groups": data.groups}
+    return {"x": data.embeddings, "labels": data.labels, "groups": data.groups,
+            "composition": data.extractor.composition}
 
 
 # -- evaluation ----------------------------------------------------------------------------

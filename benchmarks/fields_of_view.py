@@ -32,40 +32,34 @@ if importlib.util.find_spec("napari_dfl") is None:  # running from a checkout, n
     sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence import CRC_DIR, crc_rows, write_csv  # noqa: E402  (the same data protocol)
+from evidence import CRC_DIR, crc_rows, embed  # noqa: E402  (the same data and pipeline)
 
 FIELDS = (32, 48, 64, 96, 112, 224)
 
 
-def measure(csv_path: Path, stores: Path, patch: int, input_size: int | None,
+def measure(rows: list, workdir: Path, patch: int, input_size: int | None,
             folds: int) -> list[dict]:
     """Cross-validated balanced accuracy of each sub-composition of one extraction."""
-    import warnings
-
     from napari_dfl.core.features.parts import part_columns, sub_compositions
-    from napari_dfl.core.features.settings import Settings
     from napari_dfl.core.heads.config import TrainConfig
     from napari_dfl.core.heads.validation import cross_validate
     from napari_dfl.core.slides.sampling import Composition
-    from napari_dfl.workflows.labelled import embed_labelled
 
     full = Composition(patch, (0.5, 2.0), ("rgb", "gray"), input_size)
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "the x5 patch is mostly padding"
-        data = embed_labelled([csv_path], Settings(composition=full, mpp=0.5,
-                                                   store_dir=str(stores)))
+    data = embed(rows, "efficientnet-lite0", full, workdir, f"crc{len(rows)}")
     seconds = time.perf_counter() - start
-    resolved = data.extractor.composition
-    dim = data.embeddings.shape[1] // resolved.n_parts
+    resolved = data["composition"]
+    labels, groups = data["labels"], data["groups"]
+    dim = data["x"].shape[1] // resolved.n_parts
     rows = []
     for sub in sub_compositions(resolved):
-        x = data.embeddings[:, part_columns(resolved, sub, dim)]
-        result = cross_validate(x, data.labels, data.groups, TrainConfig(), folds=folds)
+        x = data["x"][:, part_columns(resolved, sub, dim)]
+        result = cross_validate(x, labels, groups, TrainConfig(), folds=folds)
         rows.append({"patch": patch, "um": patch * 0.5, "read_px": resolved.read_size,
                      "composition": sub.describe(), "parts": sub.n_parts,
                      "balanced_accuracy": result["balanced_accuracy"],
-                     "sd": result["balanced_accuracy_sd"], "samples": len(data.labels),
+                     "sd": result["balanced_accuracy_sd"], "samples": len(labels),
                      "embed_s": round(seconds, 1)})
         print(f"{sub.describe():55s} {result['balanced_accuracy']:.3f} ± "
               f"{result['balanced_accuracy_sd']:.3f}", file=sys.stderr, flush=True)
@@ -87,20 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = [r for r in crc_rows(CRC_DIR, seed=0) if r[4] < args.per_class]
-    csv_path = write_csv(rows, args.workdir / f"crc{args.per_class}.csv")
-    stores = args.workdir / "stores"
     results = []
     for patch in (int(f) for f in args.fields.split(",")):
-        results += measure(csv_path, stores, patch, None, args.folds)
-    results += measure(csv_path, stores, 64, 64, args.folds)
+        results += measure(rows, args.workdir, patch, None, args.folds)
+    results += measure(rows, args.workdir, 64, 64, args.folds)
     full = [r for r in results if r["parts"] == 4]
-    default = next(r for r in full if r["patch"] == 224)
+    default = next((r for r in full if r["patch"] == 224), None)  # unless --fields left it out
     best = max(results, key=lambda r: r["balanced_accuracy"])
     summary = {
-        "samples": default["samples"], "folds": args.folds,
+        "samples": results[0]["samples"], "folds": args.folds,
         "per_field": {f"{r['patch']}px_read{r['read_px']}": round(r["balanced_accuracy"], 4)
                       for r in full},
-        "region_default_224": round(default["balanced_accuracy"], 4),
+        "region_default_224": default and round(default["balanced_accuracy"], 4),
         "best": {"composition": best["composition"],
                  "balanced_accuracy": round(best["balanced_accuracy"], 4)},
         "embed_s": {f"{r['patch']}px_read{r['read_px']}": r["embed_s"] for r in full},

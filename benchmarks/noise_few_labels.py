@@ -35,25 +35,19 @@ if importlib.util.find_spec("napari_dfl") is None:  # running from a checkout, n
     sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence import CRC_DIR, crc_rows, write_csv  # noqa: E402  (the same data protocol)
+from evidence import CRC_DIR, crc_rows, embed  # noqa: E402  (the same data and pipeline)
 
 SIGMAS = (0.0, 0.5, 1.0, 2.0, 4.0)
 LABELS = (10, 25, 50, 100)
 
 
-def embeddings(workdir: Path, per_class: int):
+def embeddings(workdir: Path, per_class: int) -> dict:
     """The CRC nuclei embedded with the default composition for points (cached stores)."""
-    from napari_dfl.core.features.settings import Settings
     from napari_dfl.core.slides.sampling import default_composition
-    from napari_dfl.workflows.labelled import embed_labelled
 
     rows = [r for r in crc_rows(CRC_DIR, seed=0) if r[4] < per_class]
-    csv_path = write_csv(rows, workdir / f"crc{per_class}.csv")
-    settings = Settings(composition=default_composition({"point"}), mpp=0.5,
-                        store_dir=str(workdir / "stores"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return embed_labelled([csv_path], settings)
+    return embed(rows, "efficientnet-lite0", default_composition({"point"}), workdir,
+                 f"crc{len(rows)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     data = embeddings(args.workdir, args.per_class)
-    x, labels, groups = data.embeddings, data.labels, data.groups
+    x, labels, groups = data["x"], data["labels"], data["groups"]
     classes = sorted(set(labels.tolist()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -50,6 +50,15 @@ def sample_slide_path() -> Path:
     return SAMPLE_SLIDE
 
 
+@pytest.fixture(scope="module")
+def slide(sample_slide_path):
+    """The sample slide, opened once per test module."""
+    from napari_dfl import Slide
+
+    with Slide(sample_slide_path) as opened:
+        yield opened
+
+
 @pytest.fixture(scope="session")
 def pyramid_tiff_path() -> Path:
     """A 3-level tiled JPEG TIFF with resolution tags (shared data)."""

@@ -16,12 +16,6 @@ from napari_dfl.core.util.progress import drive as run
 
 
 @pytest.fixture(scope="module")
-def slide(sample_slide_path):
-    with Slide(sample_slide_path) as opened:
-        yield opened
-
-
-@pytest.fixture(scope="module")
 def coords(slide):
     return tile_grid(slide, 224, 0.5).coords[:12]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from napari_dfl import Slide, tile_grid
+from napari_dfl import tile_grid
 from napari_dfl.core.features.engine import embed_coords
 from napari_dfl.core.features.extractor import Extractor
 from napari_dfl.core.features.parts import part_columns, sub_compositions
@@ -19,12 +19,6 @@ from napari_dfl.core.slides.sampling import Composition, CompositionError, sampl
 from napari_dfl.core.util.progress import drive as run
 
 CELL = Composition(64, (0.5, 2.0), ("rgb",), 224)
-
-
-@pytest.fixture(scope="module")
-def slide(sample_slide_path):
-    with Slide(sample_slide_path) as opened:
-        yield opened
 
 
 @pytest.fixture(scope="module")

@@ -189,11 +189,12 @@ def _extractor_values(args: argparse.Namespace) -> dict:
     without one, the built-in defaults.
     """
     from napari_dfl.core.annotations.datasets import annotation_kinds
+    from napari_dfl.core.backbones.registry import DEFAULT_BACKBONE
     from napari_dfl.core.errors import DFLError
     from napari_dfl.core.features.preferred import load_preferred
     from napari_dfl.core.slides.sampling import Composition, default_composition
 
-    base, backbone = Composition(), "efficientnet-lite0"
+    base, backbone = Composition(), DEFAULT_BACKBONE
     given = {"patch_size": args.patch_size, "zooms": args.zooms, "variants": args.variants}
     if args.backbone is None or any(v is None for v in given.values()) \
             or args.input_size is _UNSET:

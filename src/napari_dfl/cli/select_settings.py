@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from napari_dfl.cli.options import (
     add_extractor_options,
@@ -98,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.apply:
         composition = Composition.from_dict(best["composition"])
         if settings.composition.input_size is None:  # keep "the backbone's own size"
-            composition = Composition(composition.patch_size, composition.zooms,
-                                      composition.variants)
+            composition = replace(composition, input_size=None)
         path = save_preferred(best["backbone"], composition,
                               {"balanced_accuracy": best["balanced_accuracy"],
                                "balanced_accuracy_sd": best["balanced_accuracy_sd"],

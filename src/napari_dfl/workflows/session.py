@@ -160,6 +160,7 @@ class RemovedClass:
         """``"'dermis' (3 regions, 2 points)"``."""
         return f"'{self.name}' ({annotation_counts(self.annotations)})"
 
+
 def _starting_settings() -> tuple[Settings, str]:
     """The built-in settings, or the user's choice (``napari-dfl select --apply``); a note."""
     try:
@@ -462,8 +463,7 @@ class Session:
         The measured default for cells (:func:`default_composition`); a composition the
         user or a project chose is never changed.
         """
-        if self._composition_chosen or self._settings.composition != Composition() \
-                or not self._annotations:
+        if self._composition_chosen or not self._annotations:
             return
         fitted = default_composition({a.kind for a in self._annotations})
         if fitted != self._settings.composition:

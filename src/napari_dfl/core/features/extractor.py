@@ -147,8 +147,7 @@ class Extractor:
         """One line: ``backbone X, patch 224 px, zooms 0.5, 2 µm/px, rgb+gray``."""
         comp = self.composition
         zooms = ", ".join(f"{z:g}" for z in comp.zooms)
-        read = (f" read at {comp.input_size} px" if comp.input_size not in (None, comp.patch_size)
-                else "")
+        read = f" read at {comp.input_size} px" if comp.reads_apart else ""
         return (f"backbone {self.name}, patch {comp.patch_size} px{read}, zooms {zooms} µm/px, "
                 f"{'+'.join(comp.variants)}")
 

@@ -109,6 +109,11 @@ class Composition:
         """Pixels per side at which every part is read (the input size, else the patch size)."""
         return self.patch_size if self.input_size is None else self.input_size
 
+    @property
+    def reads_apart(self) -> bool:
+        """Whether parts are read at a size of their own (not at their patch size)."""
+        return self.input_size is not None and self.input_size != self.patch_size
+
     def read_mpp(self, zoom: float) -> float:
         """µm/px at which the part at ``zoom`` is read: its field over :attr:`read_size`."""
         return zoom * self.patch_size / self.read_size
@@ -126,7 +131,7 @@ class Composition:
         """A short description, e.g. ``224 px: x20 rgb | x20 gray | x5 rgb`` (+ the input)."""
         names = [f"{_magnification_name(z)} {v}" for z, v in self.parts()]
         text = f"{self.patch_size} px: " + " | ".join(names)
-        if self.input_size is not None and self.input_size != self.patch_size:
+        if self.reads_apart:
             text += f", read at {self.input_size} px"
         return text
 
