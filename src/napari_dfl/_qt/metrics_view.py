@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from html import escape
 
+from napari_dfl.core.heads.metrics import NO_KAPPA, metric_text
+
 __all__ = ["assessment_html"]
 
 
@@ -49,7 +51,7 @@ def assessment_html(assessment: dict | None) -> str:
     low, high = assessment["ci"]
     lines.insert(0, f"Balanced accuracy <b>{_pct(assessment['balanced_accuracy'])}</b> "
                     f"(95% interval {_pct(low)}–{_pct(high)}), Cohen κ "
-                    f"{assessment['cohen_kappa']:.2f}")
+                    f"{escape(metric_text(assessment.get('cohen_kappa'), NO_KAPPA, 2))}")
     classes = assessment.get("classes") or []
     rows = ["<table cellspacing='0' cellpadding='2' border='1'><tr><th>true \\ pred.</th>"
             + "".join(f"<th>{escape(c)}</th>" for c in classes) + "<th>recall</th></tr>"]

@@ -35,12 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def run(args: argparse.Namespace) -> int:
     """Cross-validate and print the means over folds (and the pooled figures)."""
+    from napari_dfl.core.heads.metrics import NO_KAPPA, NO_SD, metric_text
     from napari_dfl.core.heads.validation import json_ready  # torch: not for --help
     from napari_dfl.workflows.train import evaluate_datasets  # not for --help
 
@@ -57,6 +54,13 @@ def run(args: argparse.Namespace) -> int:
     summary = data.summary()
     say(f"{summary['samples']} samples in {summary['groups']} groups, {result['n_folds']} folds")
     for key in ("balanced_accuracy", "cohen_kappa", "weighted_f1"):
-        say(f"{key:18} {_fmt(result[key])} +- {_fmt(result[key + '_sd'])} (mean +- sd over "
+        mean = metric_text(result[key], f"{NO_KAPPA} in every fold" if key == "cohen_kappa"
+                           else "no fold gave a value")
+        say(f"{key:18} {mean} +- {metric_text(result[key + '_sd'], NO_SD)} (mean +- sd over "
             f"folds)")
+    undefined = [r["fold"] for r in result["folds"] if r["cohen_kappa"] is None]
+    if undefined:
+        say(f"Cohen kappa is undefined in fold{'s' if len(undefined) > 1 else ''} "
+            f"{', '.join(map(str, undefined))} ({NO_KAPPA}, every sample predicted as it); "
+            "the mean is over the other folds")
     return 0

@@ -64,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Compare, print the table, write the files; keep the best with ``--apply``."""
     from napari_dfl.core.features.preferred import clear_preferred, save_preferred
+    from napari_dfl.core.heads.metrics import NO_SD, metric_text
     from napari_dfl.core.heads.selection import markdown_table, write_results
     from napari_dfl.core.slides.sampling import Composition
     from napari_dfl.workflows.select import compare_settings
@@ -93,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     best = ranked[0]
     say(f"best: {best['candidate']} (balanced accuracy {best['balanced_accuracy']:.3f} ± "
-        f"{best['balanced_accuracy_sd']:.3f} over {best['folds']} folds, {best['samples']} "
-        f"samples)")
+        f"{metric_text(best['balanced_accuracy_sd'], NO_SD)} over {best['folds']} folds, "
+        f"{best['samples']} samples)")
     say(f"wrote {paths['markdown']}, {paths['csv']}, {paths['png']}")
     if args.apply:
         composition = Composition.from_dict(best["composition"])

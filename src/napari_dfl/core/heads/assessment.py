@@ -31,6 +31,7 @@ from napari_dfl.core.heads.config import (
     TrainConfig,
     TrainingError,
 )
+from napari_dfl.core.heads.metrics import NO_KAPPA, metric_text
 from napari_dfl.core.heads.validation import cross_validate
 
 __all__ = ["MIN_PER_CLASS", "MIN_SAMPLES", "assess", "grouped_bootstrap", "summary_line"]
@@ -172,8 +173,10 @@ def summary_line(assessment: dict | None) -> str:
             if missing else "")
     if not assessment.get("judgeable"):
         return f"no figure: {assessment.get('reason') or 'too few to judge'}{note}"
-    low, high = assessment["ci"]
+    low, high = assessment.get("ci") or (None, None)
+    interval = ("" if low is None or high is None
+                else f" (95% interval {low:.3f}-{high:.3f})")
     return (f"grouped {assessment['folds']}-fold cross-validation, {counts}: balanced "
-            f"accuracy {assessment['balanced_accuracy']:.3f} (95% interval {low:.3f}-"
-            f"{high:.3f}), Cohen kappa {assessment['cohen_kappa']:.3f}, weighted F1 "
-            f"{assessment['weighted_f1']:.3f}{note}")
+            f"accuracy {metric_text(assessment.get('balanced_accuracy'))}{interval}, Cohen "
+            f"kappa {metric_text(assessment.get('cohen_kappa'), NO_KAPPA)}, weighted F1 "
+            f"{metric_text(assessment.get('weighted_f1'))}{note}")

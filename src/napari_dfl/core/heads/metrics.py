@@ -14,12 +14,32 @@ import warnings
 
 import numpy as np
 
-__all__ = ["classification_report"]
+__all__ = ["NO_KAPPA", "NO_SD", "classification_report", "metric_text"]
+
+#: Why Cohen's kappa can be undefined: agreement by chance is total when the truth and
+#: the prediction hold one and the same class.
+NO_KAPPA = "one class in the validation data"
+#: Why a standard deviation over folds can be undefined.
+NO_SD = "fewer than two folds gave a value"
 
 
 def _num(value: float) -> float | None:
     value = float(value)
     return None if math.isnan(value) or math.isinf(value) else value
+
+
+def metric_text(value: float | None, why: str = "undefined", digits: int = 3) -> str:
+    """A metric for people: ``0.812``, or ``n/a (why)`` when it is undefined (None or NaN).
+
+    Args:
+        value: the metric (None where :func:`classification_report` could not define it).
+        why: the reason shown in brackets when there is no value, e.g. :data:`NO_KAPPA`.
+        digits: decimals shown.
+
+    """
+    if value is None or not math.isfinite(float(value)):
+        return f"n/a ({why})"
+    return f"{float(value):.{digits}f}"
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_dfl.core.heads.config import TrainConfig
+from napari_dfl.core.heads.metrics import NO_KAPPA, NO_SD, metric_text
 from napari_dfl.core.slides.sampling import Composition
 
 __all__ = ["METRICS", "PROBE", "candidate_name", "label", "markdown_table", "probe_row", "rank",
@@ -42,16 +43,22 @@ def probe_row(candidate: str, result: dict, dim: int) -> dict:
     """One ranking row from a :func:`~napari_dfl.core.heads.validation.cross_validate` result."""
     row = {"backbone": candidate, "status": "ok", "error": None, "folds": result["n_folds"],
            "dim": int(dim), "samples": int(sum(r["n_test"] for r in result["folds"]))}
-    for metric in METRICS:
-        row[metric] = float(result[metric])
-        row[metric + "_sd"] = float(result[metric + "_sd"])
+    for metric in METRICS:  # None stays None: kappa of one-class folds, sd of one value
+        for key in (metric, metric + "_sd"):
+            row[key] = None if result[key] is None else float(result[key])
     return row
+
+
+def _descending(value: float | None) -> float:
+    """Sort key: higher first, an undefined value after every defined one."""
+    return float("inf") if value is None else -value
 
 
 def rank(rows: list[dict]) -> list[dict]:
     """Rows ranked best first (balanced accuracy, then kappa); failed rows last, unranked."""
     ranked = sorted((r for r in rows if r["status"] == "ok"),
-                    key=lambda r: (-r["balanced_accuracy"], -r["cohen_kappa"]))
+                    key=lambda r: (_descending(r["balanced_accuracy"]),
+                                   _descending(r["cohen_kappa"])))
     for position, row in enumerate(ranked, start=1):
         row["rank"] = position
     return ranked + [r for r in rows if r["status"] != "ok"]
@@ -66,7 +73,8 @@ def markdown_table(rows: list[dict]) -> str:
         if row["status"] != "ok":
             lines.append(f"| - | {label(row)} | unavailable: {row['error']} | | |")
             continue
-        cells = [f"{row[m]:.3f} ± {row[m + '_sd']:.3f}" for m in METRICS]
+        cells = [f"{metric_text(row[m], NO_KAPPA if m == 'cohen_kappa' else 'undefined')} ± "
+                 f"{metric_text(row[m + '_sd'], NO_SD)}" for m in METRICS]
         lines.append(f"| {row['rank']} | {label(row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -90,6 +98,11 @@ def write_results(rows: list[dict], out_dir: str | os.PathLike,
     return paths
 
 
+def _number(value: float | None, missing: float = float("nan")) -> float:
+    """A value the chart can draw: an undefined metric is no bar (NaN), no error bar (0)."""
+    return missing if value is None else float(value)
+
+
 def _bar_chart(rows: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -101,8 +114,8 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
     width = 0.8 / len(METRICS)
     x = np.arange(len(rows))
     for k, metric in enumerate(METRICS):
-        ax.bar(x + k * width, [r[metric] for r in rows], width,
-               yerr=[r[metric + "_sd"] for r in rows], capsize=3,
+        ax.bar(x + k * width, [_number(r[metric]) for r in rows], width,
+               yerr=[_number(r[metric + "_sd"], 0.0) for r in rows], capsize=3,
                label=metric.replace("_", " "))
     ax.set_xticks(x + width, [label(r) for r in rows], rotation=20, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
