@@ -60,3 +60,38 @@ def test_sample_data_is_the_bundled_slide():
     assert SAMPLE_SLIDE.is_file()
     [(data, kwargs, _)] = cmu1_small_region()
     assert kwargs["name"] == "CMU-1-Small-Region.svs" and len(data) == 2
+
+
+def test_get_reader_decides_from_the_header_without_opening_the_slide(sample_slide_path):
+    """napari asks about every dropped file: the answer reads tags, not tiles (no dask,
+    no zarr: the slide is not opened)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from napari_dfl._reader import napari_get_reader; "
+            f"reader = napari_get_reader({str(sample_slide_path)!r}); "
+            "print(callable(reader), sorted(m for m in ('dask', 'zarr') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "True []", done.stderr
+
+
+def test_layer_metadata_holds_plain_values(sample_slide_path):
+    import json
+
+    [(_, kwargs, _)] = napari_get_reader(str(sample_slide_path))(str(sample_slide_path))
+    metadata = kwargs["metadata"]
+    assert "slide" not in metadata and metadata["reader"] == "napari-dfl"
+    assert metadata["path"] == str(sample_slide_path)
+    assert json.loads(json.dumps(metadata)) == metadata  # no live object in it
+
+
+def test_openslide_formats_are_claimed_by_extension(tmp_path):
+    from napari_dfl.core.slides.openslide_backend import openslide_available
+
+    path = not_an_image(tmp_path, ".mrxs")
+    if openslide_available():
+        assert callable(napari_get_reader(str(path)))  # opening it says what is wrong
+    else:
+        with pytest.warns(UserWarning, match=r"\[openslide\] extra"):
+            assert napari_get_reader(str(path)) is None

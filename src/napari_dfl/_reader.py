@@ -2,6 +2,13 @@
 
 The layer's data coordinates are level-0 pixels, so annotations and overlays made on it
 line up with the core's coordinates without conversion.
+
+:func:`napari_get_reader` is called by napari for every file dropped on the viewer, so it
+decides from the file's header only (:func:`~napari_dfl.core.slides.probe.probe_slide`: the
+TIFF magic and the first directory's tags, the extension for OpenSlide formats); the slide
+is opened in the returned function. The layer's metadata holds plain values (the slide's
+description, its path, the warnings of its opening), never the open slide: the panel opens
+its own from the path.
 """
 
 from __future__ import annotations
@@ -12,24 +19,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_dfl.core.errors import MissingMppWarning, NotATiffError, UnsupportedSlideError
-from napari_dfl.core.slides.factory import open_slide
+from napari_dfl.core.slides.probe import OPENSLIDE_EXTENSIONS, TIFF_EXTENSIONS, probe_slide
 
-EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".ome.tif", ".ome.tiff",
-              # read through the optional OpenSlide backend when it is installed
-              ".mrxs", ".vms", ".vmu", ".svslide")
+EXTENSIONS = TIFF_EXTENSIONS + OPENSLIDE_EXTENSIONS  # OpenSlide's: with the [openslide] extra
+
+#: ``metadata["reader"]`` of the layers this reader makes (the panel lists those as slides).
+READER_TAG = "napari-dfl"
 
 
 def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> list[tuple]:
     """Open a slide and describe it as one napari image layer.
 
+    The layer's ``metadata`` is JSON-ready: the slide's ``describe()`` (``path``, ``format``,
+    size, levels, ``mpp``...), ``warnings`` (messages of its opening) and ``reader``
+    (:data:`READER_TAG`). The open file lives on only behind the layer's lazy arrays.
+
     Raises the core's ``SlideError`` subclasses, whose messages say what to do.
     """
+    from napari_dfl.core.slides.factory import open_slide  # dask, zarr: when a slide opens
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingMppWarning)
         slide = open_slide(path, mpp=mpp)
     metadata = slide.describe()
     metadata["warnings"] = [str(w.message) for w in caught]
-    metadata["slide"] = slide
+    metadata["reader"] = READER_TAG
     kwargs = {
         "name": Path(path).name,
         "rgb": True,
@@ -43,8 +57,10 @@ def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> list[
 def napari_get_reader(path: str | list[str]) -> Callable | None:
     """Return a reader for a whole-slide image, or None when napari-dfl cannot read it.
 
-    Files that are not TIFFs, and valid images that are not RGB slides (16-bit,
-    single-channel), return None so that napari offers its other readers.
+    Decided from the header alone, without opening the slide or decoding a pixel. Files
+    that are not TIFFs (nor OpenSlide formats with the extra installed), and valid images
+    that are not RGB slides (16-bit, single-channel), return None with a warning so that
+    napari offers its other readers.
     """
     if isinstance(path, list):
         if len(path) != 1:
@@ -53,14 +69,12 @@ def napari_get_reader(path: str | list[str]) -> Callable | None:
     if not str(path).lower().endswith(EXTENSIONS) or not os.path.isfile(path):
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MissingMppWarning)
-            open_slide(path).close()
+        probe_slide(path)
     except (NotATiffError, UnsupportedSlideError) as exc:
         warnings.warn(str(exc), stacklevel=2)
         return None
     except Exception:
-        # A damaged slide: the reader will raise the specific message when napari calls it.
+        # Unreadable now (permissions...): the reader will raise the specific message.
         pass
     return read_slide
 

@@ -1,17 +1,22 @@
 """The "Slide" box: which image layer is the slide, and its µm/px.
 
-Image layers opened by napari-dfl's reader carry their slide; picking one makes it the
-session's slide. The µm/px field shows the slide's pixel size; a value typed there is given
-to the session (a slide whose file records none needs it) and the field is highlighted
-while the pixel size is unknown.
+Image layers opened by napari-dfl's reader carry their slide's path (plain metadata, never
+an open file); picking one opens that slide once for the panel (kept open while its layer is
+listed) and makes it the session's slide. The µm/px field shows the slide's pixel size; a
+value typed there is given to the session (a slide whose file records none needs it) and
+the field is highlighted while the pixel size is unknown.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import replace
 
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox
 
+from napari_dfl._reader import READER_TAG
+from napari_dfl.core.errors import MissingMppWarning, SlideError
 from napari_dfl.core.slides.base import SlideReader
 
 __all__ = ["SlideSection", "slide_of"]
@@ -19,10 +24,42 @@ __all__ = ["SlideSection", "slide_of"]
 _MISSING_STYLE = "QDoubleSpinBox { background: #7a4a00; }"
 
 
-def slide_of(layer) -> SlideReader | None:
-    """The slide behind an image layer made by napari-dfl's reader, or None."""
-    slide = getattr(layer, "metadata", {}).get("slide")
-    return slide if isinstance(slide, SlideReader) else None
+def _key(path: str) -> tuple[str, int, int] | None:
+    """The identity of a slide file on disk: its path, size and modification time."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+def slide_of(layer, opened: dict | None = None) -> SlideReader | None:
+    """The slide behind an image layer made by napari-dfl's reader, or None.
+
+    The slide is opened from ``layer.metadata["path"]``; ``opened`` (a dict the caller
+    keeps) holds the slides opened before, so one file is opened once. A layer of another
+    reader, or whose file is gone or no longer opens, gives None.
+    """
+    metadata = getattr(layer, "metadata", None) or {}
+    path = metadata.get("path")
+    if metadata.get("reader") != READER_TAG or not isinstance(path, str):
+        return None
+    key = _key(path)
+    if key is None:
+        return None
+    if opened is not None and key in opened:
+        return opened[key]
+    from napari_dfl.core.slides.factory import open_slide
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingMppWarning)  # the µm/px field says it
+            slide = open_slide(path)
+    except SlideError:
+        return None
+    if opened is not None:
+        opened[key] = slide
+    return slide
 
 
 class SlideSection(QGroupBox):
@@ -31,6 +68,7 @@ class SlideSection(QGroupBox):
     def __init__(self, viewer, session) -> None:
         super().__init__("Slide")
         self.viewer, self.session = viewer, session
+        self._opened: dict = {}  # (path, size, mtime) -> the slide opened for its layer
         self.layer_combo = QComboBox()
         self.mpp_spin = QDoubleSpinBox(decimals=4, minimum=0.0, maximum=100.0, singleStep=0.05)
         self.mpp_spin.setSpecialValueText("unknown: give it")
@@ -51,7 +89,13 @@ class SlideSection(QGroupBox):
         """List the slide layers again (a layer was added or removed)."""
         current = self.layer_combo.currentText()
         names = [layer.name for layer in self.viewer.layers
-                 if getattr(layer, "rgb", False) and slide_of(layer) is not None]
+                 if getattr(layer, "rgb", False) and slide_of(layer, self._opened) is not None]
+        listed = {_key(layer.metadata["path"]) for layer in self.viewer.layers
+                  if layer.name in names}
+        for key in [k for k in self._opened if k not in listed]:  # their layers are gone
+            slide = self._opened.pop(key)
+            if slide is not self.session.slide:
+                slide.close()
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
@@ -63,7 +107,7 @@ class SlideSection(QGroupBox):
 
     def _on_pick(self, *_args) -> None:
         layer = self.slide_layer
-        slide = None if layer is None else slide_of(layer)
+        slide = None if layer is None else slide_of(layer, self._opened)
         if slide is not self.session.slide:
             if self.session.settings.mpp is not None:
                 self.session.set_settings(replace(self.session.settings, mpp=None))
