@@ -62,8 +62,10 @@ class Annotation:
         kind: ``"region"`` or ``"point"``; derived from the geometry when left empty.
         id: a stable identifier (QuPath's UUID when the file has one); a new UUID when empty.
         properties: the feature's other GeoJSON properties (``name``, ``measurements``...),
-            without ``classification`` and ``objectType``, which map onto ``label`` and the
-            writer's ``object_type``.
+            without ``classification`` (the ``label``). ``objectType`` is there only for
+            QuPath objects other than annotations (``"cell"``, ``"detection"``, ``"tile"``),
+            and wins over the writer's ``object_type``; a cell or detection read as a point
+            keeps its outlines there too (see :mod:`napari_dfl.core.annotations.geojson`).
 
     """
 
@@ -111,7 +113,9 @@ def read_geojson(path: str | os.PathLike,
     Accepts a FeatureCollection, a single Feature, or a bare list of Features; geometries
     Polygon, MultiPolygon, Point and MultiPoint (GeometryCollections are reduced to their
     polygons, else their points; lines and features without geometry are skipped with an
-    :class:`AnnotationWarning`). The class is ``properties.classification.name`` (QuPath
+    :class:`AnnotationWarning`). QuPath cells and detections become points at their centroid
+    (a cell's nucleus centroid when it has a ``nucleusGeometry``); annotations and tiles
+    keep their outlines. The class is ``properties.classification.name`` (QuPath
     0.2+), or ``properties.classification`` when it is a plain string; a feature's ``name``
     is never taken as its class. Invalid polygons (self-intersections) are repaired with
     ``shapely.make_valid`` and reported in one warning.

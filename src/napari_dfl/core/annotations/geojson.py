@@ -7,6 +7,16 @@ and what to do; nothing else escapes it. Writing builds a FeatureCollection with
 ``objectType`` and ``classification``; :func:`collection_text` lays it out one feature per line.
 :mod:`napari_dfl.core.annotations.annotation` wraps both around its
 :class:`~napari_dfl.core.annotations.annotation.Annotation` objects.
+
+QuPath's object types (``properties.objectType``, as QuPath 0.3+ writes it; the older
+``object_type``, the alias ``type`` and v0.2's ``id: "PathCellObject"`` are read too):
+``annotation`` objects are regions (or points, for point annotations); ``detection`` and
+``cell`` objects, small outlines of one nucleus or cell each, become points at their centroid
+(a cell's at the centroid of its ``nucleusGeometry``, the feature member beside
+``geometry``, when it has one), since an outline a few microns across yields no training
+tile as a region. Their type and outlines are kept in the properties (``objectType``,
+:data:`OUTLINE_KEY`), so writing them gives QuPath back its cells and detections, with
+their outlines as long as the point was not moved. ``tile`` objects stay regions.
 """
 
 from __future__ import annotations
@@ -32,6 +42,16 @@ from napari_dfl.core.util.palette import ColorError, class_colors, to_rgb
 MAX_COORDINATE = 1e8
 _EXPORT_HINT = "Export it again from QuPath (File > Export objects as GeoJSON)."
 _LINES = ("LineString", "MultiLineString")
+#: QuPath's object types napari-dfl tells apart; another type (``tmaCore``...) reads as an
+#: annotation, as QuPath itself does with types it does not know.
+OBJECT_TYPES = ("annotation", "detection", "cell", "tile")
+#: Types read as points at their centroid.
+POINT_TYPES = ("detection", "cell")
+#: The property that keeps a cell's or detection's QuPath outlines (GeoJSON geometries:
+#: ``geometry`` and, for cells, ``nucleusGeometry``) while napari-dfl shows it as a point.
+OUTLINE_KEY = "napari_dfl_outline"
+_LEGACY_TYPES = {"PathAnnotationObject": "annotation", "PathDetectionObject": "detection",
+                 "PathCellObject": "cell", "PathTileObject": "tile"}
 _GEOMETRIES = ("Point", "MultiPoint", "Polygon", "MultiPolygon", "GeometryCollection", *_LINES)
 
 
@@ -49,12 +69,18 @@ class _Bad(Exception):
 
 @dataclass(frozen=True)
 class ParsedFeature:
-    """A validated feature: geometry in level-0 pixels, class, id, other properties."""
+    """A validated feature: geometry in level-0 pixels, class, id, other properties.
+
+    ``object_type`` is QuPath's (one of :data:`OBJECT_TYPES`); for a cell or a detection
+    the geometry is already its centroid and ``properties`` hold ``objectType`` and its
+    outlines (:data:`OUTLINE_KEY`).
+    """
 
     geometry: BaseGeometry
     label: str
     id: str
     properties: dict
+    object_type: str = "annotation"
 
 
 def describe(index: int, label: str | None, properties: Any) -> str:
@@ -179,6 +205,8 @@ def _class_name(properties: dict) -> str | None:
 
 def _feature_id(feature: dict, properties: dict, seed: str, index: int) -> str:
     for value in (feature.get("id"), properties.get("napari_dfl_id")):
+        if value in _LEGACY_TYPES:  # QuPath 0.2 wrote the object's type as its id
+            continue
         if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
             return str(value)
     return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{seed}:{index}"))
@@ -205,6 +233,46 @@ def _features(obj: Any, source: str) -> list:
                               "GeoJSON), which wraps each in a Feature with its class.")
     raise AnnotationError(f"{source} is not GeoJSON: its top-level type is {_short(kind)}, "
                           f"not a FeatureCollection, Feature or list of Features. {_EXPORT_HINT}")
+
+
+def object_type(feature: dict, properties: dict) -> str:
+    """QuPath's object type of a feature (one of :data:`OBJECT_TYPES`).
+
+    ``properties.objectType`` (QuPath 0.3+), else ``object_type`` (older files), else
+    ``type`` (an alias QuPath accepts), else a v0.2 class name in ``id``; ``annotation``
+    when none says otherwise.
+    """
+    for key in ("objectType", "object_type", "type"):
+        value = properties.get(key)
+        if isinstance(value, str) and value.strip():
+            text = value.strip()
+            break
+    else:
+        text = _LEGACY_TYPES.get(feature.get("id"), "annotation") \
+            if isinstance(feature.get("id"), str) else "annotation"
+    text = _LEGACY_TYPES.get(text, text)
+    return text if text in OBJECT_TYPES else "annotation"
+
+
+def _plain(geometry: dict) -> dict:
+    """A GeoJSON geometry as JSON values (lists, not shapely's tuples), as a file holds it."""
+    return json.loads(json.dumps(geometry))
+
+
+def _as_point(kind: str, geometry: BaseGeometry, feature: dict) -> tuple[BaseGeometry, dict]:
+    """A cell's or detection's centroid, and its outlines to keep (none for a point)."""
+    if isinstance(geometry, (Point, MultiPoint)):
+        return geometry, {}
+    outline = {"geometry": _plain(mapping(geometry))}
+    centre = geometry
+    nucleus_json = feature.get("nucleusGeometry") if kind == "cell" else None
+    if nucleus_json is not None:
+        nucleus = _repair(_geometry(nucleus_json, nested=True) or Point())
+        if isinstance(nucleus, (Polygon, MultiPolygon)) and not nucleus.is_empty:
+            outline["nucleusGeometry"] = _plain(mapping(nucleus))
+            centre = nucleus
+    point = centre.centroid
+    return Point(round(point.x, 3), round(point.y, 3)), outline
 
 
 # -- entry point ------------------------------------------------------------------------
@@ -258,6 +326,10 @@ def parse_features(obj: Any, *, source: str = "the GeoJSON",
                 raise _Bad("its polygon has no area (all corners on one line); redraw it")
             if fixed is not geometry:
                 repaired.append(describe(i, label, properties))
+            kind = object_type(feature, properties)
+            outline: dict = {}
+            if kind in POINT_TYPES:
+                fixed, outline = _as_point(kind, fixed, feature)
         except _Bad as exc:
             raise AnnotationError(
                 f"{source}: feature {describe(i, label, properties)} is invalid: {exc}. "
@@ -270,9 +342,14 @@ def parse_features(obj: Any, *, source: str = "the GeoJSON",
         if known is not None and label not in known:
             unknown.setdefault(label, []).append(where)
         others = {k: v for k, v in properties.items()
-                  if k not in ("classification", "objectType", "napari_dfl_id")}
+                  if k not in ("classification", "objectType", "object_type", "napari_dfl_id",
+                               OUTLINE_KEY)}
+        if kind != "annotation":
+            others["objectType"] = kind
+        if outline:
+            others[OUTLINE_KEY] = outline
         parsed.append(ParsedFeature(fixed, label, _feature_id(feature, properties, id_seed, i),
-                                    others))
+                                    others, kind))
     _raise_class_problems(source, unclassified, unknown, known)
     _warn(source, skipped, repaired)
     return parsed
@@ -334,6 +411,11 @@ def feature_collection(items: Sequence[tuple[BaseGeometry, str, str, dict]], *,
     Each feature has ``id`` (when it is a UUID; other ids go to
     ``properties.napari_dfl_id``) and ``properties`` with ``objectType`` and
     ``classification: {"name", "color": [r, g, b]}`` plus the given properties.
+
+    An item's own ``objectType`` property (a QuPath cell or detection read as a point)
+    wins over ``object_type``; a point that still sits at the centroid of the outlines kept
+    in :data:`OUTLINE_KEY` is written with them (``geometry`` and, for a cell,
+    ``nucleusGeometry``), so QuPath gets its objects back as they were.
     """
     labels = sorted({label for _, label, _, _ in items})
     try:
@@ -342,15 +424,36 @@ def feature_collection(items: Sequence[tuple[BaseGeometry, str, str, dict]], *,
         raise AnnotationError(str(exc)) from None
     features = []
     for geometry, label, ident, props in items:
+        props = dict(props)
+        outline = props.pop(OUTLINE_KEY, None)
         properties = {"objectType": object_type, **props,
                       "classification": {"name": label, "color": palette[label]}}
         feature = {"type": "Feature", "id": ident, "geometry": mapping(geometry),
                    "properties": properties}
+        if _unmoved(geometry, outline, properties["objectType"]):
+            feature["geometry"] = outline["geometry"]
+            if "nucleusGeometry" in outline:
+                feature["nucleusGeometry"] = outline["nucleusGeometry"]
         if not _is_uuid(ident):
             del feature["id"]
             properties["napari_dfl_id"] = ident
         features.append(feature)
     return {"type": "FeatureCollection", "features": features}
+
+
+def _unmoved(geometry: BaseGeometry, outline: Any, kind: str) -> bool:
+    """Whether a cell's or detection's point still sits where its kept outlines put it."""
+    if kind not in POINT_TYPES or not isinstance(geometry, Point) or \
+            not isinstance(outline, dict) or "geometry" not in outline:
+        return False
+    try:
+        shape = _geometry(outline.get("nucleusGeometry") or outline["geometry"], nested=True)
+    except _Bad:
+        return False
+    if not isinstance(shape, (Polygon, MultiPolygon)):
+        return False
+    centre = (_repair(shape) or shape).centroid
+    return abs(centre.x - geometry.x) < 0.01 and abs(centre.y - geometry.y) < 0.01
 
 
 def collection_text(collection: dict) -> str:
