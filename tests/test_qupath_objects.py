@@ -36,10 +36,12 @@ def _feature(kind: str, geometry: dict, name: str, color: list[int], **extra) ->
     return feature
 
 
-@pytest.fixture
-def qupath_export(tmp_path):
-    """A QuPath export: a tumour annotation, two cells (one with a nucleus off-centre),
-    a detection, a tile and two objects in older spellings of the type."""
+def write_qupath_export(folder) -> tuple:
+    """A QuPath export in ``folder``: a tumour annotation, two cells (one with a nucleus
+    off-centre), a detection, a tile and two objects in older spellings of the type.
+
+    Returns ``(path, features)``.
+    """
     features = [
         _feature("annotation", _square(1200, 800, 400), "Tumor", [200, 0, 0],
                  isLocked=True),
@@ -58,9 +60,15 @@ def qupath_export(tmp_path):
     del v02["properties"]["objectType"]
     v02["id"] = "PathCellObject"
     features += [legacy, v02]
-    path = tmp_path / "qupath.geojson"
+    path = folder / "qupath.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return path, features
+
+
+@pytest.fixture
+def qupath_export(tmp_path):
+    """:func:`write_qupath_export` in the test's folder."""
+    return write_qupath_export(tmp_path)
 
 
 def test_object_types_read_as_points_or_regions(qupath_export):
@@ -146,3 +154,29 @@ def test_cells_yield_training_samples_on_the_slide(qupath_export, slide):
     outlines = [Annotation(shape(features[1]["geometry"]), "Lymphocyte")]
     with pytest.warns(UserWarning):
         assert len(slide_samples(slide, outlines, composition)) == 0
+
+
+def test_the_writer_names_unclassed_items_by_their_layer_and_refuses_nothing(tmp_path):
+    """napari's writer on plain layers: items without a class take the layer's name,
+    ellipses become polygons, lines are left out, and only lines is a clear error."""
+    import numpy as np
+
+    from napari_dfl._writer import write_geojson_layers
+    from napari_dfl.core.annotations.annotation import AnnotationError
+
+    square = np.array([[0, 0], [0, 50], [50, 50], [50, 0]], float)
+    shapes = ([square, square + 100, np.array([[0, 0], [10, 10]], float)],
+              {"name": "necrosis", "shape_type": ["rectangle", "ellipse", "line"]}, "shapes")
+    points = (np.array([[5.0, 7.0]]), {"name": "mitosis", "features": {"class": [None]}},
+              "points")
+    [written] = write_geojson_layers(str(tmp_path / "plain"), [shapes, points])
+    assert written.endswith("plain.geojson")
+    annotations = read_geojson(written)
+    assert [(a.label, a.kind) for a in annotations] == [
+        ("necrosis", "region"), ("necrosis", "region"), ("mitosis", "point")]
+    assert annotations[1].geometry.area == pytest.approx(np.pi * 25 * 25, rel=0.01)
+    assert (annotations[2].geometry.x, annotations[2].geometry.y) == (7.0, 5.0)
+    lines = ([np.array([[0, 0], [10, 10]], float)], {"name": "ruler", "shape_type": ["line"]},
+             "shapes")
+    with pytest.raises(AnnotationError, match="nothing to write"):
+        write_geojson_layers(str(tmp_path / "lines.geojson"), [lines])

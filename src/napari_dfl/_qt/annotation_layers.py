@@ -7,8 +7,11 @@ annotations into the autosave, projects and GeoJSON files, so the same annotatio
 give the same samples and validation groups. After every edit the layers' content is sent
 to the session (:meth:`Session.set_annotations`); annotations the session adds (a GeoJSON,
 a labelled suggestion) are drawn here. Layer data are level-0 pixels in napari's (row,
-col) order; the core's annotations are shapely geometries in (x, y): this module is the
-one place that converts.
+col) order; the core's annotations are shapely geometries in (x, y), converted by
+:mod:`napari_dfl.core.annotations.layer_data`. The annotations' other properties (QuPath's
+object type and outlines, measurements) are kept in each layer's
+``metadata["properties"]`` (``{id: properties}``, plain values), so that they survive edits
+and File > Save writes them (:mod:`napari_dfl._writer`).
 """
 
 from __future__ import annotations
@@ -19,18 +22,20 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
-from shapely.geometry import Point, Polygon
 
-from napari_dfl.core.annotations.annotation import POINT, REGION, Annotation
+from napari_dfl.core.annotations.annotation import Annotation
+from napari_dfl.core.annotations.layer_data import annotations_from_rows, layer_rows
 from napari_dfl.core.util.palette import UNKNOWN
 
-__all__ = ["CLASS", "ID", "POINTS_NAME", "REGIONS_NAME", "AnnotationLayers",
-           "annotations_from_layers", "labels_of", "rgba"]
+__all__ = ["CLASS", "ID", "POINTS_NAME", "PROPERTIES", "REGIONS_NAME", "AnnotationLayers",
+           "annotations_from_layers", "is_dropped_geojson", "labels_of", "rgba",
+           "take_geojson_layers"]
 
 REGIONS_NAME = "DFL regions"
 POINTS_NAME = "DFL points"
 CLASS, ID = "class", "id"
-_ELLIPSE_VERTICES = 64
+#: The key of ``layer.metadata`` that keeps ``{id: properties}`` of the layer's items.
+PROPERTIES = "properties"
 
 
 def rgba(color) -> np.ndarray:
@@ -84,38 +89,55 @@ def _is_shapes(layer) -> bool:
     return hasattr(layer, "add_rectangles")
 
 
-def _ring(shape_type: str, vertices: np.ndarray) -> Polygon | None:
-    xy = np.asarray(vertices, dtype=np.float64)[:, -2:][:, ::-1]
-    if shape_type == "ellipse":
-        centre = xy.mean(axis=0)
-        rx = np.abs(xy[:, 0] - centre[0]).max()
-        ry = np.abs(xy[:, 1] - centre[1]).max()
-        t = np.linspace(0, 2 * np.pi, _ELLIPSE_VERTICES, endpoint=False)
-        xy = np.stack([centre[0] + rx * np.cos(t), centre[1] + ry * np.sin(t)], axis=1)
-    if shape_type in ("line", "path") or len(xy) < 3:
-        return None
-    polygon = Polygon(xy)
-    if not polygon.is_valid:
-        polygon = polygon.buffer(0)
-    return None if polygon.is_empty or polygon.geom_type != "Polygon" else polygon
+def _properties(layer) -> dict:
+    return {} if layer is None else dict(layer.metadata.get(PROPERTIES) or {})
 
 
 def annotations_from_layers(regions, points) -> list[Annotation]:
     """Regions and points of the layers as core annotations (unlabelled items skipped)."""
-    out: list[Annotation] = []
-    if regions is not None:
-        for shape_type, data, label, ident in zip(regions.shape_type, regions.data,
-                                                  labels_of(regions), _column(regions, ID),
-                                                  strict=True):
-            polygon = _ring(shape_type, np.asarray(data) * 1.0)
-            if label and polygon is not None:
-                out.append(Annotation(polygon, label, id=ident))
-    if points is not None:
-        for (row, col), label, ident in zip(np.asarray(points.data)[:, -2:], labels_of(points),
-                                            _column(points, ID), strict=True):
-            if label:
-                out.append(Annotation(Point(float(col), float(row)), label, id=ident))
-    return out
+    shape_types = [] if regions is None else list(regions.shape_type)
+    shapes = [] if regions is None else list(regions.data)
+    marks = np.zeros((0, 2)) if points is None else np.asarray(points.data)
+    return annotations_from_rows(shape_types, shapes, labels_of(regions), _column(regions, ID),
+                                 marks, labels_of(points), _column(points, ID),
+                                 {**_properties(regions), **_properties(points)})
+
+
+def is_dropped_geojson(layer) -> bool:
+    """Whether ``layer`` is a Shapes or Points layer of napari-dfl's GeoJSON reader."""
+    from napari_dfl._reader import READER_TAG
+
+    metadata = getattr(layer, "metadata", None) or {}
+    return (metadata.get("reader") == READER_TAG and "geojson" in metadata
+            and type(layer).__name__ in ("Shapes", "Points"))
+
+
+def take_geojson_layers(viewer, session) -> int:
+    """Move the layers of dropped GeoJSON files into the session (hence the panel's layers).
+
+    Their classes are added to the session with the file's colours (a class it has takes
+    the file's colour), their items become the session's annotations with their ids and
+    properties, and the dropped layers leave the viewer. Returns the annotations taken.
+    """
+    taken = 0
+    for layer in [lay for lay in viewer.layers if is_dropped_geojson(lay)]:
+        shapes = _is_shapes(layer)
+        annotations = annotations_from_layers(layer if shapes else None,
+                                              None if shapes else layer)
+        used = {a.label for a in annotations}
+        for name, color in (layer.metadata.get("colors") or {}).items():
+            if name not in used:
+                continue
+            if name in session.colors:
+                session.set_color(name, color)
+            else:
+                session.add_class(name, color)
+        session.add_annotations(annotations)
+        viewer.layers.remove(layer)
+        taken += len(annotations)
+        session.tell("info", f"{len(annotations)} annotations of {layer.name} are now in the "
+                     f"panel's layers ({REGIONS_NAME}, {POINTS_NAME}).")
+    return taken
 
 
 class AnnotationLayers:
@@ -210,27 +232,27 @@ class AnnotationLayers:
 
     # -- session -> layers -------------------------------------------------------------------
     def _on_added(self, annotations: Iterable[Annotation]) -> None:
-        polygons, marks = [], []
-        for ann in annotations:
-            if ann.kind == REGION:
-                parts = list(getattr(ann.geometry, "geoms", [ann.geometry]))
-                for k, geom in enumerate(parts):
-                    ident = ann.id if len(parts) == 1 else f"{ann.id}#{k + 1}"
-                    polygons.append((np.asarray(geom.exterior.coords)[:-1, ::-1], ann.label,
-                                     ident))
-            elif ann.kind == POINT:
-                points = ann.points()
-                for k, (x, y) in enumerate(points):
-                    ident = ann.id if len(points) == 1 else f"{ann.id}#{k + 1}"
-                    marks.append(((y, x), ann.label, ident))
+        rows = layer_rows(annotations)
         with self._silenced():
-            if polygons:
-                self._append(self.regions, [p[1:] for p in polygons],
-                             lambda: self.regions.add_polygons([p[0] for p in polygons]))
-            if marks:
-                self._append(self.points, [m[1:] for m in marks],
-                             lambda: self.points.add(np.asarray([m[0] for m in marks])))
+            if rows.polygons:
+                self._append(self.regions, list(zip(rows.polygon_labels, rows.polygon_ids,
+                                                    strict=True)),
+                             lambda: self.regions.add_polygons(rows.polygons))
+                self._keep(self.regions, rows.properties, rows.polygon_ids)
+            if rows.points:
+                self._append(self.points, list(zip(rows.point_labels, rows.point_ids,
+                                                   strict=True)),
+                             lambda: self.points.add(np.asarray(rows.points)))
+                self._keep(self.points, rows.properties, rows.point_ids)
         self._on_edit()
+
+    @staticmethod
+    def _keep(layer, properties: dict[str, dict], ids: list[str]) -> None:
+        """Keep the properties of the annotations drawn on ``layer`` in its metadata."""
+        mine = {i.rsplit("#", 1)[0] if i not in properties else i for i in ids}
+        kept = {i: p for i, p in properties.items() if i in mine}
+        if kept:
+            layer.metadata[PROPERTIES] = {**_properties(layer), **kept}
 
     def _on_replaced(self, annotations: Iterable[Annotation]) -> None:
         with self._silenced():
@@ -302,6 +324,8 @@ class AnnotationLayers:
                 for c in self.session.classes}
 
     def _clear_layers(self) -> None:
+        for layer in self.layers:
+            layer.metadata.pop(PROPERTIES, None)
         if len(self.regions.data):
             self.regions.selected_data = set(range(len(self.regions.data)))
             self.regions.remove_selected()

@@ -24,7 +24,11 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from napari_dfl._qt.annotation_layers import AnnotationLayers
+from napari_dfl._qt.annotation_layers import (
+    AnnotationLayers,
+    is_dropped_geojson,
+    take_geojson_layers,
+)
 from napari_dfl._qt.auto import AutoMode
 from napari_dfl._qt.canvas_caption import CanvasCaption
 from napari_dfl._qt.classes_widget import ClassesWidget
@@ -214,6 +218,14 @@ class DFLWidget(QWidget):
     def _on_layer_inserted(self, event) -> None:
         self.bind_keys(event.value)
         self.slide_section.refresh()
+        if self.annotation_layers is not None and is_dropped_geojson(event.value):
+            QTimer.singleShot(0, self.take_geojson_layers)  # not inside napari's insertion
+
+    def take_geojson_layers(self) -> int:
+        """Take the layers of dropped GeoJSON files into the panel's annotation layers."""
+        if self.annotation_layers is None:
+            return 0
+        return take_geojson_layers(self.viewer, self.session)
 
     def _on_layer_removed(self, event) -> None:
         layer = event.value
@@ -233,6 +245,7 @@ class DFLWidget(QWidget):
         reference = self.slide_layer
         if self.annotation_layers is None:
             self.annotation_layers = AnnotationLayers(self.viewer, self.session, reference)
+            QTimer.singleShot(0, self.take_geojson_layers)  # dropped before a slide was
         self.overlay.reference = reference
         self.project.restore()  # also the µm/px given to this slide before
         self._preload_backbone()
