@@ -69,6 +69,7 @@ def test_napari_discovers_plugin_from_the_wheel(wheel, tmp_path):
         "import napari_dfl._sample_data as s;"
         "print(json.dumps({'dist': str(dist.locate_file('')),"
         " 'readers': [r.command for r in m.contributions.readers],"
+        " 'writers': [w.command for w in m.contributions.writers],"
         " 'samples': [x.key for x in m.contributions.sample_data],"
         " 'sample': str(s.SAMPLE_SLIDE), 'exists': s.SAMPLE_SLIDE.is_file()}))"
     )
@@ -76,6 +77,69 @@ def test_napari_discovers_plugin_from_the_wheel(wheel, tmp_path):
                             env={"PYTHONPATH": str(tmp_path), "PATH": str(BIN)}, check=True)
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(found["dist"]).resolve() == tmp_path.resolve()
-    assert found["readers"] == ["napari-dfl.get_reader"]
+    assert found["readers"] == ["napari-dfl.get_reader", "napari-dfl.get_geojson_reader"]
+    assert found["writers"] == ["napari-dfl.write_geojson"]
     assert found["samples"] == ["cmu1_small_region"]
     assert found["sample"].startswith(str(tmp_path)) and found["exists"]
+
+
+def test_wheel_metadata_declares_what_the_code_needs(wheel):
+    """The wheel's METADATA: SPDX licence, napari hub classifiers, project URLs, and the
+    dependencies the code imports (scipy, huggingface_hub) or needs at a version."""
+    from email.parser import Parser
+
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(archive.read(name).decode())
+    assert metadata["License-Expression"] == "BSD-3-Clause"
+    classifiers = metadata.get_all("Classifier")
+    assert "Framework :: napari" in classifiers
+    assert not [c for c in classifiers if c.startswith("License ::")]  # PEP 639
+    assert metadata.get_all("Project-URL")
+    requires = {r.split(";")[0].replace(" ", "") for r in metadata.get_all("Requires-Dist")}
+    for needed in ("scipy>=1.11", "huggingface_hub>=0.23", "tifffile>=2025.5.21",
+                   "platformdirs>=4"):
+        assert needed in requires, sorted(requires)
+
+
+def _tracked_sources() -> list[Path]:
+    """The package's Python files in git (work in progress of others left out), else all."""
+    done = subprocess.run(["git", "ls-files", "src/napari_dfl"], cwd=ROOT, capture_output=True,
+                          text=True)
+    if done.returncode == 0 and done.stdout.strip():
+        return [ROOT / line for line in done.stdout.split() if line.endswith(".py")]
+    return sorted((ROOT / "src" / "napari_dfl").rglob("*.py"))
+
+
+def test_every_imported_package_is_declared():
+    """Each third-party module the package imports comes from a distribution that
+    pyproject.toml declares (a dependency or an extra), so pip install brings it."""
+    import ast
+    import importlib.metadata as md
+    import re
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"],
+                *(r for extra in project["optional-dependencies"].values() for r in extra)]
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared_names = {canonical(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0])
+                      for r in declared}
+    imported: set[str] = set()
+    for path in _tracked_sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"napari_dfl"}
+    providers = md.packages_distributions()
+    missing = {}
+    for module in sorted(third_party):
+        dists = {canonical(d) for d in providers.get(module, [module])}
+        if not dists & declared_names:
+            missing[module] = sorted(dists)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
