@@ -180,3 +180,23 @@ def test_the_writer_names_unclassed_items_by_their_layer_and_refuses_nothing(tmp
              "shapes")
     with pytest.raises(AnnotationError, match="nothing to write"):
         write_geojson_layers(str(tmp_path / "lines.geojson"), [lines])
+
+
+def test_the_napari_reader_claims_geojson_by_name_and_says_when_it_is_empty(qupath_export,
+                                                                           tmp_path):
+    from napari_dfl._geojson_reader import napari_get_reader
+    from napari_dfl.core.annotations.annotation import AnnotationError
+
+    path, _ = qupath_export
+    reader = napari_get_reader(str(path))
+    [(polygons, regions, kind_a), (points, marks, kind_b)] = reader(str(path))
+    assert (kind_a, kind_b) == ("shapes", "points")
+    assert len(polygons) == 2 and len(points) == 5
+    assert regions["metadata"]["colors"]["Tumor"] == "#c80000"
+    assert json.loads(json.dumps(marks["metadata"])) == marks["metadata"]
+    assert napari_get_reader(str(tmp_path / "absent.geojson")) is None
+    assert napari_get_reader(str(tmp_path / "notes.json")) is None
+    empty = tmp_path / "empty.geojson"
+    empty.write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(AnnotationError, match="holds no object"):
+        napari_get_reader(str(empty))(str(empty))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_dfl._reader import READER_TAG
-from napari_dfl.core.annotations.annotation import read_geojson
+from napari_dfl.core.annotations.annotation import AnnotationError, read_geojson
 from napari_dfl.core.annotations.layer_data import layer_rows
 from napari_dfl.core.util.palette import class_colors
 
@@ -57,6 +57,10 @@ def read_geojson_layers(path: str | list[str]) -> list[tuple]:
     if isinstance(path, list):
         path = path[0]
     annotations = read_geojson(path)
+    if not annotations:
+        raise AnnotationError(f"{Path(path).name} holds no object with an area or a point; "
+                              "export classified objects from QuPath (File > Export objects "
+                              "as GeoJSON).")
     labels = list(dict.fromkeys(a.label for a in annotations))
     colors = class_colors(labels, geojson_colors(path))
     rows = layer_rows(annotations)
