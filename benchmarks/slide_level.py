@@ -1,6 +1,6 @@
 """Slide-level learning on synthetic cohorts: does attention MIL find a small planted region?
 
-Two modes:
+Two sources of embeddings (and, with ``--regression``, a regression mode below):
 
 * ``--source real`` (default): each synthetic slide is a grid of REAL tile embeddings of the
   sample slide ``sample_data/CMU-1-Small-Region.svs`` (random draws plus small noise);
@@ -14,6 +14,17 @@ Two modes:
 The last stdout line is JSON with ``peak_rss_mb``, ``slide_auc`` (cross-validated) and
 ``attention_in_planted`` (mean fraction of attention mass inside the planted region of the
 positive slides, under the final model trained on the whole cohort).
+
+``--regression``: slide-level targets instead of one label. Every slide holds a share ``f``
+of planted tiles (uniform in 0..30 %, scattered over its grid); its cohort CSV carries
+numeric targets that depend on ``f`` plus noise (``planted_up = f + e``, ``planted_down =
+1 - 3 f + e``, noise sd a quarter of the term's sd), a binary ``planted_mut`` (``f`` above
+the median), and pure-noise targets (``noise_a``, ``noise_b`` numeric, ``noise_mut``
+binary). One multi-target model is cross-validated by grouped k-fold (held-out slides)
+beside the pooled baseline. The last line is JSON with ``regression_r_planted`` and
+``regression_r_noise`` (mean held-out Pearson r of the MIL model over the planted, resp.
+noise, numeric targets), the same for the baseline, the binary targets' AUCs and
+``peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -128,6 +139,95 @@ def make_cohort(out_dir: Path, background, planted, extractor: dict, n_slides: i
     return rows, masks
 
 
+#: Numeric targets of the regression mode that depend on the planted share, and noise ones.
+PLANTED_TARGETS, NOISE_TARGETS = ("planted_up", "planted_down"), ("noise_a", "noise_b")
+#: Binary targets: the planted share above its median, and a coin flip.
+BINARY_TARGETS = ("planted_mut", "noise_mut")
+
+
+def make_regression_cohort(out_dir: Path, background, planted, extractor: dict,
+                           n_slides: int = 40, grid: tuple[int, int] = (20, 20),
+                           max_fraction: float = 0.3, noise: float = 0.1,
+                           target_noise: float = 0.25, seed: int = 0,
+                           chunk: int = 4096) -> tuple[Path, np.ndarray]:
+    """Write a cohort whose targets depend on each slide's share of planted tiles.
+
+    Args:
+        out_dir: folder receiving one store per slide and ``cohort.csv``.
+        background: ``(M, D)`` embeddings, or a callable ``(rng, n) -> (n, D)``.
+        planted: ``(K, D)`` embeddings, or a callable ``(rng, n) -> (n, D)``.
+        extractor: the extractor identity (no slide) the stores claim.
+        n_slides: number of slides.
+        grid: ``(rows, cols)`` tiles per slide.
+        max_fraction: planted shares are uniform in ``[0, max_fraction]``.
+        noise: Gaussian noise on the embeddings, in units of the background's std.
+        target_noise: noise of the planted targets, as a share of their signal's std.
+        seed: random seed.
+        chunk: rows generated and appended at once (memory stays flat in the slide size).
+
+    Returns:
+        ``(cohort CSV, planted share per slide)`` (the share of tiles really planted).
+
+    """
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    draw_bg = background if callable(background) else (
+        lambda r, n: background[r.integers(len(background), size=n)])
+    draw_pl = planted if callable(planted) else (
+        lambda r, n: planted[r.integers(len(planted), size=n)])
+    sigma = noise * draw_bg(np.random.default_rng(seed + 1), 2048).std(0)
+    rr, cc = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+    index = np.stack([rr.ravel(), cc.ravel()], 1)
+    fractions = rng.uniform(0, max_fraction, n_slides)
+    for s, fraction in enumerate(fractions):
+        inside = np.zeros(len(index), bool)
+        inside[rng.permutation(len(index))[:round(fraction * len(index))]] = True
+        fractions[s] = inside.mean()  # the share the slide really holds
+        store = None
+        for start in range(0, len(index), chunk):
+            part = slice(start, start + chunk)
+            emb = draw_bg(rng, len(index[part])).astype(np.float32)
+            where = np.flatnonzero(inside[part])
+            if len(where):
+                emb[where] = draw_pl(rng, len(where))
+            emb += (rng.standard_normal(emb.shape) * sigma).astype(np.float32)
+            if store is None:
+                store = write_slide(out_dir, f"synth_{s:03d}", emb, index[part], grid,
+                                    extractor)
+            else:
+                store.append((index[part][:, ::-1] * TILE).astype(np.int64), emb)
+    spread = max_fraction / np.sqrt(12)  # std of the uniform planted share
+    up = fractions + rng.normal(0, target_noise * spread, n_slides)
+    down = 1 - 3 * fractions + rng.normal(0, 3 * target_noise * spread, n_slides)
+    mutated = (fractions > np.median(fractions)).astype(int)
+    columns = {"planted_up": up, "planted_down": down, "planted_mut": mutated,
+               "noise_a": rng.normal(size=n_slides), "noise_b": rng.normal(5, 2, n_slides),
+               "noise_mut": rng.integers(0, 2, n_slides)}
+    path = out_dir / "cohort.csv"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("slide," + ",".join(columns) + "\n")
+        for s in range(n_slides):
+            cells = [f"{columns[c][s]:.6g}" for c in columns]
+            handle.write(f"synth_{s:03d}.svs," + ",".join(cells) + "\n")
+    return path, fractions
+
+
+def regression_result(model) -> dict:
+    """The regression mode's figures from a cross-validated multi-target model."""
+    rows = {(r["target"], r["method"]): r for r in model.metrics["rows"]}
+    out = {}
+    for method, prefix in (("mil", "regression"), ("baseline", "baseline")):
+        for kind, names in (("planted", PLANTED_TARGETS), ("noise", NOISE_TARGETS)):
+            values = [rows[(n, method)]["pearson_r"] for n in names]
+            out[f"{prefix}_r_{kind}"] = (None if None in values
+                                         else round(float(np.mean(values)), 4))
+        for name in BINARY_TARGETS:
+            out[f"{prefix}_auc_{name}"] = rows[(name, method)]["auc"]
+    out["per_target_r"] = {n: [rows[(n, "mil")]["pearson_r"], rows[(n, "baseline")]["pearson_r"]]
+                           for n in PLANTED_TARGETS + NOISE_TARGETS}
+    return out
+
+
 def attention_in_planted(model, stores_dir: Path, rows, masks) -> float:
     """Mean fraction of attention mass inside the planted block, over positive slides."""
     from napari_dfl.core.features.store import EmbeddingStore
@@ -164,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--workdir", help="folder for stores (default: a temp folder)")
+    parser.add_argument("--regression", action="store_true",
+                        help="numeric, binary and noise targets per slide (see the docstring)")
+    parser.add_argument("--max-tiles", type=int, default=4096,
+                        help="tiles per training step of the MIL model (0: all)")
     args = parser.parse_args(argv)
     import sklearn.model_selection  # noqa: F401  (imported before the baseline is taken)
 
@@ -187,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             extractor = Extractor({"name": "random", "embed_dim": args.dim},
                                   Composition(TILE, (0.5,), ("rgb",))).to_dict()
         stores = work / "cohort"
+        if args.regression:
+            return _regression(args, stores, background, planted, extractor, started,
+                               baseline)
         rows, masks = make_cohort(stores, background, planted, extractor, args.slides,
                                   (side, side))
         made = time.perf_counter()
@@ -205,6 +312,34 @@ def main(argv: list[str] | None = None) -> int:
               "baseline_rss_mb": round(baseline, 1),
               "generate_s": round(made - started, 1),
               "compress_train_s": round(time.perf_counter() - made, 1)}
+    print(json.dumps(result))
+    return 0
+
+
+def _regression(args, stores: Path, background, planted, extractor: dict, started: float,
+                baseline_rss: float) -> int:
+    from napari_dfl.core.slide_level.config import MILConfig
+    from napari_dfl.core.slide_level.target_training import train_target_model
+    from napari_dfl.core.slide_level.targets import read_target_cohort
+
+    side = max(4, round(np.sqrt(args.tiles)))
+    csv_path, fractions = make_regression_cohort(stores, background, planted, extractor,
+                                                 args.slides, (side, side))
+    made = time.perf_counter()
+    cohort, problems = read_target_cohort(csv_path, stores, pattern="*")
+    assert not problems, problems
+    config = MILConfig(epochs=args.epochs, max_tiles=args.max_tiles)
+    model, _ = train_target_model(cohort, config, folds=args.folds)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {"mode": "regression", "source": args.source, "slides": args.slides,
+              "tiles_per_slide": side * side, "folds": args.folds, "epochs": args.epochs,
+              "planted_share_range": [round(float(fractions.min()), 3),
+                                      round(float(fractions.max()), 3)],
+              **regression_result(model), "wins": model.metrics["wins"],
+              "best_epoch_final": model.early_stopping.get("best_epoch"),
+              "peak_rss_mb": round(peak, 1), "baseline_rss_mb": round(baseline_rss, 1),
+              "generate_s": round(made - started, 1),
+              "train_s": round(time.perf_counter() - made, 1)}
     print(json.dumps(result))
     return 0
 

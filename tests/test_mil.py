@@ -332,3 +332,29 @@ def test_slide_predict_finds_the_models_store_and_refuses_what_does_not_fit(tmp_
     other.append(coords, np.ones((3, 16), np.float32))
     with pytest.raises(SlidePredictionError, match="backbone weights x"):
         predict_slide_label(model, other, grid, slide.name)
+
+
+def test_target_model_learns_planted_share_and_not_noise_on_real_tiles(real_tiles, tmp_path):
+    """Held-out r: high on targets that follow the planted CRC share, near 0 on noise.
+
+    24 slides of 8 x 8 real tiles, each with 0-30 % of its tiles from CRC tissue; 3-fold
+    grouped cross-validation. Measured (seed 0): planted r 0.89 (MIL) / 0.91 (baseline),
+    noise r -0.24 / -0.13. A model that ignored the tiles would score planted r near 0; one
+    that saw its test slides' targets would score the noise near 1.
+    """
+    from napari_dfl.core.slide_level.target_training import train_target_model
+    from napari_dfl.core.slide_level.targets import read_target_cohort
+
+    background, planted, extractor = real_tiles
+    path, shares = bench.make_regression_cohort(tmp_path, background, planted, extractor, 24,
+                                                (8, 8), seed=0)
+    assert shares.min() >= 0 and shares.max() <= 0.3
+    cohort, problems = read_target_cohort(path, tmp_path, pattern="*")
+    assert problems == [] and len(cohort.entries) == 24
+    config = MILConfig(epochs=8, lr=1e-3, val_fraction=0.0, seed=0)
+    model, _ = train_target_model(cohort, config, folds=3)
+    result = bench.regression_result(model)
+    assert result["regression_r_planted"] >= 0.8, result
+    assert abs(result["regression_r_noise"]) < 0.35, result
+    assert result["baseline_r_planted"] >= 0.8, result
+    assert result["regression_auc_planted_mut"] >= 0.8, result

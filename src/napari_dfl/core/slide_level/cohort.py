@@ -19,7 +19,7 @@ from napari_dfl.core.features.store_folder import index_stores, store_extractor
 from napari_dfl.core.slide_level.config import MILError
 from napari_dfl.core.util.hashing import canonical_json
 
-__all__ = ["SlideEntry", "read_cohort"]
+__all__ = ["SlideEntry", "match_stores", "read_cohort"]
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,37 @@ def read_cohort(csv_path: str | os.PathLike,
     if not {"slide", "label"} <= columns:
         raise MILError(f"{csv_path} must have a header with columns slide,label (optionally "
                        f"group); found {sorted(columns) or 'no rows'}.")
+    named = []
+    problems: list[str] = []
+    for row in rows:
+        name, label = (row.get("slide") or "").strip(), (row.get("label") or "").strip()
+        if not name or not label:
+            problems.append(f"row {row}: empty slide or label, skipped.")
+        else:
+            named.append((name, label, (row.get("group") or "").strip() or name))
+    entries, more = match_stores(named, stores_dir)
+    return entries, problems + more
+
+
+def match_stores(slides: list[tuple[str, str, str]],
+                 stores_dir: str | os.PathLike) -> tuple[list[SlideEntry], list[str]]:
+    """Match ``(name, label, group)`` triples with the stores of a folder.
+
+    A slide matches a store by the slide name in its identity (with or without extension)
+    or by the store folder's prefix. Slides without a store, with an empty or unreadable
+    store, or whose extractor or embedding dimension differs from the majority are left out
+    with one message each.
+
+    Returns:
+        ``(entries in the order given, problems)``.
+
+    """
     index = index_stores(stores_dir)
     problems: list[str] = []
     found: list[tuple[SlideEntry, dict]] = []
-    for row in rows:
-        name, label = (row.get("slide") or "").strip(), (row.get("label") or "").strip()
+    for name, label, group in slides:
         path = index.get(name) or index.get(Path(name).stem)
-        if not name or not label:
-            problems.append(f"row {row}: empty slide or label, skipped.")
-        elif path is None:
+        if path is None:
             problems.append(f"{name}: no store in {stores_dir} (embed it with napari-dfl "
                             "embed --out there), skipped.")
         else:
@@ -77,7 +99,6 @@ def read_cohort(csv_path: str | os.PathLike,
             if len(store) == 0:
                 problems.append(f"{name}: its store has no tissue tiles, skipped.")
                 continue
-            group = (row.get("group") or "").strip() or name
             try:
                 extractor = store_extractor(store)
             except StoreError as exc:

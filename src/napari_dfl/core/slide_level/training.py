@@ -30,6 +30,8 @@ from napari_dfl.core.slide_level.model import SlideModel, build_mil
 __all__ = [
     "cross_validate_slides",
     "fit_slides",
+    "standardised_bag",
+    "tile_stats",
     "train_slide_model",
     "validation_split",
 ]
@@ -39,7 +41,7 @@ _CHUNK = 8192
 MIN_DELTA = 1e-3
 
 
-def _stats(paths: list[Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
+def tile_stats(paths: list[Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over all tiles of the stores, streaming chunk by chunk."""
     n, total, squares = 0, np.zeros(dim), np.zeros(dim)
     for path in paths:
@@ -54,7 +56,14 @@ def _stats(paths: list[Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _bag(path: Path, mean: np.ndarray, std: np.ndarray, dim: int) -> torch.Tensor:
+def standardised_bag(path: Path, mean: np.ndarray, std: np.ndarray,
+                     dim: int) -> torch.Tensor:
+    """One store's tile embeddings, standardised, as a float32 tensor ``(N, D)``.
+
+    Raises:
+        MILError: the store's embedding dimension is not ``dim``.
+
+    """
     store = EmbeddingStore.open(path)
     if store.dim != dim:
         raise MILError(f"{path}: embedding dimension {store.dim}, the model needs {dim}.")
@@ -120,7 +129,7 @@ def fit_slides(entries: list[SlideEntry], classes: list[str], config: MILConfig,
     train = [entries[i] for i in train_idx]
     val = [entries[i] for i in val_idx]
     dim = EmbeddingStore.open(train[0].store).dim
-    mean, std = _stats([e.store for e in train], dim)
+    mean, std = tile_stats([e.store for e in train], dim)
     y = torch.tensor([classes.index(e.label) for e in train])
     y_val = torch.tensor([classes.index(e.label) for e in val], dtype=torch.long)
     counts = torch.bincount(y, minlength=len(classes)).double()
@@ -145,7 +154,7 @@ def fit_slides(entries: list[SlideEntry], classes: list[str], config: MILConfig,
         model.train()
         total = 0.0
         for i in torch.randperm(len(train), generator=gen).tolist():
-            x = _bag(train[i].store, mean, std, dim)
+            x = standardised_bag(train[i].store, mean, std, dim)
             if config.max_tiles and len(x) > config.max_tiles:
                 x = x[torch.randperm(len(x), generator=gen)[:config.max_tiles]]
             if config.noise > 0:
@@ -161,9 +170,10 @@ def fit_slides(entries: list[SlideEntry], classes: list[str], config: MILConfig,
             continue
         model.eval()
         with torch.inference_mode():
-            val_loss = float(np.mean([float(criterion(model(_bag(e.store, mean, std, dim))[0],
-                                                      y_val[k:k + 1]))
-                                      for k, e in enumerate(val)]))
+            val_loss = float(np.mean([
+                float(criterion(model(standardised_bag(e.store, mean, std, dim))[0],
+                                y_val[k:k + 1]))
+                for k, e in enumerate(val)]))
         history.append(round(val_loss, 6))
         if val_loss < best_loss * (1 - MIN_DELTA) or best is None:
             best_loss, best_epoch, waited = val_loss, epoch, 0
