@@ -167,6 +167,23 @@ def test_metrics_and_the_paired_comparison_of_two_runs():
         compare_runs({"a": ("numeric", 0.5)}, {"b": ("numeric", 0.5)})
 
 
+def test_grouped_folds_keep_patients_whole_and_balance_slides():
+    from napari_dfl.core.slide_level.baseline import grouped_folds
+
+    groups = np.array(["p1", "p1", "p2", "p3", "p3", "p3", "p4", "p5", "p6", "p7", "p8"])
+    splits = grouped_folds(groups, 3, seed=0)
+    tests = [set(test.tolist()) for _, test in splits]
+    assert sorted(i for t in tests for i in t) == list(range(11))  # each slide tested once
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        assert len(train) + len(test) == 11
+    assert sorted(len(t) for t in tests) == [3, 4, 4]
+    assert [t.tolist() for _, t in grouped_folds(groups, 3, seed=0)] == \
+        [t.tolist() for _, t in splits]
+    assert [t.tolist() for _, t in grouped_folds(groups, 3, seed=1)] != \
+        [t.tolist() for _, t in splits]
+
+
 def test_pooled_baseline_finds_planted_targets_and_not_noise(tmp_path):
     from napari_dfl.core.slide_level.baseline import (
         baseline_predictions,

@@ -59,12 +59,26 @@ def pooled_embeddings(stores: Sequence[str | os.PathLike], with_max: bool = Fals
 
 def grouped_folds(groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray,
                                                                            np.ndarray]]:
-    """Grouped k-fold splits (a group never on both sides), shuffled by ``seed``."""
-    from sklearn.model_selection import GroupKFold
+    """Grouped k-fold splits: a group never on both sides, folds balanced in slides.
 
-    splitter = GroupKFold(folds, shuffle=True, random_state=seed)
-    index = np.arange(len(groups))
-    return [(train, test) for train, test in splitter.split(index, index, groups)]
+    Groups are shuffled by ``seed``, then the largest first each go to the fold with the
+    fewest slides so far.
+
+    Returns:
+        ``folds`` pairs ``(train indices, test indices)``.
+
+    """
+    names, sizes = np.unique(np.asarray(groups), return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(names))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    load = np.zeros(folds)
+    fold_of = {}
+    for i in order:
+        fold = int(np.argmin(load))
+        fold_of[names[i]] = fold
+        load[fold] += sizes[i]
+    fold = np.array([fold_of[g] for g in groups])
+    return [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds)]
 
 
 def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
