@@ -25,6 +25,21 @@ _NONE_REFERENCES = [None] * 2_000_000
 ctypes.pythonapi.Py_IncRef(ctypes.py_object(_NONE_REFERENCES))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def numba_cache_folder(tmp_path_factory):
+    """The suite's own folder for numba's compiled UMAP (shared by its tests, not the user's)."""
+    from napari_dfl.workflows.projection_service import NUMBA_CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("numba-cache")
+    previous = os.environ.get(NUMBA_CACHE_ENV)
+    os.environ[NUMBA_CACHE_ENV] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop(NUMBA_CACHE_ENV, None)
+    else:
+        os.environ[NUMBA_CACHE_ENV] = previous
+
+
 @pytest.fixture(autouse=True)
 def user_folders(tmp_path, monkeypatch):
     """Each test gets its own autosave, store and config folders (never the user's)."""

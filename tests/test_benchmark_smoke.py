@@ -46,3 +46,17 @@ def test_explorer_benchmark_prints_json():
         assert isinstance(result[key], float) and result[key] > 0, (key, result[key])
     assert 0 < result["selected_last_lasso_3k"] < 3000
     assert result["targets"]["draw_ratio_100k"] == 1.5 and result["pass"] == {}
+
+
+def test_interactive_latency_start_up_part_prints_json(tmp_path):
+    script = SCRIPT.with_name("interactive_latency.py")
+    done = subprocess.run([sys.executable, str(script), "--skip-train", "--skip-umap",
+                           "--runs", "1", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("python_start_s", "cli_help_s", "cli_info_s"):
+        assert isinstance(result[key], float) and result[key] > 0, (key, result[key])
+    assert result["cli_help_s"] > result["python_start_s"]  # --help starts Python, and more
+    assert set(result["pass"]) == {"cli_help_over_python_start"}
+    assert "first_train_s" not in result and "umap_1k_first_s" not in result

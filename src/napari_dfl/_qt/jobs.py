@@ -42,17 +42,19 @@ def keep_triton_out() -> bool:
 
 
 def warm_up_training() -> threading.Thread:
-    """Create a throw-away torch optimizer in a background thread; returns the thread.
+    """Warm the head's training path in a background thread; returns the thread.
 
-    The first optimizer of a process imports ``torch._dynamo`` (about a second of imports
-    that hold the GIL in bursts). Doing it while the user is still annotating keeps that
-    out of the first Train, where it stalled the event loop for ~300 ms.
+    The first head of a process pays imports (``torch._dynamo`` for the optimizer,
+    scikit-learn for splits and metrics) and torch's first autograd pass: 2-3 s here, which
+    stalled the event loop for ~300 ms and made the first Train seconds slower than the next
+    (:func:`napari_dfl.workflows.train.warm_up_heads`). Done while the user is still
+    annotating, the first Train costs what the second does.
     """
     def warm() -> None:
         with contextlib.suppress(Exception):  # a warm-up must never break the panel
-            import torch
+            from napari_dfl.workflows.train import warm_up_heads
 
-            torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+            warm_up_heads()
 
     thread = threading.Thread(target=warm, name="napari-dfl-warm-up", daemon=True)
     thread.start()

@@ -11,7 +11,6 @@ import argparse
 import json
 
 from napari_dfl.cli.options import add_sub_command, say
-from napari_dfl.core.backbones.catalogue import catalogue
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the list."""
+    from napari_dfl.core.backbones.catalogue import catalogue  # not for --help
+
     found = catalogue()
     if args.json:
         say(json.dumps(found, indent=2))

@@ -26,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
     """Project, then write ``<slide>.projection.csv`` per store and ``projection.png``."""
     from napari_dfl.workflows.explore import project_store_files  # not for --help
 
+    if args.method == "umap":  # this process is ours: keep numba's compiled UMAP for the next
+        from napari_dfl.core.explorer.numba_cache import keep_compiled_code
+        from napari_dfl.workflows.projection_service import numba_cache_dir
+
+        keep_compiled_code(numba_cache_dir())
     png = project_store_files(args.stores, args.method, args.out, head_path=args.head,
                               seed=args.seed)
     say(f"wrote {len(args.stores)} coordinate CSV files and {png}")

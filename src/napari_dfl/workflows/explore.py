@@ -1,76 +1,40 @@
 """Projecting tile embeddings to 2-D: in a child for UMAP (the panel), headless for the CLI.
 
 UMAP's numba compilation and threads stay out of the GUI process: the panel's projection
-runs in a spawned child (:func:`projection_job`), which caches the result beside each store
+runs in the long-lived child of :mod:`napari_dfl.workflows.projection_service`
+(:func:`projection_job`), which caches the result beside each store
 (:mod:`napari_dfl.core.explorer.projection`) so that reopening is instant.
 """
 
 from __future__ import annotations
 
 import csv
-import multiprocessing as mp
 import os
-import queue
-import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from napari_dfl.core.errors import Cancelled, DFLError, one_line
-from napari_dfl.core.explorer.projection import project_store_paths, project_stores, save_scatter
+from napari_dfl.core.explorer.projection import project_stores, save_scatter
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.features.store_folder import slide_name, store_extractor
 from napari_dfl.core.heads.head_files import check_compatible, load_head
 from napari_dfl.core.util.atomic import atomic_path
-from napari_dfl.core.util.process import exit_with_parent
 from napari_dfl.workflows.embedding.local import CancelCheck
 from napari_dfl.workflows.jobs import Event
+from napari_dfl.workflows.projection_service import shared_projection_service
 
 __all__ = ["project_store_files", "projection_job"]
 
 
-def _projection_child(paths: list[str], method: str, results) -> None:
-    """Child process: project stores together (cached with them); put the parts or an error."""
-    exit_with_parent()  # a killed panel leaves no projection running
-    try:
-        results.put(("ok", project_store_paths(paths, method)))
-    except BaseException as exc:  # report everything: the parent must learn why
-        results.put(("error", one_line(exc)))
-
-
 def projection_job(store_paths: list[str], method: str, cancel: CancelCheck,
                    ) -> Generator[Event, None, list[np.ndarray]]:
-    """Project stores in a spawned child; yields ``("waiting", seconds)`` while it runs.
+    """Project stores in the process's projection child; yields ``("waiting", seconds)``.
 
     Returns the ``(N_i, 2)`` coordinates of each store. Cancel stops the child at once
-    (nothing partial is cached).
+    (nothing partial is cached); the next projection starts a new one.
     """
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    child = ctx.Process(target=_projection_child, args=(list(store_paths), method, results),
-                        name="napari-dfl-projection", daemon=True)
-    child.start()
-    start = time.monotonic()
-    try:
-        while True:
-            if cancel():
-                raise Cancelled(f"{method.upper()} projection cancelled.")
-            try:
-                status, value = results.get(timeout=0.2)
-            except queue.Empty:
-                if not child.is_alive():
-                    raise DFLError(f"the {method.upper()} process ended unexpectedly "
-                                   f"(exit code {child.exitcode}).") from None
-                yield "waiting", time.monotonic() - start
-                continue
-            if status == "error":
-                raise DFLError(value)
-            return value
-    finally:
-        if child.is_alive():
-            child.terminate()
-        child.join(2.0)
+    return (yield from shared_projection_service().project(store_paths, method, cancel))
 
 
 def project_store_files(paths: Sequence[str | os.PathLike], method: str,

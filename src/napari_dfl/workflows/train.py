@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # torch: the panel imports this module when it opens
     from napari_dfl.core.heads.model import TrainedHead
 
 __all__ = ["TrainingResult", "evaluate_datasets", "train_datasets", "train_on_annotations",
+           "warm_up_heads",
            "write_head"]
 
 
@@ -142,3 +143,25 @@ def train_on_annotations(slide, annotations: Sequence[Annotation], settings: Set
     assessment = json_ready(assess(data.embeddings, data.labels, data.groups, config,
                                    cancel=cancel))
     return TrainingResult(head, data.extractor, data, assessment)
+
+
+def warm_up_heads() -> None:
+    """Pay once, before the user's first Train, what the first head of a process costs.
+
+    Imports torch's training path and scikit-learn's splits and metrics, and trains and
+    cross-validates a tiny head on random numbers (a fraction of a second): the first autograd
+    pass, Adam's fused kernel and the metrics' imports then cost the user's first Train
+    nothing (measured by ``benchmarks/interactive_latency.py``: ``first_train_s`` against
+    ``train_again_s``). Meant for a background thread while the user annotates.
+    """
+    from napari_dfl.core.heads.assessment import assess
+    from napari_dfl.core.heads.training import fit
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b"], 12)
+    embeddings = rng.normal(size=(24, 16)).astype(np.float32) + (labels == "a")[:, None]
+    groups = np.arange(24) % 6
+    config = TrainConfig(max_epochs=2, patience=2)
+    fit(embeddings, labels, groups.astype(str), config)
+    assess(embeddings, labels, groups, config, folds=2)
+

@@ -7,15 +7,26 @@ Layers, leaves first: :mod:`.registry` (names and specs) <- :mod:`.devices`,
 timm.
 """
 
-from napari_dfl.core.backbones.backbone import Backbone, load_backbone
-from napari_dfl.core.backbones.registry import (
-    DEFAULT_BACKBONE,
-    BackboneSpec,
-    BackboneUnavailableError,
-    available_backbones,
-    get_spec,
-    register_backbone,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from napari_dfl.core.backbones.backbone import Backbone, load_backbone
+    from napari_dfl.core.backbones.registry import (
+        DEFAULT_BACKBONE,
+        BackboneSpec,
+        BackboneUnavailableError,
+        available_backbones,
+        get_spec,
+        register_backbone,
+    )
+
+#: Where each public name lives; imported on first use (``napari-dfl --help`` needs a name
+#: from the registry, not numpy, which :mod:`.backbone` brings).
+_HOMES = {"Backbone": "backbone", "load_backbone": "backbone",
+          **dict.fromkeys(["DEFAULT_BACKBONE", "BackboneSpec", "BackboneUnavailableError",
+                           "available_backbones", "get_spec", "register_backbone"],
+                          "registry")}
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -27,3 +38,12 @@ __all__ = [
     "load_backbone",
     "register_backbone",
 ]
+
+
+def __getattr__(name: str):
+    """Import a public name from its module on first use (PEP 562)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -16,8 +16,9 @@ one machine.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +37,11 @@ from napari_dfl.core.heads.model import (
 from napari_dfl.core.heads.splits import grouped_split
 from napari_dfl.core.util.progress import drive
 
-__all__ = ["TrainingCancelled", "fit", "train_head", "validate_training_data"]
+__all__ = ["SMALL_HEAD_ELEMENTS", "TrainingCancelled", "fit", "head_threads", "train_head",
+           "validate_training_data"]
+
+#: Heads trained on at most this many numbers (rows x dimension) run on one torch thread.
+SMALL_HEAD_ELEMENTS = 100_000_000
 
 _CHUNK = 8192  # rows per chunk for statistics and checks on large arrays
 _MIN_DELTA = 1e-3  # relative improvement of the monitored loss that resets the patience
@@ -169,23 +174,24 @@ def train_head(
     for epoch in range(1, config.max_epochs + 1):
         if cancel is not None and cancel():
             raise TrainingCancelled(f"Training cancelled at epoch {epoch}; no head was kept.")
-        model.train()
-        order = torch.randperm(n, generator=gen)
-        total = torch.zeros((), dtype=torch.float64)
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            xb = xt.index_select(0, idx)
-            if sigma > 0:
-                xb.add_(torch.randn(xb.shape, generator=gen), alpha=sigma)
-            loss = loss_fn(model(xb), yt[idx])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.detach() * len(idx)
-        train_loss = float(total) / n
-        val_loss = val_bacc = None
-        if len(xv):
-            val_loss, val_bacc, _ = _evaluate(model, xv, yv, loss_fn)
+        with head_threads(x.size):
+            model.train()
+            order = torch.randperm(n, generator=gen)
+            total = torch.zeros((), dtype=torch.float64)
+            for start in range(0, n, bs):
+                idx = order[start:start + bs]
+                xb = xt.index_select(0, idx)
+                if sigma > 0:
+                    xb.add_(torch.randn(xb.shape, generator=gen), alpha=sigma)
+                loss = loss_fn(model(xb), yt[idx])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total += loss.detach() * len(idx)
+            train_loss = float(total) / n
+            val_loss = val_bacc = None
+            if len(xv):
+                val_loss, val_bacc, _ = _evaluate(model, xv, yv, loss_fn)
         monitored = train_loss if val_loss is None else val_loss
         if val_bacc is not None and config.monitor == "balanced_accuracy":
             monitored = -val_bacc + 1e-3 * val_loss  # higher accuracy, then lower loss
@@ -203,7 +209,8 @@ def train_head(
     model.eval()
     metrics = None
     if len(xv):
-        _, _, proba = _evaluate(model, xv, yv, loss_fn)
+        with head_threads(x.size):
+            _, _, proba = _evaluate(model, xv, yv, loss_fn)
         metrics = classification_report(y[val_idx], proba.argmax(1), proba, names)
         metrics["best_epoch"] = best_epoch
     summary = {"n": len(y), "n_train": len(train_idx), "n_val": len(val_idx),
@@ -211,6 +218,28 @@ def train_head(
                                                     strict=True)},
                "n_groups": len(np.unique(groups)), "groups_given": groups_given}
     return TrainedHead(model, names, mean, std, config, metrics, history, summary)
+
+
+@contextlib.contextmanager
+def head_threads(elements: int) -> Iterator[None]:
+    """Run a small head's torch work on one intra-op thread; restore the setting after.
+
+    A head's matrices are small (``elements`` = rows x dimension of its data): splitting
+    them over threads costs more than it saves, and on a busy machine (the extraction child
+    beside it, other jobs) torch's threads wait on each other: 1,000 x 5,120 embeddings
+    trained 4-6x faster on one thread than on two on this 2-core machine under load
+    (``docs/heads.md``). Larger data keeps the caller's setting. The same data gives the same
+    thread count, so the panel and the CLI train the same head.
+    """
+    previous = torch.get_num_threads()
+    if elements > SMALL_HEAD_ELEMENTS or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _adam(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
