@@ -237,6 +237,8 @@ def test_multi_target_model_trains_saves_loads_and_predicts_per_target(tmp_path)
     assert values.shape == (2,) and 0 < values[1] < 1
     assert attention.shape == (2, 36) and np.allclose(attention.sum(1), 1, atol=1e-5)
 
+    assert "fewer than 10" in a.early_stopping["reason"]  # 12 slides: no early stopping
+    assert a.early_stopping["epochs_run"] == 3
     model, oof = train_target_model(cohort, config, folds=3)
     assert oof["mil"].shape == (12, 2) and np.isfinite(oof["mil"]).all()
     assert np.isfinite(oof["baseline"]).all()
@@ -341,3 +343,17 @@ def test_bad_targets_on_the_cli_are_one_line_and_keep_the_previous_model(tmp_pat
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert (model / "weights.safetensors").read_bytes() == before
+
+
+def test_target_early_stopping_on_unpredictable_targets_keeps_the_best_epoch(tmp_path):
+    from napari_dfl.core.slide_level.target_training import fit_targets
+
+    path, _ = _cohort(tmp_path, n=40, seed=6)
+    cohort, _ = read_target_cohort(path, tmp_path, "noise_a,noise_mut")
+    config = MILConfig(epochs=40, patience=2, val_fraction=0.25, noise=0.0, lr=5e-3, seed=1)
+    stop = fit_targets(cohort.entries, cohort.values, cohort.targets, config).early_stopping
+    assert stop["validation"] and stop["reason"] is None, stop
+    assert stop["n_val_slides"] == 10 and stop["n_train_slides"] == 30
+    assert stop["stopped_early"] and stop["epochs_run"] == stop["best_epoch"] + 2 < 40
+    assert stop["best_val_loss"] == min(stop["val_loss"])
+    assert len(stop["val_loss"]) == stop["epochs_run"]
