@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def forward_only(backbone, patches: np.ndarray, batch_samples: int, repeats: int
 
 def measure_throughput(args: argparse.Namespace, slide_path: Path) -> dict:
     """Forward-only, then end-to-end, then forward-only again, in this process."""
-    from napari_dfl.core.features.engine import embed_coords
+    from napari_dfl.core.features.engine import default_readers, embed_coords
     from napari_dfl.core.features.store_folder import open_store_for
     from napari_dfl.core.slides.sampling import sample_patches
     from napari_dfl.core.util.progress import drive as run
@@ -103,6 +104,8 @@ def measure_throughput(args: argparse.Namespace, slide_path: Path) -> dict:
         "device": str(backbone.device),
         "precision": backbone.precision,
         "batch_samples": args.batch,
+        "readers": args.readers or default_readers(str(backbone.device)),
+        "cpus": os.cpu_count(),
     }
 
 
@@ -132,7 +135,8 @@ def run_rss_worker(args: argparse.Namespace, slide_path: Path) -> dict:
 
 def _shared_args(args: argparse.Namespace) -> list[str]:
     size = ["--input-size", str(args.input_size)] if args.input_size else []
-    return ["--batch", str(args.batch), "--readers", str(args.readers), "--patch-size",
+    readers = ["--readers", str(args.readers)] if args.readers else []
+    return ["--batch", str(args.batch), *readers, "--patch-size",
             str(args.patch_size), *size, "--zooms", *map(str, args.zooms), "--variants",
             *args.variants, "--precision", args.precision,
             *(["--device", args.device] if args.device else [])]
@@ -147,7 +151,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="side of the N-tile slide for RSS; the 4N slide is twice as wide")
     parser.add_argument("--samples", type=int, default=192, help="samples timed end to end")
     parser.add_argument("--batch", type=int, default=8, help="samples per batch")
-    parser.add_argument("--readers", type=int, default=2)
+    parser.add_argument("--readers", type=int,
+                        help="reader threads (default: from the cores and the device, "
+                             "engine.default_readers)")
     parser.add_argument("--patch-size", type=int, default=224,
                         help="field of view in px at the first zoom (64: the cell default)")
     parser.add_argument("--input-size", type=int,

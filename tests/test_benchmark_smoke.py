@@ -1,8 +1,9 @@
-"""Smoke test of benchmarks/slide_open.py: a tiny mosaic, a few reads, the JSON contract."""
+"""Smoke tests of the benchmarks: each runs small and keeps its JSON contract."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,16 @@ def test_interactive_latency_start_up_part_prints_json(tmp_path):
     assert result["cli_help_s"] > result["python_start_s"]  # --help starts Python, and more
     assert set(result["pass"]) == {"cli_help_over_python_start"}
     assert "first_train_s" not in result and "umap_1k_first_s" not in result
+
+
+def test_gpu_check_says_it_found_no_gpu_and_measures_nothing():
+    """Without CUDA the GPU check ends at once with one JSON line that says why."""
+    script = SCRIPT.with_name("gpu_check.sh")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          check=False, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["gpu"] is False and "is False" in result["reason"]
+    assert result["cpus"] == os.cpu_count()
+    assert "no GPU found" in done.stderr and "embed_throughput" not in result

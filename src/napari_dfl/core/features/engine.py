@@ -9,6 +9,7 @@ cancelled, so a GUI worker, the CLI and a dask task drive the same code.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -109,6 +110,20 @@ def _empty_device_cache(backbone) -> None:
         torch.cuda.empty_cache()
 
 
+def default_readers(device: str, cpus: int | None = None) -> int:
+    """Threads that read and cut patches for a backbone on ``device``, from the core count.
+
+    On a GPU the network waits for the CPU: decoding JPEG tiles and resampling patches is
+    the work, so every core but one (the one feeding the GPU) reads, up to 32. On the CPU
+    the network needs the cores itself: a quarter of them read (at least 2, measured best on
+    2 cores: ``docs/embedding.md``), up to 8.
+    """
+    cpus = cpus or os.cpu_count() or 2
+    if device.startswith(("cuda", "mps")):
+        return max(2, min(32, cpus - 1))
+    return max(2, min(8, cpus // 4))
+
+
 def embed_coords(
     slide: Slide,
     coords: np.ndarray,
@@ -117,8 +132,8 @@ def embed_coords(
     store: EmbeddingStore,
     *,
     batch_size: int = DEFAULT_BATCH,
-    readers: int = 2,
-    prefetch: int = 3,
+    readers: int | None = None,
+    prefetch: int | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
     order: str = "spatial",
 ) -> Generator[EmbedProgress, None, EmbeddingStore]:
@@ -134,8 +149,10 @@ def embed_coords(
             composition (see
             :func:`~napari_dfl.core.features.store_folder.open_store_for`).
         batch_size: samples per forward batch.
-        readers: threads cutting patches ahead of the model.
-        prefetch: batches cut ahead of the model.
+        readers: threads cutting patches ahead of the model (None:
+            :func:`default_readers` for the backbone's device).
+        prefetch: batches cut ahead of the model (None: one more than the readers, so every
+            reader has a batch to cut).
         cancel: an event (or a callable) checked between batches.
         order: ``"spatial"`` visits samples strip by strip (fastest: neighbours share
             decoded tiles); ``"given"`` keeps the order of ``coords`` (e.g. the field of
@@ -152,6 +169,8 @@ def embed_coords(
 
     """
     composition = composition.for_input(int(backbone.input_size))
+    readers = readers or default_readers(str(getattr(backbone, "device", "cpu")))
+    prefetch = prefetch or readers + 1
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     unique = np.unique(coords, axis=0) if len(coords) else coords
     todo = unique[store.missing(unique)] if len(unique) else unique

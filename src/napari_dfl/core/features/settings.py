@@ -40,7 +40,8 @@ class Settings:
             cache, :func:`napari_dfl.core.util.paths.default_store_dir`), never the slide's.
         min_tissue: tissue share a tile needs to be predicted or embedded whole-slide.
         batch_size: samples per forward batch.
-        readers: threads cutting patches ahead of the model.
+        readers: threads cutting patches ahead of the model (None: as many as the
+            machine's cores suit, :func:`napari_dfl.core.features.engine.default_readers`).
         device: ``cpu``, ``cuda``, ``mps`` or None for the best available.
         precision: one of :data:`PRECISIONS`.
         torch_threads: cap on torch's threads (None: torch's default).
@@ -54,7 +55,7 @@ class Settings:
     store_dir: str | None = None
     min_tissue: float = 0.5
     batch_size: int = 8
-    readers: int = 2
+    readers: int | None = None
     device: str | None = None
     precision: str = "auto"
     torch_threads: int | None = None
@@ -69,7 +70,8 @@ class Settings:
         if not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096):
             problems.append(f"batch size must be an integer from 1 to 4096, got "
                             f"{self.batch_size}")
-        if not (isinstance(self.readers, int) and 1 <= self.readers <= 64):
+        if self.readers is not None and not (isinstance(self.readers, int)
+                                             and 1 <= self.readers <= 64):
             problems.append(f"readers must be an integer from 1 to 64, got {self.readers}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got "
