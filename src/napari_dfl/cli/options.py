@@ -21,7 +21,7 @@ __all__ = ["COMMAND_MODULES", "add_extractor_options", "add_run_options", "add_s
 #: The sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ("demo", "info", "backbones", "embed", "train", "evaluate", "predict",
                    "select_settings", "select", "finetune", "project_embeddings", "compress",
-                   "train_slides", "predict_slides", "export_h5", "import_h5")
+                   "train_slides", "predict_slides", "export_h5", "import_h5", "export_anndata")
 
 
 def bounded_float(low: float, high: float, what: str) -> Callable[[str], float]:
