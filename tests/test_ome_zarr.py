@@ -100,8 +100,18 @@ def test_rewrite_replaces_ours_and_refuses_other_folders(world, tmp_path):
 
 
 def test_napari_ome_zarr_opens_it(world):
-    reader = pytest.importorskip(
-        "napari_ome_zarr", reason="napari-ome-zarr is not installed: the metadata and "
-                                  "arrays are checked against NGFF 0.4 above instead")
-    layers = reader.napari_get_reader(str(world.ome_zarr))(str(world.ome_zarr))
-    assert layers and any(kind == "labels" for *_, kind in layers)
+    pytest.importorskip("napari_ome_zarr", reason="napari-ome-zarr is not installed: the "
+                        "metadata and arrays are checked against NGFF 0.4 above instead")
+    from napari_ome_zarr._reader import napari_get_reader
+
+    layers = napari_get_reader(str(world.ome_zarr))(str(world.ome_zarr))
+    kinds = {kind: (data, meta) for data, meta, kind in layers}
+    assert set(kinds) == {"image", "labels"}
+    data, meta = kinds["image"]
+    assert data[0].shape == (2, 5, 5) and meta["channel_axis"] == 0
+    assert list(meta["scale"]) == [32.0, 32.0]
+    assert meta["name"] == ["crop.prediction class probabilities: left",
+                            "crop.prediction class probabilities: right"]
+    labels, _ = kinds["labels"]
+    np.testing.assert_array_equal(np.asarray(labels[0])[0],
+                                  load_arrays(world.prediction).class_map() + 1)
