@@ -30,6 +30,7 @@ def test_export_writes_the_attributes_trident_reads(world, tmp_path):
     out = export_h5(world.store, tmp_path / "crop.h5")
     with h5py.File(out, "r") as f:
         attrs = dict(f["coords"].attrs)
+        feature_attrs = dict(f["features"].attrs)
         np.testing.assert_array_equal(f["coords"][:], world.store.coords)
         np.testing.assert_array_equal(f["features"][:], world.store.embeddings())
     # TRIDENT's readers take the Trident path only when none of these is missing
@@ -45,6 +46,9 @@ def test_export_writes_the_attributes_trident_reads(world, tmp_path):
     assert attrs["name"] == "crop"  # TRIDENT's name: the file name without its extension
     assert (attrs["level0_width"], attrs["level0_height"]) == (384, 384)
     assert attrs["savetodir"] == str(tmp_path.resolve())
+    # what TRIDENT's patch encoders put on the features dataset
+    assert feature_attrs == {"name": "crop", "savetodir": str(tmp_path.resolve()),
+                             "encoder": "efficientnet-lite0"}
 
 
 def test_one_part_is_its_columns(world, tmp_path):

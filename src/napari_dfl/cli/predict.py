@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 summary = {**summary, "overlay": f"{summary['overlay']}, "
                                                   f"{_write_ome_zarr(args, summary)}"}
-            except DFLError as exc:
+            except (DFLError, OSError) as exc:
                 error = f"the prediction was written but not its OME-Zarr: {exc}"
                 failed_ome.append(path)
         if error is not None:

@@ -220,6 +220,16 @@ def _feature_blocks(store: EmbeddingStore, columns: np.ndarray | None) -> Iterat
         yield block if columns is None else np.ascontiguousarray(block[:, columns])
 
 
+def _feature_attrs(store: EmbeddingStore, coord_attrs: dict[str, Any]) -> dict[str, Any]:
+    """What TRIDENT puts on its ``features`` dataset: ``name``, ``savetodir``, ``encoder``."""
+    out = {k: coord_attrs[k] for k in ("name", "savetodir") if k in coord_attrs}
+    backbone = store.identity.get("backbone")
+    encoder = backbone.get("name") if isinstance(backbone, dict) else backbone
+    if isinstance(encoder, str) and encoder:
+        out["encoder"] = encoder
+    return out
+
+
 def export_h5(
     store: EmbeddingStore,
     path: str | os.PathLike[str],
@@ -233,7 +243,8 @@ def export_h5(
     TRIDENT attributes the store can give (:func:`trident_attributes`: ``patch_size``,
     ``level0_magnification``, ``target_magnification``, ``patch_size_level0``, ``name``,
     ``level0_width``, ``level0_height``) and ``savetodir`` (the folder written to); on the
-    file, ``napari_dfl_identity`` and ``napari_dfl_attrs`` as JSON strings (and
+    ``features`` dataset, TRIDENT's ``name``, ``savetodir`` and ``encoder`` (the backbone's
+    name); on the file, ``napari_dfl_identity`` and ``napari_dfl_attrs`` as JSON strings (and
     ``napari_dfl_part`` when one part is exported). A store that cannot give TRIDENT's
     required attributes (an old import) is written with what it has, with a warning naming
     what is missing.
@@ -282,6 +293,8 @@ def export_h5(
                 start += len(block)
             for key, value in coord_attrs.items():
                 coords.attrs[key] = value
+            for key, value in _feature_attrs(store, coord_attrs).items():
+                features.attrs[key] = value
             f.attrs[IDENTITY_ATTR] = json.dumps(store.identity, sort_keys=True)
             f.attrs[ATTRS_ATTR] = json.dumps(store.attrs, sort_keys=True)
             if part is not None:
