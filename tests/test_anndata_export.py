@@ -18,6 +18,9 @@ from napari_dfl.core.heads.prediction_files import load_arrays
 anndata = pytest.importorskip("anndata", reason="the anndata extra is not installed")
 
 
+# the shared world embeds, trains and predicts a slide crop once (10-25 s)
+pytestmark = pytest.mark.slow
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, backbone):
     return world_for(tmp_path_factory, backbone)

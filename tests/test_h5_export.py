@@ -12,6 +12,9 @@ from napari_dfl.core.features.store import EmbeddingStore
 h5py = pytest.importorskip("h5py")
 
 
+# the shared world embeds, trains and predicts a slide crop once (10-25 s)
+pytestmark = pytest.mark.slow
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, backbone):
     return world_for(tmp_path_factory, backbone)

@@ -10,6 +10,8 @@ import pytest
 from interchange_world import MPP, world_for
 from napari_dfl.core.heads.prediction_files import load_arrays
 
+# the shared world embeds, trains and predicts a slide crop once (10-25 s)
+pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, backbone):
