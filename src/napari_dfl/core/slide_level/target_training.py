@@ -21,6 +21,7 @@ model on every slide.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -68,7 +69,7 @@ class _Bags:
         self.mean, self.std, self.dim, self.left = mean, std, dim, budget
         self.kept: dict[str, torch.Tensor] = {}
 
-    def __call__(self, path) -> torch.Tensor:
+    def __call__(self, path: str | os.PathLike) -> torch.Tensor:
         key = str(path)
         bag = self.kept.get(key)
         if bag is None:
