@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_dfl.core.errors import Cancelled
+from napari_dfl.core.features.shared_context import ContextCache, cut_shared, embed_shared
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.slides.sampling import Composition, sample_patches
 from napari_dfl.core.slides.tiff import Slide
@@ -186,6 +187,7 @@ def embed_coords(
     if not len(todo):
         return store
     forward_batch = [max(MIN_BATCH, int(batch_size))]
+    cut, embed_cut = _batch_steps(slide, composition, backbone, forward_batch)
     pending: deque[tuple[np.ndarray, Future]] = deque()
     # Readers cut batches ahead of the model; one writer commits each batch while the model
     # computes the next. Progress reports committed samples only.
@@ -193,11 +195,11 @@ def embed_coords(
             _Committer(store) as committer:
         try:
             for batch in _batches(todo, max(1, int(batch_size))):
-                pending.append((batch, pool.submit(sample_patches, slide, batch, composition)))
+                pending.append((batch, pool.submit(cut, batch)))
                 while len(pending) >= prefetch:
                     batch_coords, future = pending.popleft()
                     committer.submit(batch_coords,
-                                     _embed_batch(backbone, future.result(), forward_batch))
+                                     embed_cut(future.result()))
                     if is_cancelled():
                         raise ExtractionCancelled(
                             _cancel_message(store, done + committer.drain(), total))
@@ -206,7 +208,7 @@ def embed_coords(
             while pending:
                 batch_coords, future = pending.popleft()
                 committer.submit(batch_coords,
-                                 _embed_batch(backbone, future.result(), forward_batch))
+                                 embed_cut(future.result()))
                 if is_cancelled() and pending:
                     raise ExtractionCancelled(
                         _cancel_message(store, done + committer.drain(), total))
@@ -218,6 +220,23 @@ def embed_coords(
             for _, future in pending:
                 future.cancel()
     return store
+
+
+def _batch_steps(slide: Slide, composition: Composition, backbone,
+                 forward_batch: list[int]) -> tuple[Callable, Callable]:
+    """How a batch is cut (on a reader thread) and embedded (here), for this composition.
+
+    A composition that shares its context cuts and embeds each context patch once
+    (:mod:`napari_dfl.core.features.shared_context`); others cut every part of every sample.
+    """
+    def embed(patches: np.ndarray) -> np.ndarray:
+        return _embed_batch(backbone, patches, forward_batch)
+
+    if not composition.shares_context:
+        return (lambda batch: sample_patches(slide, batch, composition)), embed
+    cache = ContextCache()
+    return ((lambda batch: cut_shared(slide, batch, composition, cache)),
+            (lambda cut: embed_shared(cut, slide, composition, cache, embed)))
 
 
 def _in_given_order(coords: np.ndarray, todo: np.ndarray) -> np.ndarray:

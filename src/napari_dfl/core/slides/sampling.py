@@ -34,6 +34,10 @@ from napari_dfl.core.errors import DFLError
 from napari_dfl.core.slides.tiff import Slide
 
 VARIANTS = ("rgb", "gray")
+#: Where a context part (every zoom after the first) is centred: on its own sample
+#: (``"centred"``), or on the cell of its own field-of-view grid that the sample's centre
+#: lies in (``"shared"``: the 16 x20 tiles of one x5 cell share one x5 patch, computed once).
+CONTEXTS = ("centred", "shared")
 #: Range of a patch's side in pixels (at its zoom).
 MIN_PATCH, MAX_PATCH = 16, 4096
 # ITU-R BT.601 luma weights.
@@ -61,6 +65,7 @@ class Composition:
         input_size: side in pixels at which every part is read and enters the network;
             None: the backbone's own input size, resolved by :meth:`for_input` once the
             backbone is known (an unresolved composition is read at ``patch_size``).
+        context: where the parts of the later zooms are centred, one of :data:`CONTEXTS`.
 
     """
 
@@ -68,6 +73,7 @@ class Composition:
     zooms: tuple[float, ...] = (0.5, 2.0)
     variants: tuple[str, ...] = ("rgb", "gray")
     input_size: int | None = None
+    context: str = "centred"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zooms", tuple(float(z) for z in self.zooms))
@@ -90,6 +96,9 @@ class Composition:
                 and MIN_PATCH <= self.input_size <= MAX_PATCH):
             raise CompositionError(f"the network input size must be {MIN_PATCH} to {MAX_PATCH} "
                                    f"px (or left to the backbone), got {self.input_size!r}.")
+        if self.context not in CONTEXTS:
+            raise CompositionError(f"context must be one of {', '.join(CONTEXTS)}, got "
+                                   f"{self.context!r}.")
         if len(set(self.zooms)) != len(self.zooms) or len(set(self.variants)) != len(
             self.variants
         ):
@@ -133,7 +142,28 @@ class Composition:
         text = f"{self.patch_size} px: " + " | ".join(names)
         if self.reads_apart:
             text += f", read at {self.input_size} px"
+        if self.shares_context:
+            text += ", context shared per tile of its own grid"
         return text
+
+    @property
+    def shares_context(self) -> bool:
+        """Whether context parts are shared by the samples of one cell of their own grid."""
+        return self.context == "shared" and len(self.zooms) > 1
+
+    def part_centres(self, centres: np.ndarray, zoom_index: int, slide_mpp: float) -> np.ndarray:
+        """Level-0 centres at which the parts of ``zooms[zoom_index]`` are read.
+
+        The first zoom, and every zoom of a centred composition, is read on the samples'
+        own centres. A shared context is read on the centre of the cell of a grid of its own
+        field (from the slide's origin) that holds the sample's centre, so every sample of a
+        cell gets the same patch.
+        """
+        centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+        if zoom_index == 0 or not self.shares_context:
+            return centres
+        field = self.patch_size * self.zooms[zoom_index] / slide_mpp
+        return (np.floor(centres / field) + 0.5) * field
 
     def fields_um(self) -> tuple[float, ...]:
         """Side of each zoom's field of view in µm (``patch_size * zoom``)."""
@@ -154,6 +184,8 @@ class Composition:
         data["zooms"], data["variants"] = list(self.zooms), list(self.variants)
         if self.input_size == self.patch_size:
             del data["input_size"]
+        if self.context == "centred":  # the meaning of every file written before it existed
+            del data["context"]
         return data
 
     @classmethod
@@ -166,7 +198,7 @@ class Composition:
             raise CompositionError(f"the input size must be a whole number of pixels, got "
                                    f"{size!r}.")
         return cls(patch, tuple(data["zooms"]), tuple(data["variants"]),
-                   None if size is None else int(size))
+                   None if size is None else int(size), str(data.get("context", "centred")))
 
 
 #: Field of view of the default composition for point annotations (cells): 32 px at x20 is
@@ -222,20 +254,32 @@ def sample_patches(slide: Slide, coords: np.ndarray, composition: Composition) -
         Patches crossing the slide border are padded with white.
 
     """
-    mpp = slide.require_mpp()
-    size = composition.read_size
+    centres = sample_centres(slide, coords, composition)
+    return np.concatenate([cut_zoom(slide, composition.part_centres(centres, k,
+                                                                    slide.require_mpp()),
+                                    composition, k)
+                           for k in range(len(composition.zooms))], axis=1)
+
+
+def sample_centres(slide: Slide, coords: np.ndarray, composition: Composition) -> np.ndarray:
+    """Level-0 centres of the samples anchored at ``coords`` (float64, ``(N, 2)``)."""
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    centres = coords + composition.anchor_extent(mpp) / 2.0
-    out = np.empty((len(coords), composition.n_parts, size, size, 3), dtype=np.uint8)
-    for i, centre in enumerate(centres):
-        part = 0
-        for zoom in composition.zooms:
-            half = composition.patch_size * zoom / mpp / 2.0
-            rgb = slide.read_region((centre[0] - half, centre[1] - half), (size, size),
-                                    mpp=composition.read_mpp(zoom))
-            for variant in composition.variants:
-                out[i, part] = rgb if variant == "rgb" else to_gray(rgb)
-                part += 1
+    return coords + composition.anchor_extent(slide.require_mpp()) / 2.0
+
+
+def cut_zoom(slide: Slide, centres: np.ndarray, composition: Composition,
+             zoom_index: int) -> np.ndarray:
+    """The parts of one zoom, every variant, centred on ``centres``: ``(N, V, S, S, 3)``."""
+    mpp = slide.require_mpp()
+    size, zoom = composition.read_size, composition.zooms[zoom_index]
+    half = composition.patch_size * zoom / mpp / 2.0
+    variants = composition.variants
+    out = np.empty((len(centres), len(variants), size, size, 3), dtype=np.uint8)
+    for i, centre in enumerate(np.asarray(centres, dtype=np.float64).reshape(-1, 2)):
+        rgb = slide.read_region((centre[0] - half, centre[1] - half), (size, size),
+                                mpp=composition.read_mpp(zoom))
+        for v, variant in enumerate(variants):
+            out[i, v] = rgb if variant == "rgb" else to_gray(rgb)
     return out
 
 
