@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -213,3 +215,19 @@ def test_drawing_without_a_class_says_what_to_do(panel):
     assert widget.session.annotations == []
     assert "1 drawn item(s) have no class and are not kept: add a class" in \
         widget.status.text()
+
+
+def test_the_context_box_sets_and_keeps_a_shared_context(panel):
+    """Ticking the box shares the x5 context; editing another field keeps the choice."""
+    _viewer, widget = panel
+    form = widget.form
+    assert not form.context_check.isChecked()
+    assert widget.session.settings.composition.context == "centred"
+    form.context_check.setChecked(True)
+    assert widget.session.settings.composition.context == "shared"
+    form.gray_check.setChecked(not form.gray_check.isChecked())  # another field changes...
+    assert widget.session.settings.composition.context == "shared"  # ...the context stays
+    settings = widget.session.settings
+    widget.session.set_settings(replace(settings, composition=replace(
+        settings.composition, context="centred")))
+    assert not form.context_check.isChecked()  # the form shows what the session holds
