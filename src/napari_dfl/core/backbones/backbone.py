@@ -56,6 +56,9 @@ class Backbone:
         precision: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         model: the timm network: eval mode, no gradients, channels_last, on ``device``.
         ignored_keys: keys of the weights file that were not loaded (e.g. a classifier).
+        pooling: ``"default"`` (timm's pooled pre-logits) or ``"cls+mean"`` (class token and
+            mean patch token concatenated; see
+            :data:`~napari_dfl.core.backbones.registry.POOLINGS`).
 
     """
 
@@ -72,6 +75,7 @@ class Backbone:
     precision: str
     model: torch.nn.Module = field(repr=False)
     ignored_keys: tuple[str, ...] = field(default=(), repr=False)
+    pooling: str = field(default="default", repr=False)
 
     def identity(self) -> dict[str, Any]:
         """Return what identifies the extractor, as JSON-serialisable values.
@@ -158,9 +162,29 @@ class Backbone:
         if x.shape[0] == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         with torch.inference_mode(), self.autocast():
-            features = self.model.forward_features(x)
-            pooled = self.model.forward_head(features, pre_logits=True)
+            pooled = self.features(x)
         return pooled.float().cpu().numpy()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool the network's output for preprocessed input into ``(N, embed_dim)`` features.
+
+        Gradients flow when the caller allows them (fine-tuning uses this too).
+
+        Args:
+            x: the output of :meth:`preprocess`.
+
+        Returns:
+            timm's pooled pre-logits, or for ``pooling="cls+mean"`` the class token and the
+            mean of the patch tokens (class and register tokens left out) side by side.
+
+        """
+        import torch
+
+        tokens = self.model.forward_features(x)
+        if self.pooling == "cls+mean":
+            prefix = int(getattr(self.model, "num_prefix_tokens", 1))
+            return torch.cat([tokens[:, 0], tokens[:, prefix:].mean(1)], dim=-1)
+        return self.model.forward_head(tokens, pre_logits=True)
 
     def __repr__(self) -> str:
         sha = self.weights_sha256
@@ -179,9 +203,9 @@ def load_backbone(
     """Build a frozen backbone with real weights, never silently random ones.
 
     Args:
-        name: a preset (see :func:`available_backbones`), any timm architecture name, or
-            a fine-tuned backbone (its folder, or ``finetuned:<name>``; see
-            :mod:`napari_dfl.core.backbones.finetuned`).
+        name: a preset (see :func:`available_backbones`), any timm architecture name, a
+            Hugging Face hub id (``hf-hub:<org>/<repo>``), or a fine-tuned backbone (its
+            folder, or ``finetuned:<name>``; see :mod:`napari_dfl.core.backbones.finetuned`).
         weights: None for the preset's own source (a fine-tuned backbone: its folder's
             file); a local ``.safetensors``/``.pth``/``.bin`` path; a source string
             (``"timm"``, ``"hf-hub:<repo>"``, ``"url:<url>"``, ``"package:<module>"``); or
@@ -216,6 +240,9 @@ def load_backbone(
     std = tuple(float(v) for v in (spec.std or config["std"]))
     interpolation = spec.interpolation or INTERPOLATIONS.get(config["interpolation"], "bilinear")
     embed_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    if spec.pooling == "cls+mean":
+        embed_dim = 2 * int(model.num_features)
+    builder.check_embed_dim(spec, embed_dim)
 
     import torch
 
@@ -239,4 +266,5 @@ def load_backbone(
         precision=resolved_precision,
         model=model,
         ignored_keys=loaded.ignored,
+        pooling=spec.pooling,
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari_dfl.core.backbones.registry import BackboneUnavailableError
 from napari_dfl.core.backbones.state_dict import fit_state_dict, read_state_dict
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
     from napari_dfl.core.backbones.registry import BackboneSpec
 
-__all__ = ["LoadedModel", "build", "create_model", "is_source_keyword"]
+__all__ = ["LoadedModel", "build", "check_embed_dim", "create_model", "hub_cache_dir",
+           "hub_config", "is_source_keyword", "resolve_layers"]
 
 _TIMM_SOURCE_KEYWORDS = ("timm", "file", "random")
 
@@ -135,7 +136,12 @@ def build(spec: BackboneSpec, weights: str | os.PathLike) -> LoadedModel:
 
 # -- model creation ----------------------------------------------------------------------
 def create_model(spec: BackboneSpec) -> torch.nn.Module:
-    """Create ``spec``'s timm architecture with random weights (no download).
+    """Create ``spec``'s timm architecture with random weights (no weights download).
+
+    Layer names in ``timm_kwargs`` (``mlp_layer="swiglu_packed"``, ``act_layer="silu"``) are
+    resolved to timm's classes. A hub id (``hf-hub:<org>/<repo>``) takes its architecture
+    from the repository's ``config.json``: from the Hugging Face cache when it is there
+    (offline too), else downloaded by timm.
 
     Args:
         spec: the backbone whose architecture and ``timm_kwargs`` to use.
@@ -144,30 +150,109 @@ def create_model(spec: BackboneSpec) -> torch.nn.Module:
         The timm model, on CPU.
 
     Raises:
-        BackboneUnavailableError: timm does not know the architecture.
+        BackboneUnavailableError: timm does not know the architecture, or a hub id's
+            configuration is neither cached nor reachable.
 
     """
     import timm
 
-    if spec.timm_name.startswith("hf-hub:"):
-        reason = offline_reason(hub_endpoint())
-        if reason is not None:
-            raise BackboneUnavailableError(
-                f"Backbone '{spec.name}' is defined by the hub repository {spec.timm_name}, "
-                f"whose configuration cannot be fetched ({reason}). Use the plain timm "
-                "architecture name with a local weights file instead (see docs/backbones.md), "
-                "or allow network access."
-            )
+    kwargs = resolve_layers(spec.kwargs)
+    name = spec.timm_name
+    if name.startswith("hf-hub:"):
+        repo = name.split(":", 1)[1]
+        config = hub_config(repo)
+        if config is not None:
+            name = str(config["architecture"])
+            pretrained_cfg = dict(config.get("pretrained_cfg") or {})
+            kwargs = {**dict(config.get("model_args") or {}),
+                      "num_classes": config.get("num_classes", 0), **kwargs}
+            if pretrained_cfg:
+                kwargs["pretrained_cfg_overlay"] = pretrained_cfg
+        else:
+            reason = offline_reason(hub_endpoint())
+            if reason is not None:
+                raise BackboneUnavailableError(
+                    f"Backbone '{spec.name}' is defined by the hub repository {repo}, whose "
+                    f"config.json is neither in the Hugging Face cache ({hub_cache_dir()}) nor "
+                    f"reachable ({reason}). Either pass the plain timm architecture name "
+                    "with a local weights file (--weights PATH; see docs/backbones.md), or "
+                    f"pre-download the repository on a machine with network (`hf download "
+                    f"{repo}`) into the cache that HF_HOME (or HF_HUB_CACHE) points to here."
+                )
     try:
-        return timm.create_model(spec.timm_name, pretrained=False, **spec.kwargs)
+        return timm.create_model(name, pretrained=False, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" not in str(exc):
             raise
         raise BackboneUnavailableError(
-            f"Unknown backbone architecture '{spec.timm_name}': neither a napari-dfl preset "
+            f"Unknown backbone architecture '{name}': neither a napari-dfl preset "
             "nor a timm model name. List the presets with `napari-dfl backbones` or timm's "
             "names with timm.list_models()."
         ) from exc
+
+
+def resolve_layers(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Replace the layer names of :data:`~.registry.LAYER_NAMES` by timm's classes."""
+    import torch
+    from timm.layers import Mlp, SwiGLU, SwiGLUPacked
+
+    classes = {("mlp_layer", "swiglu_packed"): SwiGLUPacked, ("mlp_layer", "swiglu"): SwiGLU,
+               ("mlp_layer", "mlp"): Mlp, ("act_layer", "silu"): torch.nn.SiLU,
+               ("act_layer", "gelu"): torch.nn.GELU}
+    return {k: classes.get((k, v), v) if isinstance(v, str) else v for k, v in kwargs.items()}
+
+
+def hub_cache_dir() -> str:
+    """Return the Hugging Face hub cache folder in use (``HF_HUB_CACHE``/``HF_HOME``)."""
+    import huggingface_hub.constants
+
+    return str(huggingface_hub.constants.HF_HUB_CACHE)
+
+
+def hub_config(repo: str) -> dict[str, Any] | None:
+    """Return a hub repository's timm ``config.json`` from the local cache, or None.
+
+    Raises:
+        BackboneUnavailableError: the cached file is not a timm model configuration.
+
+    """
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(repo, "config.json", local_files_only=True)
+    except Exception:  # not cached
+        return None
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BackboneUnavailableError(
+            f"The cached config.json of {repo} ({path}) cannot be read: {exc}. Delete it and "
+            "download the repository again."
+        ) from exc
+    if not isinstance(config, dict) or "architecture" not in config:
+        raise BackboneUnavailableError(
+            f"{repo} is not a timm model repository (its config.json names no "
+            "'architecture'); transformers-only repositories need a preset (see "
+            "`napari-dfl backbones`) or a timm architecture name with --weights PATH."
+        )
+    return config
+
+
+def check_embed_dim(spec: BackboneSpec, width: int) -> None:
+    """Check a built model's embedding width against the one its preset documents.
+
+    Raises:
+        BackboneUnavailableError: the widths differ (a wrong architecture setting).
+
+    """
+    if spec.embed_dim is not None and width != spec.embed_dim:
+        raise BackboneUnavailableError(
+            f"Backbone '{spec.name}' gives {width}-d embeddings, but its preset documents "
+            f"{spec.embed_dim}-d: its timm settings do not match the model. Report this, and "
+            "use the plain timm architecture name with --weights PATH meanwhile."
+        )
 
 
 def _random(spec: BackboneSpec, weights: str) -> LoadedModel:

@@ -183,6 +183,8 @@ def resolve(name: str | os.PathLike, weights: str | os.PathLike | None = None):
         input_size=pre.get("input_size") or (known.input_size if known else None),
         interpolation=pre.get("interpolation") or (known.interpolation if known else None),
         timm_kwargs=known.kwargs if known else {},
+        pooling=known.pooling if known else "default",
+        embed_dim=known.embed_dim if known else None,
     )
     return spec, path, card
 

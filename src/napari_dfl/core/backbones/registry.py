@@ -1,9 +1,15 @@
 """The backbone registry: named presets and how each is built (a leaf: it loads nothing).
 
 A :class:`BackboneSpec` says which timm architecture a name stands for, where its weights
-come from and how its input is preprocessed. :func:`get_spec` turns a preset name, or any
-timm architecture name, into a spec; :func:`napari_dfl.core.backbones.backbone.load_backbone`
-builds it. timm is imported only by :func:`get_spec`, for names that are not presets.
+come from, how its input is preprocessed and how its tokens are pooled into one embedding.
+:func:`get_spec` turns a preset name, any timm architecture name or a Hugging Face hub id
+(``hf-hub:<org>/<repo>``) into a spec; :func:`napari_dfl.core.backbones.backbone.load_backbone`
+builds it. timm is imported only by :func:`get_spec`, for plain names that are not presets.
+
+The pathology foundation-model presets (UNI2-h, Virchow2, H-optimus-1, Phikon-v2, GPFM,
+Midnight-12k, the Kaiko ViTs) live in :mod:`napari_dfl.core.backbones.foundation`; their
+weights are gated or large, so they load from a local file only (``weights="file"``), or from
+the hub when the user asks for it with ``--weights hf-hub:<repo>``.
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from napari_dfl.core.errors import DFLError
 __all__ = [
     "DEFAULT_BACKBONE",
     "INTERPOLATIONS",
+    "LAYER_NAMES",
+    "POOLINGS",
     "BackboneSpec",
     "BackboneUnavailableError",
     "available_backbones",
     "get_spec",
+    "is_hub_name",
     "register_backbone",
 ]
 
@@ -30,6 +39,14 @@ INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "near
                    "lanczos": "bicubic", "random": "bilinear"}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+#: How a network's output becomes one embedding: ``"default"`` is timm's own pooled
+#: pre-logits (``forward_head(..., pre_logits=True)``); ``"cls+mean"`` concatenates the class
+#: token and the mean of the patch tokens (register tokens left out), as Virchow2's and
+#: Midnight's model cards do, so the embedding is twice the width of the network.
+POOLINGS = ("default", "cls+mean")
+#: String values of ``timm_kwargs`` that stand for classes, resolved when the model is built
+#: (so this module imports neither torch nor timm): ``mlp_layer`` and ``act_layer``.
+LAYER_NAMES = {"mlp_layer": ("swiglu_packed", "swiglu", "mlp"), "act_layer": ("silu", "gelu")}
 
 
 class BackboneUnavailableError(DFLError):
@@ -54,7 +71,14 @@ class BackboneSpec:
         input_size: square input side in pixels; None takes timm's pretrained config.
         interpolation: ``"bicubic"`` or ``"bilinear"``; None takes timm's pretrained config.
         timm_kwargs: extra ``timm.create_model`` keyword arguments, given as a dict and
-            stored as sorted ``(key, value)`` pairs so the spec stays hashable.
+            stored as sorted ``(key, value)`` pairs so the spec stays hashable. Layer classes
+            are named by strings (see :data:`LAYER_NAMES`), e.g. ``mlp_layer="swiglu_packed"``.
+        pooling: one of :data:`POOLINGS`.
+        embed_dim: the embedding width the preset is documented to give (checked against
+            the built model); None when not stated.
+        licence: the weights' licence as the model card states it (None: not stated here).
+        hub_id: the Hugging Face repository the weights are published in, for messages and
+            for ``--weights hf-hub:<hub_id>``; None when there is none.
 
     """
 
@@ -67,6 +91,10 @@ class BackboneSpec:
     input_size: int | None = None
     interpolation: str | None = None
     timm_kwargs: Any = field(default=())
+    pooling: str = "default"
+    embed_dim: int | None = None
+    licence: str | None = None
+    hub_id: str | None = None
 
     def __post_init__(self) -> None:
         kwargs = self.timm_kwargs
@@ -81,6 +109,14 @@ class BackboneSpec:
         if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"BackboneSpec {self.name!r}: unknown interpolation "
                              f"{self.interpolation!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"BackboneSpec {self.name!r}: pooling must be one of {POOLINGS}, "
+                             f"not {self.pooling!r}")
+        for key, names in LAYER_NAMES.items():
+            value = dict(pairs).get(key)
+            if value is not None and value not in names:
+                raise ValueError(f"BackboneSpec {self.name!r}: {key} must be one of {names}, "
+                                 f"not {value!r}")
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -101,18 +137,35 @@ def available_backbones() -> list[BackboneSpec]:
     return list(_REGISTRY.values())
 
 
+def is_hub_name(name: str) -> bool:
+    """Return True for a Hugging Face hub model id, ``hf-hub:<org>/<repo>`` (or ``hf_hub:``)."""
+    if not name.startswith(("hf-hub:", "hf_hub:")):
+        return False
+    repo = name.split(":", 1)[1]
+    return repo.count("/") == 1 and all(part.strip() for part in repo.split("/"))
+
+
 def get_spec(name: str) -> BackboneSpec:
-    """Return the preset called ``name``, or a spec for a plain timm architecture name.
+    """Return the preset called ``name``, or a spec for a timm name or hub id.
 
     A name that is not a preset but that timm knows (``"convnext_tiny"``,
     ``"resnet50.tv_in1k"``) gets an ad-hoc spec with timm's own weights and preprocessing.
+    A hub id (``"hf-hub:1aurent/vit_small_patch8_224.lunit_dino"``) gets a spec whose
+    architecture is read from the repository's ``config.json`` (from the hub cache, or
+    downloaded) and whose weights are the repository's checkpoint.
 
     Raises:
-        BackboneUnavailableError: neither a preset nor a timm model.
+        BackboneUnavailableError: neither a preset, a timm model nor a hub id.
 
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if is_hub_name(name):
+        hub = "hf-hub:" + name.split(":", 1)[1]
+        return BackboneSpec(name=hub, timm_name=hub, weights=hub,
+                            description=f"timm model from the Hugging Face hub repository "
+                                        f"{hub.split(':', 1)[1]}",
+                            hub_id=hub.split(":", 1)[1])
     import timm
 
     if timm.is_model(name):
@@ -120,8 +173,9 @@ def get_spec(name: str) -> BackboneSpec:
                             description=f"timm architecture {name}")
     presets = ", ".join(_REGISTRY)
     raise BackboneUnavailableError(
-        f"Unknown backbone '{name}'. Use one of the presets ({presets}) or any timm model "
-        "name (see timm.list_models()), with --weights PATH for a local weights file."
+        f"Unknown backbone '{name}'. Use one of the presets ({presets}), any timm model "
+        "name (see timm.list_models()) or a hub id 'hf-hub:<org>/<repo>', with --weights PATH "
+        "for a local weights file."
     )
 
 
@@ -161,7 +215,14 @@ for _spec in (
         mean=_IMAGENET_MEAN, std=_IMAGENET_STD, input_size=224, interpolation="bilinear",
         timm_kwargs={"img_size": 224, "patch_size": 16, "init_values": 1e-5,
                      "num_classes": 0, "dynamic_img_size": True},
+        embed_dim=1024, licence="CC-BY-NC-ND-4.0 (gated)", hub_id="MahmoodLab/UNI",
     ),
 ):
     register_backbone(_spec)
 del _spec
+
+from napari_dfl.core.backbones.foundation import FOUNDATION_PRESETS  # noqa: E402 (a leaf)
+
+for _fields in FOUNDATION_PRESETS:
+    register_backbone(BackboneSpec(**_fields))
+del _fields

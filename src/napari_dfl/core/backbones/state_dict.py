@@ -4,8 +4,10 @@
 header) with safetensors and anything else with ``torch.load(weights_only=True)``, so nothing
 in a file is ever unpickled or run; it unwraps the dicts that training checkpoints nest the
 model under. :func:`fit_state_dict` strips wrapper prefixes, maps the EfficientNet-PyTorch
-(lukemelas) layout to timm's, applies timm's own checkpoint conversion for older layouts, and
-loads every tensor strictly except the classifier head, which is dropped when it does not fit.
+(lukemelas) and the transformers DINOv2 (Phikon-v2, Midnight) layouts to timm's, applies
+timm's own checkpoint conversion for older layouts, resamples ViT position embeddings trained
+on another grid, and loads every tensor strictly except the classifier head, which is dropped
+when it does not fit.
 
 torch is imported inside functions: importing this module is cheap.
 """
@@ -26,8 +28,10 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_PREFIXES",
     "WRAPPER_KEYS",
+    "dinov2_hf_to_timm",
     "efficientnet_pytorch_to_timm",
     "fit_state_dict",
+    "is_dinov2_hf",
     "is_efficientnet_pytorch",
     "read_state_dict",
 ]
@@ -183,6 +187,105 @@ def efficientnet_pytorch_to_timm(
     return out
 
 
+# -- transformers DINOv2 layout -> timm ------------------------------------------------------
+_HF_STEM = "embeddings.patch_embeddings.projection.weight"
+_HF_TOP = {"embeddings.cls_token": "cls_token", "embeddings.register_tokens": "reg_token",
+           "embeddings.position_embeddings": "pos_embed",
+           "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+           "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+           "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias"}
+_HF_LAYER = re.compile(r"encoder\.layer\.(\d+)\.(.+)")
+_HF_BLOCK = {"norm1": "norm1", "norm2": "norm2", "attention.output.dense": "attn.proj",
+             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.weights_in": "mlp.fc1",
+             "mlp.weights_out": "mlp.fc2"}
+_HF_SCALES = {"layer_scale1.lambda1": "ls1.gamma", "layer_scale2.lambda1": "ls2.gamma"}
+_HF_QKV = re.compile(r"attention\.attention\.(query|key|value)\.(weight|bias)")
+
+
+def is_dinov2_hf(state: Mapping[str, Any]) -> bool:
+    """Return True for a state dict in the transformers ``Dinov2Model`` key layout."""
+    return any(k == _HF_STEM or k.endswith("." + _HF_STEM) for k in state)
+
+
+def dinov2_hf_to_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a transformers ``Dinov2Model`` state dict to timm's VisionTransformer layout.
+
+    Separate query/key/value projections become timm's fused ``qkv`` (in that order);
+    SwiGLU's ``weights_in``/``weights_out`` become ``mlp.fc1``/``mlp.fc2`` (timm's
+    ``SwiGLUPacked`` keeps the same packed layout); layer scales become ``ls1``/``ls2``
+    gammas; the unused ``mask_token`` is dropped. A wrapper prefix in front of every key
+    (``dinov2.``, ``model.``) is removed first.
+
+    Args:
+        state: the file's tensors, in the transformers layout.
+
+    Returns:
+        The same tensors under timm's keys.
+
+    Raises:
+        BackboneUnavailableError: an attention projection is missing its partners.
+
+    """
+    import torch
+
+    stem = next(k for k in state if k == _HF_STEM or k.endswith("." + _HF_STEM))
+    prefix = stem[: -len(_HF_STEM)]
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    for full, value in state.items():
+        if not full.startswith(prefix):
+            continue
+        key = full[len(prefix):]
+        if key in _HF_TOP:
+            out[_HF_TOP[key]] = value
+            continue
+        match = _HF_LAYER.match(key)
+        if not match:
+            if key != "embeddings.mask_token":
+                out[key] = value  # left for the strict check to report
+            continue
+        index, rest = int(match.group(1)), match.group(2)
+        if m := _HF_QKV.fullmatch(rest):
+            qkv.setdefault((index, m.group(2)), {})[m.group(1)] = value
+        elif rest in _HF_SCALES:
+            out[f"blocks.{index}.{_HF_SCALES[rest]}"] = value
+        else:
+            module, _, leaf = rest.rpartition(".")
+            out[f"blocks.{index}.{_HF_BLOCK.get(module, module)}.{leaf}"] = value
+    for (index, leaf), parts in sorted(qkv.items()):
+        if set(parts) != {"query", "key", "value"}:
+            raise BackboneUnavailableError(
+                f"Layer {index} of the transformers DINOv2 file has only the "
+                f"{', '.join(sorted(parts))} projection(s): the file is incomplete or not a "
+                "DINOv2 checkpoint. Download it again."
+            )
+        out[f"blocks.{index}.attn.qkv.{leaf}"] = torch.cat(
+            [parts["query"], parts["key"], parts["value"]], dim=0)
+    return out
+
+
+def _resample_pos_embed(model: torch.nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """Resample a ViT's position embeddings trained on another grid to the model's grid."""
+    ours = getattr(model, "pos_embed", None)
+    theirs = state.get("pos_embed")
+    if ours is None or theirs is None or tuple(theirs.shape) == tuple(ours.shape) or \
+            theirs.ndim != 3 or theirs.shape[-1] != ours.shape[-1]:
+        return state
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(model, "no_embed_class", False) else int(
+        getattr(model, "num_prefix_tokens", 1))
+    grid = tuple(model.patch_embed.grid_size)
+    side = round((theirs.shape[1] - prefix) ** 0.5)
+    if side * side != theirs.shape[1] - prefix:
+        return state  # not a square grid: the strict check reports the shapes
+    state = dict(state)
+    state["pos_embed"] = resample_abs_pos_embed(theirs, new_size=list(grid),
+                                                old_size=[side, side],
+                                                num_prefix_tokens=prefix, verbose=False)
+    return state
+
+
 # -- fitting a state dict to a model -------------------------------------------------------
 def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
     cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -228,9 +331,12 @@ def fit_state_dict(
     state = _strip_efficientnet_prefix(state)
     if is_efficientnet_pytorch(state):
         state = efficientnet_pytorch_to_timm(state, model)
+    elif is_dinov2_hf(state):
+        state = dinov2_hf_to_timm(state)
     expected = model.state_dict()
     state, ignored = _best_prefix(state, set(expected))
     state = _maybe_timm_filter(model, state, expected)
+    state = _resample_pos_embed(model, state)
     heads = _head_prefixes(model)
 
     def is_head(key: str) -> bool:

@@ -169,7 +169,14 @@ def hub_file(repo: str, spec: BackboneSpec, filenames: tuple[str, ...] = HUB_FIL
             continue
     reason = offline_reason(hub_endpoint())
     if reason is not None:
-        raise _offline_error(spec, f"the Hugging Face hub ({repo})", reason)
+        import huggingface_hub.constants
+
+        error = _offline_error(spec, f"the Hugging Face hub ({repo})", reason)
+        raise BackboneUnavailableError(
+            f"{error} To use the hub offline, pre-download the repository on a machine with "
+            f"network (`hf download {repo}`) into the cache that HF_HOME (or HF_HUB_CACHE) "
+            f"points to here ({huggingface_hub.constants.HF_HUB_CACHE})."
+        )
     last: Exception | None = None
     for name in filenames:
         try:
