@@ -273,6 +273,91 @@ def test_downloaded_weights_already_cached_load_offline(monkeypatch, tmp_path: P
     assert dino.embed(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 2048)
 
 
+def _fake_hub_repo(hub: Path, repo: str, config: dict | None, weights: dict | None) -> Path:
+    """Lay out ``repo`` in a Hugging Face cache the way huggingface_hub stores a download."""
+    from safetensors.torch import save_file
+
+    folder = hub / ("models--" + repo.replace("/", "--"))
+    snapshot = folder / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0123abcd")
+    if config is not None:
+        (snapshot / "config.json").write_text(json.dumps(config))
+    if weights is not None:
+        save_file(weights, str(snapshot / "model.safetensors"))
+    return snapshot
+
+
+def test_hub_id_offline_and_not_cached_says_what_to_do(monkeypatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    start = time.perf_counter()
+    with pytest.raises(BackboneUnavailableError) as info:
+        load_backbone("hf-hub:someone/some-pathology-vit")
+    assert time.perf_counter() - start < 5
+    text = str(info.value)
+    assert "--weights PATH" in text and "HF_HOME" in text
+    assert "hf download someone/some-pathology-vit" in text and str(tmp_path / "hf") in text
+    # a preset's weights asked from the hub, offline: the same two ways out
+    with pytest.raises(BackboneUnavailableError) as info:
+        load_backbone("kaiko-vits16", weights="hf-hub:1aurent/not-cached")
+    assert "--weights PATH" in str(info.value) and "HF_HOME" in str(info.value)
+
+
+def test_hub_id_cached_loads_offline_with_its_config(monkeypatch, tmp_path: Path) -> None:
+    # A repository downloaded earlier (timm config.json + model.safetensors in the hub
+    # cache) loads without the network: architecture, preprocessing and weights from it.
+    import huggingface_hub.constants
+    import timm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = tmp_path / "hf"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", num_classes=0)  # random weights, not pretrained
+    weights = {k: v.contiguous() for k, v in net.state_dict().items()}
+    config = {"architecture": "resnet18", "num_classes": 0,
+              "pretrained_cfg": {"input_size": [3, 160, 160], "interpolation": "bilinear",
+                                 "mean": [0.7, 0.6, 0.7], "std": [0.2, 0.25, 0.2]}}
+    snapshot = _fake_hub_repo(hub, "lab/tiny-resnet", config, weights)
+    for name in ("hf-hub:lab/tiny-resnet", "hf_hub:lab/tiny-resnet"):
+        loaded = load_backbone(name, precision="fp32", fuse=False)
+        assert loaded.name == "hf-hub:lab/tiny-resnet" == loaded.weights_source
+        assert loaded.weights_sha256 == file_sha256(snapshot / "model.safetensors")
+        assert loaded.input_size == 160 and loaded.interpolation == "bilinear"
+        assert loaded.mean == pytest.approx((0.7, 0.6, 0.7)) and loaded.embed_dim == 512
+    x = np.random.default_rng(0).integers(0, 256, (2, 160, 160, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        want = net.eval()(loaded.preprocess(x)).numpy()
+    np.testing.assert_allclose(loaded.embed(x), want, rtol=1e-5, atol=1e-5)
+
+    # the same architecture from the cached config, with a local weights file instead
+    torch.manual_seed(1)
+    other = {k: v.contiguous() for k, v in
+             timm.create_model("resnet18", num_classes=0).state_dict().items()}
+    from safetensors.torch import save_file
+
+    save_file(other, str(tmp_path / "mine.safetensors"))
+    mine = load_backbone("hf-hub:lab/tiny-resnet", weights=tmp_path / "mine.safetensors")
+    assert mine.weights_sha256 == file_sha256(tmp_path / "mine.safetensors")
+    assert mine.weights_source.startswith("file:")
+
+
+def test_hub_repository_without_a_timm_config_is_refused(monkeypatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    _fake_hub_repo(tmp_path / "hf", "owkin/phikon-v2", {"model_type": "dinov2"}, None)
+    with pytest.raises(BackboneUnavailableError, match="phikon-v2"):
+        load_backbone("hf-hub:owkin/phikon-v2")
+    with pytest.raises(BackboneUnavailableError, match="Unknown backbone"):
+        load_backbone("hf-hub:no-slash-here")
+
+
 def test_file_only_spec_asks_for_a_file(monkeypatch) -> None:
     from napari_dfl.core.backbones import registry as backbones
 

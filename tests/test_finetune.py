@@ -263,3 +263,41 @@ def test_evidence_quick_run_writes_the_report(tmp_path):
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
         "evidence_backbones.png", "evidence_learning_curve.png", "evidence_noise.png"]
     assert list((tmp_path / "work" / "quick").glob("crc-lite0-half*/backbone_card.json"))
+
+
+def test_any_timm_family_unfreezes_its_last_groups():
+    # timm's group_matcher finds the blocks of families the old name rules missed
+    # (ConvNeXt stages, RegNet s1..s4); random initialisation, nothing downloaded.
+    import timm
+
+    convnext = timm.create_model("convnext_atto", num_classes=0)
+    names = [n for n, _ in convnext.named_parameters()]
+    one, two = trainable_names(convnext, 1), trainable_names(convnext, 2)
+    assert set(one) == {n for n in names if n.startswith(("stages.3.blocks.1.", "head."))}
+    assert set(two) == {n for n in names if n.startswith(("stages.3.", "head."))}
+    assert not any(n.startswith(("stem.", "stages.2.")) for n in two)
+    with pytest.raises(FinetuneError, match="has 12 blocks"):
+        trainable_names(convnext, 13)
+    regnet = timm.create_model("regnetx_002", num_classes=0)
+    three = trainable_names(regnet, 3)
+    assert {n.split(".")[1] for n in three} == {"b5", "b6", "b7"}
+    assert all(n.startswith("s4.") for n in three)
+
+
+def test_finetunes_a_convnext(sample_patches):
+    # End to end on a family that was refused before: only the last two groups change.
+    config = FinetuneConfig(blocks=2, epochs=1, patience=1, batch_size=16, lr=1e-3,
+                            restore_best=False)
+    base = load_backbone("convnext_atto", weights="random:3", fuse=False, precision="fp32")
+    before = {n: p.detach().clone() for n, p in base.model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = finetune_patches(sample_patches["patches"], sample_patches["labels"],
+                                  sample_patches["groups"], base="convnext_atto",
+                                  weights="random:3", config=config)
+    after = dict(result.backbone.model.named_parameters())
+    changed = {n for n in after if not np.array_equal(before[n].numpy(),
+                                                      after[n].detach().numpy())}
+    assert changed and changed <= set(result.trainable)
+    assert any(n.startswith("stages.3.blocks.0.") for n in changed)
+    assert all(n.startswith(("stages.3.", "head.")) for n in result.trainable)

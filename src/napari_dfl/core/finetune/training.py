@@ -43,6 +43,7 @@ __all__ = [
     "FinetuneError",
     "FinetuneProgress",
     "FinetuneResult",
+    "block_groups",
     "finetune",
     "finetune_patches",
     "trainable_names",
@@ -141,39 +142,65 @@ class FinetuneResult:
         return self.head.predict_proba(embed_patches(self.backbone, patches, batch))
 
 
-def _blocks(model) -> list[str]:
-    """Parameter-name prefixes of the model's blocks, in forward order."""
-    if hasattr(model, "blocks"):  # EfficientNet/MobileNet stages, or ViT's flat blocks
-        names = []
-        for i, stage in enumerate(model.blocks):
-            if isinstance(stage, nn.Sequential) and len(stage) and \
-                    all(isinstance(b, nn.Module) for b in stage):
-                names += [f"blocks.{i}.{j}." for j in range(len(stage))]
-            else:
-                names.append(f"blocks.{i}.")
-        return names
-    layers = [n for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
-    if layers:  # ResNet
-        return [f"{n}.{j}." for n in layers for j in range(len(getattr(model, n)))]
-    raise FinetuneError(f"cannot find the blocks of {type(model).__name__} to unfreeze: "
-                        "fine-tuning supports EfficientNet, MobileNet, ResNet and ViT models.")
+def block_groups(model: nn.Module) -> list[list[str]]:
+    """The model's blocks as groups of parameter names, in forward order, from timm.
+
+    timm's ``group_matcher`` (the one its layer-wise learning-rate decay uses) gives every
+    family its own grouping: a stem, then one group per block (EfficientNet and MobileNet
+    blocks, ResNet bottlenecks, ViT blocks, ConvNeXt, RegNet, Swin... stages' blocks), then
+    what follows (final norms, heads). The stem is not a block; layers that timm puts after
+    the last block (unmatched by its block patterns) are kept as trailing groups, so they
+    count as "what follows", not as blocks.
+
+    Raises:
+        FinetuneError: the model has no ``group_matcher`` (not a timm model).
+
+    """
+    import re
+
+    from timm.models import group_parameters
+
+    matcher_of = getattr(model, "group_matcher", None)
+    if matcher_of is None:
+        raise FinetuneError(f"cannot find the blocks of {type(model).__name__} to unfreeze: "
+                            "fine-tuning needs a timm model (one with group_matcher).")
+    matcher = matcher_of(coarse=False)
+    groups = [list(names) for _, names in sorted(group_parameters(model, matcher).items())]
+    if isinstance(matcher, dict):
+        specs = matcher.get("blocks") or []
+        specs = [specs] if isinstance(specs, str) else list(specs)
+        patterns = [re.compile(spec if isinstance(spec, str) else spec[0]) for spec in specs]
+        stem = matcher.get("stem")
+        stems = [re.compile(stem)] if isinstance(stem, str) else []
+        return [names for names in groups
+                if any(p.match(n) for p in patterns for n in names)
+                and not all(any(p.match(n) for p in stems) for n in names)]
+    return groups[1:]  # a callable matcher: everything after the stem
 
 
-def trainable_names(model, blocks: int) -> list[str]:
+def trainable_names(model: nn.Module, blocks: int) -> list[str]:
     """Names of the parameters step 2 trains: the last ``blocks`` blocks and what follows.
+
+    Blocks are timm's parameter groups (:func:`block_groups`), so any timm family can be
+    fine-tuned; what follows the last block (final norm, head) is always trained.
 
     Raises:
         FinetuneError: the architecture's blocks are unknown, or ``blocks`` exceeds them.
 
     """
-    prefixes = _blocks(model)
-    if blocks > len(prefixes):
+    groups = block_groups(model)
+    if not groups:
+        raise FinetuneError(f"timm finds no blocks in {type(model).__name__} to unfreeze.")
+    if blocks > len(groups):
         raise FinetuneError(f"blocks={blocks} but {type(model).__name__} has "
-                            f"{len(prefixes)} blocks.")
+                            f"{len(groups)} blocks.")
     names = [name for name, _ in model.named_parameters()]
-    last_block = max(i for i, n in enumerate(names) if n.startswith(tuple(prefixes)))
-    unfrozen = tuple(prefixes[-blocks:])
-    return [n for i, n in enumerate(names) if n.startswith(unfrozen) or i > last_block]
+    order = {name: i for i, name in enumerate(names)}
+    unfrozen = {n for group in groups[-blocks:] for n in group}
+    first = min(order[n] for n in unfrozen)
+    in_blocks = {n for group in groups for n in group}
+    return [n for i, n in enumerate(names)
+            if n in unfrozen or (n not in in_blocks and i > first)]
 
 
 def _check(labels: np.ndarray, groups: np.ndarray, patches: np.ndarray) -> None:
@@ -261,8 +288,7 @@ def finetune(
     weight = weight.to(device)
 
     def logits_of(x: np.ndarray) -> torch.Tensor:
-        features = model.forward_head(model.forward_features(backbone.preprocess(x)),
-                                      pre_logits=True)
+        features = backbone.features(backbone.preprocess(x))
         return head_model((features - mean) / std)
 
     def validate() -> tuple[float, float]:
