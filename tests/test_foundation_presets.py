@@ -165,3 +165,18 @@ def test_incomplete_transformers_file_is_refused(monkeypatch, tmp_path: Path) ->
     save_file(state, str(tmp_path / "broken.safetensors"))
     with pytest.raises(BackboneUnavailableError, match="incomplete"):
         load_backbone(small.name, weights=tmp_path / "broken.safetensors")
+
+
+def test_catalogue_lists_presets_with_licence_width_and_how_to_get_them() -> None:
+    from napari_dfl.core.backbones.catalogue import catalogue
+
+    presets = {p["name"]: p for p in catalogue()["presets"]}
+    assert set(DIMS) <= set(presets)
+    for name, dim in DIMS.items():
+        entry = presets[name]
+        assert entry["embed_dim"] == dim and entry["licence"] and entry["weights"] == "file"
+        assert entry["status"] == ("needs a weights file: --weights PATH (or --weights "
+                                   f"hf-hub:{entry['hub_id']})")
+    assert presets["midnight-12k"]["licence"].startswith("MIT")
+    assert presets["virchow2"]["pooling"] == presets["midnight-12k"]["pooling"] == "cls+mean"
+    assert presets["uni2-h"]["pooling"] == "default"

@@ -1,7 +1,8 @@
 """``napari-dfl backbones``: which backbones this installation can use, and how.
 
 Lists the presets (ready offline from an installed package, downloaded on first use, or
-needing a weights file) and the fine-tuned backbones found in ``$NAPARI_DFL_BACKBONES``.
+needing a weights file, with the licence of the foundation models' weights) and the
+fine-tuned backbones found in ``$NAPARI_DFL_BACKBONES``.
 Nothing is loaded or downloaded: only packages and folders are looked at.
 """
 
@@ -34,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     for item in found["presets"]:
         say(f"  {item['name']:<20} {item['status']}")
         say(f"  {'':<20} {item['description']}")
+        if item.get("licence"):
+            say(f"  {'':<20} licence: {item['licence']}")
     say(f"fine-tuned (in {found['finetuned_folder']}; `napari-dfl finetune` makes them):")
     for item in found["finetuned"] or [{"name": "(none)"}]:
         extra = "" if "base" not in item else \

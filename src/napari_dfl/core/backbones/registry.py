@@ -215,7 +215,8 @@ for _spec in (
         mean=_IMAGENET_MEAN, std=_IMAGENET_STD, input_size=224, interpolation="bilinear",
         timm_kwargs={"img_size": 224, "patch_size": 16, "init_values": 1e-5,
                      "num_classes": 0, "dynamic_img_size": True},
-        embed_dim=1024, licence="CC-BY-NC-ND-4.0 (gated)", hub_id="MahmoodLab/UNI",
+        embed_dim=1024, hub_id="MahmoodLab/UNI",
+        licence="CC-BY-NC-ND-4.0, gated (unconfirmed here: check the model card)",
     ),
 ):
     register_backbone(_spec)
