@@ -120,6 +120,33 @@ def test_preset_loads_a_random_file_of_its_architecture(name: str, monkeypatch,
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+#: Full-size architecture facts: (blocks, width, prefix tokens, millions of parameters).
+#: Virchow2's 632 M (ViT-H/14, 32 blocks, 1280 wide) is from its paper; ViT-g/14 with 1.1 B
+#: from H-optimus-0's and OpenMidnight's descriptions (counted here: 1135 M); UNI2-h's 681 M
+#: as its card states (not re-checked here); ViT-L 0.3 B, ViT-B 85.8 M and ViT-S 21.7 M
+#: (headless) are the standard sizes.
+FULL = {"uni2-h": (24, 1536, 9, 681), "virchow2": (32, 1280, 5, 632),
+        "h-optimus-1": (40, 1536, 5, 1135), "phikon-v2": (24, 1024, 1, 303),
+        "gpfm": (24, 1024, 1, 303), "midnight-12k": (40, 1536, 1, 1135),
+        "kaiko-vits16": (12, 384, 1, 21.7), "kaiko-vits8": (12, 384, 1, 21.7),
+        "kaiko-vitb16": (12, 768, 1, 85.8), "kaiko-vitb8": (12, 768, 1, 85.8),
+        "kaiko-vitl14": (24, 1024, 5, 304)}
+
+
+def test_full_size_architectures_on_the_meta_device() -> None:
+    # The whole networks, built without memory or weights (torch's meta device): depth,
+    # width, class + register tokens and parameter count match the published models.
+    for name, (depth, width, prefix, millions) in FULL.items():
+        with torch.device("meta"):
+            model = create_model(get_spec(name))
+        params = sum(p.numel() for p in model.parameters())
+        assert (len(model.blocks), model.num_features, model.num_prefix_tokens) == (
+            depth, width, prefix), name
+        assert abs(params / 1e6 - millions) / millions < 0.01, (name, params)
+        pooled = 2 * width if get_spec(name).pooling == "cls+mean" else width
+        assert pooled == DIMS[name], name
+
+
 def test_presets_never_download_without_being_asked(monkeypatch) -> None:
     # No file given: the preset asks for one instead of fetching gigabytes.
     with pytest.raises(BackboneUnavailableError, match="--weights PATH"):
