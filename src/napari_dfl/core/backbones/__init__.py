@@ -1,6 +1,7 @@
 """Frozen pretrained backbones: presets, weight sources, safe loading, devices, fine-tuning.
 
-Layers, leaves first: :mod:`.registry` (names and specs) <- :mod:`.devices`,
+Layers, leaves first: :mod:`.foundation` (the pathology foundation-model presets, plain
+fields) <- :mod:`.registry` (names and specs) <- :mod:`.devices`,
 :mod:`.state_dict`, :mod:`.weight_sources`, :mod:`.fusion`, :mod:`.finetuned` <-
 :mod:`.builder` (a model with its weights) <- :mod:`.backbone` (the loaded backbone and
 :func:`load_backbone`, the one entry point). Importing any of them loads neither torch nor
