@@ -5,10 +5,12 @@ With ``Composition(context="shared")`` the x5 part of a sample is the x5 patch o
 it. The engine then cuts and embeds each such patch once: the readers cut a batch's own
 (first-zoom) parts and only the context patches not embedded yet, the model embeds them, and
 :class:`ContextCache` keeps the context embeddings for the next samples of the same cells
-(the spatial order of extraction visits them close together). A context evicted before a
-later batch needed it is cut and embedded again on the spot, so the result never depends on
-the cache: every sample's vector equals the one :func:`~napari_dfl.core.slides.sampling.
-sample_patches` would give.
+(the spatial order of extraction visits them close together). A context a batch needs but
+does not find (evicted, or claimed by the reader of a later batch running at the same time)
+is cut and embedded on the spot, and a later batch does not embed it again, so each context
+is embedded once and the result never depends on the cache or the threads' timing: every
+sample's vector equals the one :func:`~napari_dfl.core.slides.sampling.sample_patches`
+would give.
 """
 
 from __future__ import annotations
@@ -109,15 +111,18 @@ def embed_shared(cut: SharedCut, slide: Slide, composition: Composition, cache: 
     ``embed`` turns ``(N, V, S, S, 3)`` patches into ``(N, V * D)``.
     """
     rows = [embed(cut.own)]
-    if cut.new:
-        keys = list(cut.new)
+    # A context cut here may already be embedded: two readers cut batches at once, and the
+    # later batch's reader can claim a cell the earlier batch also needs; the earlier batch,
+    # embedded first, then embedded it on the spot (below).
+    keys = [key for key in cut.new if cache.get(key) is None]
+    if keys:
         for key, vector in zip(keys, embed(np.stack([cut.new[k] for k in keys])), strict=True):
             cache.put(key, vector)
         cache.computed += len(keys)
     for keys in cut.keys:
         found = {key: cache.get(key) for key in dict.fromkeys(keys)}
         missing = [key for key, vector in found.items() if vector is None]
-        if missing:  # evicted since the readers looked: cut and embed them again
+        if missing:  # evicted, or claimed by a later batch's reader: cut and embed them now
             centres = np.array([[x, y] for _, x, y in missing])
             patches = cut_zoom(slide, centres, composition, missing[0][0])
             for key, vector in zip(missing, embed(patches), strict=True):
