@@ -41,7 +41,7 @@ from napari_dfl.core.slide_level.config import MILConfig, MILError, TargetSpec
 from napari_dfl.core.slide_level.model import TargetSlideModel, build_target_mil
 from napari_dfl.core.slide_level.regression_metrics import headline, metrics_rows
 from napari_dfl.core.slide_level.targets import TargetCohort
-from napari_dfl.core.slide_level.training import MIN_DELTA, standardised_bag, tile_stats
+from napari_dfl.core.slide_level.training import EarlyStopping, standardised_bag, tile_stats
 
 __all__ = [
     "cross_validate_targets",
@@ -203,7 +203,7 @@ def fit_targets(entries: list[SlideEntry], values: np.ndarray, targets: list[Tar
     model.generator = gen
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    best, best_loss, best_epoch, waited, history = None, float("inf"), 0, 0, []
+    stopping = EarlyStopping(config.patience)
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -232,24 +232,10 @@ def fit_targets(entries: list[SlideEntry], values: np.ndarray, targets: list[Tar
                       for k, e in enumerate(val)]
         losses = [float(v) for v in losses if v is not None]
         val_loss = float(np.mean(losses)) if losses else float("nan")
-        history.append(round(val_loss, 6))
-        if val_loss < best_loss * (1 - MIN_DELTA) or best is None:
-            best_loss, best_epoch, waited = val_loss, epoch, 0
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    if best is not None:
-        model.load_state_dict(best)
-    model.generator = None
-    model.eval()
-    record = {"validation": bool(val), "n_train_slides": len(train),
-              "n_val_slides": len(val), "epochs_run": epoch,
-              "best_epoch": best_epoch if val else epoch,
-              "stopped_early": bool(val) and epoch < config.epochs,
-              "best_val_loss": round(best_loss, 6) if val else None, "val_loss": history,
-              "reason": reason}
+        if stopping.step(model, epoch, val_loss):
+            break
+    stopping.finish(model)
+    record = stopping.record(len(train), len(val), epoch, config.epochs, reason)
     return TargetSlideModel(model, specs, mean, std, config, None, None,
                             _summary(entries, values, specs), record)
 

@@ -28,6 +28,7 @@ from napari_dfl.core.slide_level.config import MILConfig, MILError
 from napari_dfl.core.slide_level.model import SlideModel, build_mil
 
 __all__ = [
+    "EarlyStopping",
     "cross_validate_slides",
     "fit_slides",
     "standardised_bag",
@@ -68,6 +69,44 @@ def standardised_bag(path: Path, mean: np.ndarray, std: np.ndarray,
     if store.dim != dim:
         raise MILError(f"{path}: embedding dimension {store.dim}, the model needs {dim}.")
     return torch.from_numpy((store.embeddings() - mean) / std)
+
+
+class EarlyStopping:
+    """Keeps a model's best weights by validation loss and says when patience has run out."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best: dict | None = None
+        self.best_loss, self.best_epoch, self.waited = float("inf"), 0, 0
+        self.history: list[float] = []
+
+    def step(self, model: torch.nn.Module, epoch: int, val_loss: float) -> bool:
+        """Record an epoch's validation loss (keeping better weights); True: stop now."""
+        self.history.append(round(val_loss, 6))
+        if val_loss < self.best_loss * (1 - MIN_DELTA) or self.best is None:
+            self.best_loss, self.best_epoch, self.waited = val_loss, epoch, 0
+            self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def finish(self, model: torch.nn.Module) -> None:
+        """Put the best weights back (when validated) and leave the model ready to predict."""
+        if self.best is not None:
+            model.load_state_dict(self.best)
+        model.generator = None
+        model.eval()
+
+    def record(self, n_train: int, n_val: int, epochs_run: int, epochs: int,
+               reason: str | None) -> dict:
+        """The model card's training record (``reason``: why there was no validation)."""
+        validated = n_val > 0
+        return {"validation": validated, "n_train_slides": n_train, "n_val_slides": n_val,
+                "epochs_run": epochs_run,
+                "best_epoch": self.best_epoch if validated else epochs_run,
+                "stopped_early": validated and epochs_run < epochs,
+                "best_val_loss": round(self.best_loss, 6) if validated else None,
+                "val_loss": self.history, "reason": reason}
 
 
 def validation_split(entries: list[SlideEntry], classes: list[str], fraction: float,
@@ -148,7 +187,7 @@ def fit_slides(entries: list[SlideEntry], classes: list[str], config: MILConfig,
     model.generator = gen
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
-    best, best_loss, best_epoch, waited, history = None, float("inf"), 0, 0, []
+    stopping = EarlyStopping(config.patience)
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -174,24 +213,10 @@ def fit_slides(entries: list[SlideEntry], classes: list[str], config: MILConfig,
                 float(criterion(model(standardised_bag(e.store, mean, std, dim))[0],
                                 y_val[k:k + 1]))
                 for k, e in enumerate(val)]))
-        history.append(round(val_loss, 6))
-        if val_loss < best_loss * (1 - MIN_DELTA) or best is None:
-            best_loss, best_epoch, waited = val_loss, epoch, 0
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    if best is not None:
-        model.load_state_dict(best)
-    model.generator = None
-    model.eval()
-    record = {"validation": bool(val), "n_train_slides": len(train),
-              "n_val_slides": len(val), "epochs_run": epoch,
-              "best_epoch": best_epoch if val else epoch,
-              "stopped_early": bool(val) and epoch < config.epochs,
-              "best_val_loss": round(best_loss, 6) if val else None, "val_loss": history,
-              "reason": reason}
+        if stopping.step(model, epoch, val_loss):
+            break
+    stopping.finish(model)
+    record = stopping.record(len(train), len(val), epoch, config.epochs, reason)
     all_counts = torch.bincount(torch.tensor([classes.index(e.label) for e in entries]),
                                 minlength=len(classes))
     summary = {"n_slides": len(entries), "n_groups": len({e.group for e in entries}),
