@@ -169,6 +169,13 @@ def test_training_is_seeded_and_model_folder_roundtrips(tmp_path):
     store = EmbeddingStore.open(entries[0].store)
     np.testing.assert_allclose(loaded.predict_store(store)[0], a.predict_store(store)[0],
                                rtol=1e-6)
+    empty = EmbeddingStore.create_or_open(tmp_path / "e__x.dfl.zarr", EXTRACTOR, 16)
+    with pytest.raises(MILError, match="no tissue tiles: nothing to predict"):
+        a.predict_store(empty)
+    wider = EmbeddingStore.create_or_open(tmp_path / "w__x.dfl.zarr", EXTRACTOR, 8)
+    wider.append(np.array([[0, 0]]), np.ones((1, 8), np.float32))
+    with pytest.raises(MILError, match="holds 8-d embeddings but the model was trained on 16-d"):
+        a.predict_store(wider)
     card = json.loads((folder / "model_card.json").read_text())
     assert card["classes"] == ["normal", "tumour"] and "slide" not in card["extractor"]
     assert card["extractor"]["dim"] == 16 and loaded.extractor == EXTRACTOR_VALUE

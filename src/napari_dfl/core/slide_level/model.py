@@ -120,13 +120,18 @@ class SlideModel:
             MILError: the store is empty or has another embedding dimension.
 
         """
-        if len(store) == 0:
-            raise MILError(f"{store.path} has no tissue tiles: nothing to predict.")
-        if store.dim != len(self.mean):
-            raise MILError(f"{store.path} holds {store.dim}-d embeddings but the model was "
-                           f"trained on {len(self.mean)}-d ones: embed the slide with the "
-                           "model's backbone and composition.")
-        return self.predict_embeddings(store.embeddings())
+        return self.predict_embeddings(_store_embeddings(store, len(self.mean)))
+
+
+def _store_embeddings(store: EmbeddingStore, dim: int) -> np.ndarray:
+    """A store's embeddings for a model trained on ``dim``-d ones; MILError when they cannot be."""
+    if len(store) == 0:
+        raise MILError(f"{store.path} has no tissue tiles: nothing to predict.")
+    if store.dim != dim:
+        raise MILError(f"{store.path} holds {store.dim}-d embeddings but the model was "
+                       f"trained on {dim}-d ones: embed the slide with the model's backbone "
+                       "and composition.")
+    return store.embeddings()
 
 
 class TargetMIL(nn.Module):
@@ -235,10 +240,4 @@ class TargetSlideModel:
             MILError: the store is empty or has another embedding dimension.
 
         """
-        if len(store) == 0:
-            raise MILError(f"{store.path} has no tissue tiles: nothing to predict.")
-        if store.dim != len(self.mean):
-            raise MILError(f"{store.path} holds {store.dim}-d embeddings but the model was "
-                           f"trained on {len(self.mean)}-d ones: embed the slide with the "
-                           "model's backbone and composition.")
-        return self.predict_embeddings(store.embeddings())
+        return self.predict_embeddings(_store_embeddings(store, len(self.mean)))
