@@ -6,6 +6,9 @@ GUI can show it as a notification and the CLI can print it as one line.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class DFLError(Exception):
     """Base class of all napari-dfl errors; its message is meant for the end user."""
@@ -41,6 +44,24 @@ class UnsupportedSlideError(SlideError):
 
 class MissingMppWarning(UserWarning):
     """The slide has no physical pixel size; magnification-based steps need one."""
+
+
+class MissingDependencyError(DFLError, ImportError):
+    """An optional dependency needed for this operation is not installed."""
+
+
+def require_module(name: str, purpose: str, extra: str) -> ModuleType:
+    """Import the optional module ``name``, or say what needs it and which extra installs it.
+
+    Raises:
+        MissingDependencyError: e.g. "Writing AnnData (.h5ad) files needs the anndata
+            package: pip install napari-dfl[anndata]".
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{purpose} needs the {name} package: pip install napari-dfl[{extra}]") from exc
 
 
 def one_line(exc: BaseException) -> str:

@@ -25,20 +25,16 @@ from typing import Any
 import numpy as np
 
 from napari_dfl.core.annotations.annotation import Annotation
-from napari_dfl.core.errors import DFLError
+from napari_dfl.core.errors import DFLError, require_module
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.features.store_folder import slide_name, store_extractor
 from napari_dfl.core.slides.sampling import Composition, CompositionError
 
-__all__ = ["AnnDataExportError", "MissingAnnDataError", "annotation_labels", "export_anndata",
+__all__ = ["AnnDataExportError", "annotation_labels", "export_anndata",
            "require_anndata", "store_to_anndata"]
 
 #: ``obs`` column of the annotation class each sample falls in ("" for none).
 ANNOTATION_COLUMN = "annotation"
-
-
-class MissingAnnDataError(DFLError, ImportError):
-    """``anndata`` is not installed."""
 
 
 class AnnDataExportError(DFLError):
@@ -46,15 +42,8 @@ class AnnDataExportError(DFLError):
 
 
 def require_anndata() -> ModuleType:
-    """The ``anndata`` module; :class:`MissingAnnDataError` saying how to install it."""
-    try:
-        import anndata
-    except ImportError as exc:
-        raise MissingAnnDataError(
-            "Writing AnnData (.h5ad) files needs the anndata package: "
-            "pip install napari-dfl[anndata]"
-        ) from exc
-    return anndata
+    """The ``anndata`` module; :class:`MissingDependencyError` saying how to install it."""
+    return require_module("anndata", "Writing AnnData (.h5ad) files", "anndata")
 
 
 def _plain(value: Any) -> Any:
@@ -141,7 +130,7 @@ def store_to_anndata(store: EmbeddingStore, *, obs: Mapping[str, Any] | None = N
     Raises:
         AnnDataExportError: an ``obs`` column of the wrong length, or annotations for a store
             that does not record its patch size in level-0 pixels.
-        MissingAnnDataError: anndata is not installed.
+        MissingDependencyError: anndata is not installed.
 
     """
     anndata = require_anndata()

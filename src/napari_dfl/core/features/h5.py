@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_dfl.core.errors import DFLError
+from napari_dfl.core.errors import DFLError, MissingDependencyError, require_module
 from napari_dfl.core.features.parts import part_columns
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.slides.sampling import Composition, CompositionError
@@ -64,23 +64,12 @@ _COORD_ATTRS = {
 }
 
 
-class MissingDependencyError(DFLError, ImportError):
-    """An optional dependency needed for this operation is not installed."""
-
-
 class H5FormatError(DFLError):
     """An h5 file is not HDF5, or lacks or garbles the TRIDENT/CLAM datasets."""
 
 
 def _h5py() -> ModuleType:
-    try:
-        import h5py
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "Reading or writing TRIDENT/CLAM .h5 feature files needs h5py: "
-            "pip install napari-dfl[h5]"
-        ) from exc
-    return h5py
+    return require_module("h5py", "Reading or writing TRIDENT/CLAM .h5 feature files", "h5")
 
 
 def _plain(value: Any) -> Any:
