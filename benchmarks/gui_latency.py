@@ -103,6 +103,48 @@ class Probe:
         self._last = now
 
 
+class StallSampler:
+    """Samples the GUI thread's Python stack while the probe is late (``--trace-stalls``).
+
+    A daemon thread looks every 20 ms; when the probe's last tick is over 100 ms old, the
+    GUI thread's stack is recorded under that stall. :meth:`report` prints, for the longest
+    stalls, the frames seen most often: where the event loop was held.
+    """
+
+    def __init__(self, probe: Probe) -> None:
+        import threading
+
+        self.probe, self.samples = probe, {}
+        self._gui = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import traceback
+
+        while not self._stop.wait(0.02):
+            began = self.probe._last
+            if self.probe.phase is None or time.perf_counter() - began < 0.1:
+                continue
+            frame = sys._current_frames().get(self._gui)
+            if frame is not None:
+                stack = traceback.extract_stack(frame)
+                key = (self.probe.phase, round(began - self.probe._began, 2))
+                self.samples.setdefault(key, []).append(
+                    [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack])
+
+    def report(self, worst: int = 3, depth: int = 14) -> None:
+        """Print the innermost frames of the ``worst`` longest-sampled stalls to stderr."""
+        self._stop.set()
+        ranked = sorted(self.samples.items(), key=lambda item: -len(item[1]))[:worst]
+        for (phase, at), stacks in ranked:
+            print(f"-- {phase} stall at {at} s: {len(stacks)} samples (20 ms apart)",
+                  file=sys.stderr)
+            for line in stacks[len(stacks) // 2][-depth:]:
+                print(f"     {line}", file=sys.stderr)
+
+
 def run_phase(widget, probe: Probe, phase: str, start, timeout_s: float) -> float:
     """Start a job, spin the real event loop until it ends; its wall time in seconds."""
     from qtpy.QtCore import QEventLoop, QTimer
@@ -128,6 +170,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=40, help="training epochs at most")
     parser.add_argument("--timeout", type=float, default=400.0, help="seconds per phase")
+    parser.add_argument("--trace-stalls", action="store_true",
+                        help="sample the GUI thread's stack during stalls and print where "
+                             "the longest ones were")
     args = parser.parse_args()
     code = reexec_under_xvfb()
     if code is not None:
@@ -162,12 +207,15 @@ def main() -> int:
     app.processEvents()
 
     probe = Probe()
+    sampler = StallSampler(probe) if args.trace_stalls else None
     config = TrainConfig(max_epochs=args.epochs, patience=8)
     seconds = {
         "extract": run_phase(widget, probe, "extract", widget.extract, args.timeout),
         "train": run_phase(widget, probe, "train", lambda: widget.train(config), args.timeout),
         "predict": run_phase(widget, probe, "predict", widget.predict, args.timeout),
     }
+    if sampler is not None:
+        sampler.report()
     predicted = widget.overlay.n_predicted
     samples, trained = widget.session.samples, widget.session.head is not None
     viewer.close()

@@ -68,14 +68,15 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     assert overlay.n_predicted == len(grid)
     assert len(set(fills)) >= 2, "the overlay should fill in progressively"
     class_layer = viewer.layers[CLASS_MAP_NAME]
-    heat_layer = overlay.probability_layer
-    assert heat_layer.name.startswith(PROBABILITY_NAME) and heat_layer in viewer.layers
+    # Only the output shown has a layer: the heatmap's comes when the user picks it.
+    assert overlay.probability_layer is None
+    assert not any(layer.name.startswith(PROBABILITY_NAME) for layer in viewer.layers)
     # New output layers took neither the active layer nor the selection.
     # (== and not "is": the panel sees the viewer's layers through napari's plugin proxy)
     assert viewer.layers.selection.active == widget.points
     assert list(viewer.layers.selection) == [widget.points]
     # One output visible at a time: the class map.
-    assert class_layer.visible and not heat_layer.visible
+    assert class_layer.visible
     assert class_layer.data.shape == (*grid.grid_shape, 4)
 
     # Line up: sample the class map at the world position of each tile's centre and
@@ -129,7 +130,11 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
                                   "Nothing"]
     assert all(f"{c}: {n} tiles" in controls.legend.text()
                for c, n in overlay.prediction.counts().items())
+    layers_before = len(viewer.layers)
     controls.choose("Probability: epidermis")
+    heat_layer = overlay.probability_layer
+    assert heat_layer in viewer.layers and len(viewer.layers) == layers_before + 1
+    assert viewer.layers.selection.active == widget.points  # the user's layer stays active
     assert heat_layer.visible and not class_layer.visible
     assert heat_layer.name == f"{PROBABILITY_NAME}: epidermis"
     assert "Probability of <b>epidermis</b>" in controls.legend.text()
@@ -166,6 +171,7 @@ def test_cancel_stops_an_extraction(loop_panel, qtbot):
 def test_auto_mode_retrains_and_predicts_after_a_new_annotation(loop_panel, qtbot):
     from shapely.geometry import Point
 
+    from napari_dfl._qt.overlays import HEATMAP
     from napari_dfl.core.annotations.annotation import Annotation
 
     _viewer, widget = loop_panel
@@ -196,8 +202,9 @@ def test_auto_mode_retrains_and_predicts_after_a_new_annotation(loop_panel, qtbo
     unpredicted = first_overlay.prediction.class_map() < 0
     assert unpredicted.sum() > 20
     assert (class_layer.data[unpredicted, 3] == 0).all()
-    assert (first_overlay.probability_layer.data[unpredicted, 3] == 0).all()
-    assert (first_overlay.probability_layer.data[~unpredicted, 3] == 255).all()
+    first_overlay.show(HEATMAP, "dermis")  # its layer is made now, from the same prediction
+    heat = first_overlay.probability_layer.data
+    assert (heat[unpredicted, 3] == 0).all() and (heat[~unpredicted, 3] == 255).all()
 
     widget.auto_check.setChecked(False)
     widget.session.add_annotations([Annotation(Point(1200.0, 1500.0), "dermis")])

@@ -11,6 +11,11 @@ or the probability of a chosen class (its name is in the layer's name), or none;
 both made colours that match no class. The panel's overlay controls pick it and show the
 legend. New layers never take the user's active layer (:func:`keeping_focus`).
 
+Only the output shown has a layer: the heatmap's is added the first time the user picks a
+class's probability, and kept from then on. Adding an image layer costs napari 150-200 ms on
+the GUI thread here (its layer controls, its vispy visual, the selection's events), so adding
+both at once stalled Predict for 300-850 ms (``benchmarks/gui_latency.py``).
+
 RGBA images rather than a Labels layer: napari colours Labels through numba functions
 compiled on first use, which froze the event loop for about 1.5 s when the first prediction
 appeared.
@@ -145,15 +150,19 @@ class PredictionOverlay:
             return None
         return self.prediction.classes[self.shown_class]
 
+    def _layers(self) -> list:
+        """The overlay layers made so far (one, or both once the heatmap was shown)."""
+        return [layer for layer in (self.class_layer, self.probability_layer)
+                if layer is not None]
+
     def _reusable(self, prediction: TilePrediction) -> bool:
         """Whether the layers can be refilled in place (auto mode predicts the same tiles).
 
-        Removing and adding two layers after each retraining is slow under software GL.
+        Removing and adding layers after each retraining is slow under software GL.
         """
         old = self.prediction
         layers = self.viewer.layers
-        return (old is not None and self.class_layer in layers
-                and self.probability_layer in layers
+        return (old is not None and all(layer in layers for layer in self._layers())
                 and old.grid.grid_shape == prediction.grid.grid_shape
                 and np.array_equal(old.grid.coords, prediction.grid.coords)
                 and old.classes == prediction.classes)
@@ -166,24 +175,34 @@ class PredictionOverlay:
             active = self.session.active
             self.shown_class = prediction.classes.index(active) \
                 if active in prediction.classes else 0
-            self._add_layers(prediction)
+            with keeping_focus(self.viewer):
+                self.remove_layers()
+            self.class_layer = self.probability_layer = None
+        self._add_shown_layer()
         self.refresh()
         self._apply_visibility()
         self.changed.emit()
 
-    def _add_layers(self, prediction: TilePrediction) -> None:
-        viewer, grid = self.viewer, prediction.grid
+    def _add_shown_layer(self) -> None:
+        """Add the layer of the output shown when it has none yet (see the module docstring)."""
+        prediction, layers = self.prediction, self.viewer.layers
+        if prediction is None or self.shown == NOTHING:
+            return
+        if self.shown == CLASS_MAP and self.class_layer not in layers:
+            self.class_layer = self._add_layer(prediction, CLASS_MAP_NAME)
+            self.class_layer.metadata["classes"] = list(prediction.classes)
+        elif self.shown == HEATMAP and self.probability_layer not in layers:
+            self.probability_layer = self._add_layer(prediction, self._heat_name())
+            self.probability_layer.metadata["class"] = self.shown_class_name
+
+    def _add_layer(self, prediction: TilePrediction, name: str):
+        """One transparent RGBA layer of the working grid, placed over the slide."""
+        grid = prediction.grid
         blank = np.zeros((*grid.grid_shape, 4), dtype=np.uint8)
-        placement = tile_placement(grid.tile_size, self.reference)
-        with keeping_focus(viewer):  # the user keeps annotating on their layer
-            self.remove_layers()
-            self.probability_layer = viewer.add_image(
-                blank, name=self._heat_name(), rgb=True, opacity=_LAYER_OPACITY, **placement)
-            self.class_layer = viewer.add_image(
-                blank.copy(), name=CLASS_MAP_NAME, rgb=True, opacity=_LAYER_OPACITY,
-                **placement)
-        self.class_layer.metadata["classes"] = list(prediction.classes)
-        self.probability_layer.metadata["class"] = self.shown_class_name
+        with keeping_focus(self.viewer):  # the user keeps annotating on their layer
+            return self.viewer.add_image(
+                blank, name=name, rgb=True, opacity=_LAYER_OPACITY,
+                **tile_placement(grid.tile_size, self.reference))
 
     def remove_layers(self) -> None:
         """Remove the overlay layers (and stale ones of an earlier panel) from the viewer."""
@@ -226,7 +245,7 @@ class PredictionOverlay:
     def refresh(self) -> None:
         """Push the prediction's current state into the layers."""
         prediction = self.prediction
-        if prediction is None or self.class_layer is None:
+        if prediction is None:
             return
         if self.class_layer in self.viewer.layers:
             self.class_layer.data = self.lut[prediction.class_map().astype(np.int64) + 1]
@@ -251,7 +270,8 @@ class PredictionOverlay:
             if self.probability_layer in self.viewer.layers:
                 self.probability_layer.name = self._heat_name()
                 self.probability_layer.metadata["class"] = class_name
-            self.refresh()
+        self._add_shown_layer()
+        self.refresh()
         self._apply_visibility()
         self.changed.emit()
 
