@@ -47,6 +47,11 @@ class SettingsForm(QWidget):
         self.zooms_edit = QLineEdit()
         self.rgb_check = QCheckBox("RGB")
         self.gray_check = QCheckBox("gray")
+        self.stain_check = QCheckBox("stain")
+        self.stain_check.setToolTip(
+            "also each part with the slide's H&E stain normalised to a reference stain "
+            "(Macenko, estimated once per slide): for slides from several labs or scanners "
+            "(docs/embedding.md)")
         self.context_check = QCheckBox("shared per tile of its zoom")
         self.context_check.setToolTip(
             "the x5 part of every x20 tile in one x5 tile is that x5 tile, embedded once: "
@@ -58,6 +63,7 @@ class SettingsForm(QWidget):
         variants = QHBoxLayout()
         variants.addWidget(self.rgb_check)
         variants.addWidget(self.gray_check)
+        variants.addWidget(self.stain_check)
         form = QFormLayout(self)
         form.addRow("backbone", self.backbone_combo)
         form.addRow("patch px", self.patch_spin)
@@ -74,6 +80,7 @@ class SettingsForm(QWidget):
         self.zooms_edit.editingFinished.connect(self.apply)
         self.rgb_check.toggled.connect(self.apply)
         self.gray_check.toggled.connect(self.apply)
+        self.stain_check.toggled.connect(self.apply)
         self.context_check.toggled.connect(self.apply)
         self.tissue_spin.valueChanged.connect(self.apply)
         self.store_edit.editingFinished.connect(self.apply)
@@ -81,8 +88,8 @@ class SettingsForm(QWidget):
 
     def _widgets(self) -> tuple:
         return (self.backbone_combo, self.patch_spin, self.input_spin, self.zooms_edit,
-                self.rgb_check, self.gray_check, self.context_check, self.tissue_spin,
-                self.store_edit)
+                self.rgb_check, self.gray_check, self.stain_check, self.context_check,
+                self.tissue_spin, self.store_edit)
 
     def show_settings(self, settings: Settings) -> None:
         """Show ``settings`` in the fields (without sending them back)."""
@@ -98,6 +105,7 @@ class SettingsForm(QWidget):
         self.zooms_edit.setText(", ".join(f"{z:g}" for z in comp.zooms))
         self.rgb_check.setChecked("rgb" in comp.variants)
         self.gray_check.setChecked("gray" in comp.variants)
+        self.stain_check.setChecked("stain" in comp.variants)
         self.context_check.setChecked(comp.context == "shared")
         self.tissue_spin.setValue(settings.min_tissue)
         self.store_edit.setText(settings.store_dir or "")
@@ -111,7 +119,8 @@ class SettingsForm(QWidget):
             DFLError: a field holds a value the settings refuse (the message says which).
 
         """
-        variants = tuple(v for v, box in (("rgb", self.rgb_check), ("gray", self.gray_check))
+        variants = tuple(v for v, box in (("rgb", self.rgb_check), ("gray", self.gray_check),
+                                          ("stain", self.stain_check))
                          if box.isChecked())
         size = self.input_spin.value()
         composition = Composition(self.patch_spin.value(), parse_zooms(self.zooms_edit.text()),

@@ -16,7 +16,8 @@ from dataclasses import replace
 
 __all__ = ["COMMAND_MODULES", "add_extractor_options", "add_run_options", "add_sub_command",
            "add_training_options", "bounded_float", "bounded_int", "float_list",
-           "positive_float", "say", "settings_from", "train_config_from", "word_list"]
+           "positive_float", "say", "settings_from", "train_config_from", "variant_list",
+           "word_list"]
 
 #: The sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ("demo", "info", "backbones", "embed", "train", "evaluate", "predict",
@@ -102,6 +103,27 @@ def word_list(text: str) -> tuple[str, ...]:
     return words
 
 
+def variant_list(text: str) -> tuple[str, ...]:
+    """Argparse type: colour variants separated by commas, e.g. ``rgb,gray,stain``.
+
+    Each must be one of the composition's variants (``rgb``, ``gray``, ``stain``), once.
+    """
+    from napari_dfl.core.slides.sampling import VARIANTS
+
+    words = tuple(word.lower() for word in word_list(text))
+    unknown = [word for word in words if word not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown colour variant(s) {', '.join(unknown)}: choose among "
+            f"{','.join(VARIANTS)} (e.g. rgb,gray,stain)")
+    if len(set(words)) != len(words):
+        raise argparse.ArgumentTypeError(f"a colour variant is given twice in {text!r}")
+    return words
+
+
+variant_list.__name__ = "colour variants"
+
+
 def add_sub_command(sub: argparse._SubParsersAction, name: str, summary: str,
                     example: str, description: str = "") -> argparse.ArgumentParser:
     """A sub-command parser with a summary, a description and an example in its help."""
@@ -130,8 +152,10 @@ def add_extractor_options(parser: argparse.ArgumentParser, *, candidates: bool =
     group.add_argument("--zooms", type=float_list,
                        help="µm/px of each zoom, the first is the working magnification "
                             "(default 0.5,2.0: x20 and its x5 context)")
-    group.add_argument("--variants", type=word_list,
-                       help="colour variants among rgb,gray (default rgb,gray)")
+    group.add_argument("--variants", type=variant_list,
+                       help="colour variants among rgb,gray,stain (default rgb,gray; stain: "
+                            "the slide's H&E stain normalised to a reference, Macenko, see "
+                            "docs/embedding.md)")
     if not candidates:
         group.add_argument("--patch-size", type=bounded_int(16, 4096, "the patch size"),
                            help="field of view of each part, in pixels at its zoom, 16 to "

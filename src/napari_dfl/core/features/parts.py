@@ -5,7 +5,7 @@ then variant (:meth:`~napari_dfl.core.slides.sampling.Composition.parts`). Every
 embedded on its own, so the columns of the parts of a *sub-composition* (the same field and
 input size, a subset of its zooms and variants) are exactly the embeddings that composition
 would compute. Selection uses this to compare "with or without x5 context" and "with or
-without grayscale" from one extraction.
+without grayscale" (or the stain-normalised variant) from one extraction.
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ __all__ = ["part_columns", "sub_compositions"]
 def sub_compositions(composition: Composition) -> list[Composition]:
     """The working zoom alone or with all the context zooms, times rgb alone or all variants.
 
-    The full composition comes last; duplicates (a composition with one zoom or one variant)
-    are given once. The order goes from the fewest parts to the most.
+    With three variants (``rgb, gray, stain``), rgb with each of the others comes between
+    the two, so that gray and stain are compared on their own. The full composition comes
+    last; duplicates (a composition with one zoom or one variant) are given once. The order
+    goes from the fewest parts to the most.
     """
     zoom_sets = [composition.zooms[:1], composition.zooms]
-    variant_sets = [("rgb",) if "rgb" in composition.variants else composition.variants[:1],
-                    composition.variants]
+    first = ("rgb",) if "rgb" in composition.variants else composition.variants[:1]
+    pairs = [(*first, v) for v in composition.variants if v not in first] \
+        if len(composition.variants) > 2 else []
+    variant_sets = [first, *pairs, composition.variants]
     out: list[Composition] = []
     for zooms in zoom_sets:
         for variants in variant_sets:

@@ -8,10 +8,12 @@ antialiasing, on the reading threads. A 64 px x20 part (32 um, a nucleus) read a
 upsampled 3.5 times; a 64 px x5 part (128 um of context) read at 224 px is taken from the x20
 level, with the detail the network can use, instead of being upsampled from 64 x5 pixels.
 ``input_size`` None means the backbone's own input size: :class:`Extractor` resolves it when
-the backbone is known. Each zoom is taken in every colour variant (``rgb``, and ``gray``: luma
-replicated to three channels). The embedding of a sample is the concatenation of the
-backbone's embedding of every part, in the order of :meth:`Composition.parts`: zoom-major,
-then variant (default: x20 rgb, x20 gray, x5 rgb, x5 gray).
+the backbone is known. Each zoom is taken in every colour variant (``rgb``; ``gray``: luma
+replicated to three channels; ``stain``, optional: the slide's stain mapped onto a reference
+H&E stain by Macenko's method, estimated once per slide, :mod:`.stain`). The embedding of a
+sample is the concatenation of the backbone's embedding of every part, in the order of
+:meth:`Composition.parts`: zoom-major, then variant (default: x20 rgb, x20 gray, x5 rgb,
+x5 gray).
 
 Stores, heads and projects written before the input size existed read it back as
 ``patch_size`` (the part read at its own pixels, resized inside the backbone): their old
@@ -31,9 +33,11 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.slides.stain import StainEstimate, normalise_stain, slide_stain
 from napari_dfl.core.slides.tiff import Slide
 
-VARIANTS = ("rgb", "gray")
+#: Colour variants: ``stain`` is optional (never in a default composition).
+VARIANTS = ("rgb", "gray", "stain")
 #: Where a context part (every zoom after the first) is centred: on its own sample
 #: (``"centred"``), or on the cell of its own field-of-view grid that the sample's centre
 #: lies in (``"shared"``: the 16 x20 tiles of one x5 cell share one x5 patch, computed once).
@@ -61,7 +65,7 @@ class Composition:
         patch_size: side of every part's field of view, in pixels at its zoom (a part shows
             ``patch_size * zoom`` um).
         zooms: pixel sizes in um/px; the first is the working magnification.
-        variants: colour variants, among ``"rgb"`` and ``"gray"``.
+        variants: colour variants, among ``"rgb"``, ``"gray"`` and ``"stain"``.
         input_size: side in pixels at which every part is read and enters the network;
             None: the backbone's own input size, resolved by :meth:`for_input` once the
             backbone is known (an unresolved composition is read at ``patch_size``).
@@ -240,6 +244,25 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(np.clip(luma + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
+def colour_variant(rgb: np.ndarray, variant: str,
+                   stain: StainEstimate | None = None) -> np.ndarray:
+    """One colour variant of RGB patches (same shape, uint8).
+
+    ``stain`` is the slide's stain (:func:`~napari_dfl.core.slides.stain.slide_stain`),
+    needed by the ``stain`` variant only.
+    """
+    if variant == "rgb":
+        return rgb
+    if variant == "gray":
+        return to_gray(rgb)
+    if variant == "stain":
+        if stain is None:
+            raise CompositionError("the stain variant needs the slide's stain estimate.")
+        return normalise_stain(rgb, stain)
+    raise CompositionError(f"unknown colour variant {variant!r}; choose among "
+                           f"{', '.join(VARIANTS)}.")
+
+
 def sample_patches(slide: Slide, coords: np.ndarray, composition: Composition) -> np.ndarray:
     """Cut every part of the samples anchored at ``coords``.
 
@@ -274,12 +297,13 @@ def cut_zoom(slide: Slide, centres: np.ndarray, composition: Composition,
     size, zoom = composition.read_size, composition.zooms[zoom_index]
     half = composition.patch_size * zoom / mpp / 2.0
     variants = composition.variants
+    stain = slide_stain(slide) if "stain" in variants else None
     out = np.empty((len(centres), len(variants), size, size, 3), dtype=np.uint8)
     for i, centre in enumerate(np.asarray(centres, dtype=np.float64).reshape(-1, 2)):
         rgb = slide.read_region((centre[0] - half, centre[1] - half), (size, size),
                                 mpp=composition.read_mpp(zoom))
         for v, variant in enumerate(variants):
-            out[i, v] = rgb if variant == "rgb" else to_gray(rgb)
+            out[i, v] = colour_variant(rgb, variant, stain)
     return out
 
 
