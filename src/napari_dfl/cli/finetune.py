@@ -1,4 +1,8 @@
-"""``napari-dfl finetune DATASET... --out FOLDER``: fine-tune a backbone on labelled patches."""
+"""``napari-dfl finetune DATASET... --out FOLDER``: fine-tune a backbone on labelled patches.
+
+With ``--task NAME=DATASET`` (repeated) or ``--tasks FILE.json``, one backbone is tuned for
+several tasks at once, each with its own classes and head (a multitask encoder).
+"""
 
 from __future__ import annotations
 
@@ -26,8 +30,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "low learning rate with flips, quarter turns and H&E stain jitter; early stopping "
         "on a grouped validation split. The folder written is a backbone: pass it to "
         "--backbone of embed, train, evaluate and select-backbone; predict finds it "
-        "through the head.")
-    parser.add_argument("datasets", nargs="+", help=DATASETS_HELP)
+        "through the head. Several tasks at once (a multitask encoder: one backbone, one "
+        "head per task, the tasks' batches taking turns): --task nuclei=crc.csv --task "
+        "tissue=slide.svs, or --tasks tasks.json to give each task its own patch size, zoom, "
+        "classes and weight (see docs/finetune.md).")
+    parser.add_argument("datasets", nargs="*", help=DATASETS_HELP + " (one task)")
+    parser.add_argument("--task", action="append", default=[], metavar="NAME=DATASET",
+                        help="a task of a multitask fine-tuning and one of its datasets; "
+                             "repeat for more tasks or datasets")
+    parser.add_argument("--tasks", type=path_text, metavar="FILE.json",
+                        help="a JSON list of tasks: name, datasets and optionally "
+                             "patch_size, zoom, classes, weight")
     parser.add_argument("--out", type=path_text, required=True,
                         help="folder to write (the new backbone)")
     parser.add_argument("--name", help="name to load it by as finetuned:NAME (default: the "
@@ -62,11 +75,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _task_specs(args: argparse.Namespace) -> list | None:
+    """The tasks of a multitask run, or None for one task; refuses a mix of the forms."""
+    from napari_dfl.core.finetune.task_head import FinetuneError
+    from napari_dfl.core.finetune.task_specs import parse_task_options, read_task_file
+
+    forms = [bool(args.datasets), bool(args.task), args.tasks is not None]
+    if sum(forms) != 1:
+        raise FinetuneError("give DATASET... (one task), or "
+                         "--task NAME=DATASET (repeated), or --tasks FILE.json; not a mix.")
+    if args.datasets:
+        return None
+    specs = parse_task_options(args.task) if args.task else read_task_file(args.tasks)
+    if args.classes and specs:
+        raise FinetuneError("--classes applies to one task; give "
+                         "each task its classes in --tasks FILE.json.")
+    return specs
+
+
 def run(args: argparse.Namespace) -> int:
     """Cut the patches, fine-tune, write the backbone folder and print its card summary."""
     from napari_dfl.core.finetune.training import FinetuneConfig  # torch: not for --help
-    from napari_dfl.workflows.finetune import finetune_datasets  # loads torch: not for --help
+    from napari_dfl.workflows.finetune import (  # loads torch: not for --help
+        finetune_datasets,
+        finetune_task_specs,
+    )
 
+    tasks = _task_specs(args)
     config = FinetuneConfig(blocks=args.blocks, epochs=args.epochs, patience=args.patience,
                             lr=args.lr, batch_size=args.batch_size, stain=args.stain,
                             seed=args.seed, device=args.device)
@@ -77,10 +112,33 @@ def run(args: argparse.Namespace) -> int:
     def show(p) -> None:
         train = "-" if math.isnan(p.train_loss) else f"{p.train_loss:.4f}"
         what = "linear probe" if p.epoch == 0 else f"epoch {p.epoch}/{p.epochs}"
-        say(f"  {what}: train loss {train}, val loss {p.val_loss:.4f}, val balanced "
+        loss = "val loss relative to chance" if p.tasks else "val loss"
+        say(f"  {what}: train loss {train}, {loss} {p.val_loss:.4f}, val balanced "
             f"accuracy {p.val_balanced_accuracy:.3f} (best epoch {p.best_epoch}, "
             f"{p.seconds:.0f} s)", err=True)
+        for task, row in p.tasks.items():
+            say(f"    {task}: val loss {row['val_loss']:.4f}, balanced accuracy "
+                f"{row['val_balanced_accuracy']:.3f}", err=True)
 
+    if tasks is not None:
+        result, path = finetune_task_specs(
+            tasks, args.out, backbone=args.backbone, weights=args.weights,
+            patch_size=args.patch_size, zoom=args.zoom, mpp=args.mpp, name=args.name,
+            config=config,
+            on_loaded=lambda task, n, k: say(f"task {task}: {n} patches from {k} sources",
+                                             err=True),
+            on_epoch=show)
+        s = result.summary
+        say(f"wrote {path}: {result.base['name']} tuned for {len(s['tasks'])} tasks on "
+            f"{s['samples']} patches in {s['seconds']:.0f} s; best epoch {s['best_epoch']}")
+        for task, facts in s["tasks"].items():
+            v = facts["validation"]
+            say(f"  {task}: {len(facts['classes'])} classes, {facts['samples']} patches, "
+                f"validation balanced accuracy {v['balanced_accuracy']:.3f} on "
+                f"{facts['validation_samples']} (linear probe "
+                f"{v['linear_probe_balanced_accuracy']:.3f})")
+        say(f"use it with --backbone {path}")
+        return 0
     result, path = finetune_datasets(
         args.datasets, args.out, backbone=args.backbone, weights=args.weights,
         patch_size=args.patch_size, zoom=args.zoom, mpp=args.mpp, classes=args.classes,

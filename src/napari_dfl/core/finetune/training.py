@@ -12,6 +12,12 @@ Two steps (linear probing, then fine-tuning: Kumar et al., 2022):
    image on both sides) and keeps the best epoch; epoch 0 is the linear probe alone, so a
    fine-tuning that does not help gives back the base network.
 
+Several tasks at once (a multitask encoder, Tellez et al.): one backbone, one linear probe
+and head per task (:mod:`napari_dfl.core.finetune.task_head`), the tasks' batches taking
+turns so a large task does not drown a small one, each task's loss scaled by its weight,
+and early stopping on the mean of the tasks' validation losses relative to chance
+(:func:`finetune_tasks`). One task is the special case :func:`finetune`.
+
 Patches are the first zoom of the composition, in RGB
 (:mod:`napari_dfl.core.finetune.patches`). The tuned network is saved as a fine-tuned
 backbone folder (:mod:`napari_dfl.core.finetune.folder`) and then used like any other
@@ -20,22 +26,24 @@ backbone, for every part of a composition.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from napari_dfl.core.backbones.backbone import load_backbone
-from napari_dfl.core.errors import DFLError
 from napari_dfl.core.finetune.augment import augment_patches
 from napari_dfl.core.finetune.patches import embed_patches
-from napari_dfl.core.heads.config import TrainConfig
-from napari_dfl.core.heads.splits import grouped_split
-from napari_dfl.core.heads.training import fit
+from napari_dfl.core.finetune.task_head import (
+    FinetuneError,
+    LabelledPatches,
+    ProbedTask,
+    check_labelled_patches,
+)
 from napari_dfl.core.util.progress import drive
 
 __all__ = [
@@ -43,15 +51,14 @@ __all__ = [
     "FinetuneError",
     "FinetuneProgress",
     "FinetuneResult",
+    "LabelledPatches",
+    "alternating_batches",
     "block_groups",
     "finetune",
     "finetune_patches",
+    "finetune_tasks",
     "trainable_names",
 ]
-
-
-class FinetuneError(DFLError):
-    """Fine-tuning cannot run on this data or backbone; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,12 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class FinetuneProgress:
-    """State after one epoch (epoch 0: the linear probe on the frozen backbone)."""
+    """State after one epoch (epoch 0: the linear probe on the frozen backbone).
+
+    For several tasks, ``val_loss`` is the mean of the tasks' validation losses relative
+    to chance (what early stopping watches), ``val_balanced_accuracy`` the tasks' mean, and
+    ``tasks`` holds each task's own ``val_loss`` and ``val_balanced_accuracy``.
+    """
 
     epoch: int
     epochs: int
@@ -113,6 +125,7 @@ class FinetuneProgress:
     val_balanced_accuracy: float
     best_epoch: int
     seconds: float
+    tasks: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -137,9 +150,22 @@ class FinetuneResult:
     history: list[FinetuneProgress] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
 
-    def predict_proba(self, patches: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Class probabilities of uint8 RGB patches by the tuned backbone and head."""
-        return self.head.predict_proba(embed_patches(self.backbone, patches, batch))
+    def predict_proba(self, patches: np.ndarray, batch: int = 64,
+                      task: str | None = None) -> np.ndarray:
+        """Class probabilities of uint8 RGB patches by the tuned backbone and a head.
+
+        Args:
+            patches: ``(N, S, S, 3)`` uint8 RGB.
+            batch: patches per forward pass.
+            task: the task whose head to use (required when there are several).
+
+        """
+        head = self.head
+        if isinstance(head, dict):
+            if task not in head:
+                raise FinetuneError(f"name the task to predict: one of {sorted(head)}.")
+            head = head[task]
+        return head.predict_proba(embed_patches(self.backbone, patches, batch))
 
 
 def block_groups(model: nn.Module) -> list[list[str]]:
@@ -203,22 +229,215 @@ def trainable_names(model: nn.Module, blocks: int) -> list[str]:
             if n in unfrozen or (n not in in_blocks and i > first)]
 
 
-def _check(labels: np.ndarray, groups: np.ndarray, patches: np.ndarray) -> None:
-    if patches.ndim != 4 or patches.shape[-1] != 3 or patches.dtype != np.uint8:
-        raise FinetuneError(f"patches must be (N, S, S, 3) uint8, got {patches.dtype} "
-                            f"{patches.shape}.")
-    if not len(labels) == len(groups) == len(patches):
-        raise FinetuneError("patches, labels and groups must have the same length.")
-    names, counts = np.unique(labels, return_counts=True)
-    if len(names) < 2:
-        raise FinetuneError(f"fine-tuning needs at least two classes; the data has only "
-                            f"{', '.join(map(str, names)) or 'none'}.")
-    if counts.min() < 2:
-        raise FinetuneError(f"class '{names[counts.argmin()]}' has a single sample: annotate "
-                            "more before fine-tuning.")
-    if len(np.unique(groups)) < 2:
-        raise FinetuneError("fine-tuning needs samples from at least two groups (slides, "
-                            "regions or images) for an honest validation split.")
+def alternating_batches(tasks: Sequence, rng: np.random.Generator,
+                        batch_size: int) -> list[tuple[int, np.ndarray]]:
+    """One epoch's batches as ``(task index, patch rows)``, the tasks taking turns.
+
+    Every task gives as many batches as the largest task needs to go through its training
+    patches once (a smaller task goes through its patches again, reshuffled), and the tasks
+    alternate batch by batch: a large task cannot drown a small one. With one task this is
+    one shuffled pass, as before multitask training existed.
+
+    Args:
+        tasks: objects with a ``train_idx`` array (:class:`ProbedTask`).
+        rng: the run's generator (the order is reproducible from the seed).
+        batch_size: patches per batch.
+    """
+    steps = max(math.ceil(len(task.train_idx) / batch_size) for task in tasks)
+    queues = []
+    for task in tasks:
+        batches: list[np.ndarray] = []
+        while len(batches) < steps:
+            order = rng.permutation(task.train_idx)
+            batches += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        queues.append(batches[:steps])
+    return [(k, queue[step]) for step in range(steps) for k, queue in enumerate(queues)]
+
+
+def _criterion(scores: list[tuple[float, float]], tasks: list[ProbedTask]) -> float:
+    """Early stopping's validation loss: one task's own loss, or the mean over tasks.
+
+    For several tasks, each task's loss is taken relative to chance (``loss / log C``), so
+    tasks of many classes do not weigh more.
+    """
+    if len(tasks) == 1:
+        return scores[0][0]
+    return float(np.mean([loss / task.chance_loss
+                          for (loss, _), task in zip(scores, tasks, strict=True)]))
+
+
+def _task_rows(scores: list[tuple[float, float]], tasks: list[ProbedTask]) -> dict:
+    if len(tasks) == 1:
+        return {}
+    return {task.data.name: {"val_loss": loss, "val_balanced_accuracy": bacc}
+            for (loss, bacc), task in zip(scores, tasks, strict=True)}
+
+
+def finetune_tasks(
+    tasks: Sequence[LabelledPatches],
+    base: str = "efficientnet-lite0",
+    weights: str | None = None,
+    config: FinetuneConfig | None = None,
+    *,
+    cancel: Callable[[], bool] | None = None,
+) -> Generator[FinetuneProgress, None, FinetuneResult]:
+    """Fine-tune ``base`` for one or several tasks, each with its own classes and head.
+
+    The two steps of the module docstring, with one linear probe per task; in step 2 the
+    tasks' batches alternate (:func:`alternating_batches`), each batch's class-weighted
+    cross-entropy scaled by its task's weight (weights are relative: their mean is 1), and
+    early stopping watches the mean of the tasks' validation losses relative to chance.
+
+    Args:
+        tasks: the tasks' labelled patches (names must differ when there are several).
+        base: backbone name (any that
+            :func:`~napari_dfl.core.backbones.backbone.load_backbone` takes).
+        weights: its weights (None: its own source).
+        config: settings; None takes the defaults.
+        cancel: checked between steps; returning True raises :class:`FinetuneError`.
+
+    Yields:
+        One :class:`FinetuneProgress` per epoch, epoch 0 being the linear probes.
+
+    Returns:
+        The :class:`FinetuneResult` (via ``StopIteration.value``); its ``head`` is the
+        task's head for one task, a dict of heads by task name for several.
+
+    Raises:
+        FinetuneError: bad data (one class, one group...), no task or repeated task names,
+            or an unsupported architecture.
+
+    """
+    config = config or FinetuneConfig()
+    tasks = list(tasks)
+    names = [task.name for task in tasks]
+    if not tasks:
+        raise FinetuneError("no task to fine-tune on: give at least one labelled dataset.")
+    if len(tasks) > 1 and (len(set(names)) < len(names) or not all(names)):
+        raise FinetuneError(f"tasks need distinct, non-empty names; got {names}.")
+    for task in tasks:
+        check_labelled_patches(task)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    backbone = load_backbone(base, weights=weights, device=config.device, precision="fp32",
+                             fuse=False)
+    base_identity = backbone.identity()
+    model = backbone.model
+    if getattr(model, "num_classes", 0):
+        model.reset_classifier(0)
+    trainable = trainable_names(model, config.blocks)
+    start = time.perf_counter()
+
+    # step 1: a linear head per task on the frozen embeddings
+    probed = [ProbedTask(task, backbone, config.val_fraction, config.seed) for task in tasks]
+    share = np.array([task.weight for task in tasks]) / np.mean([t.weight for t in tasks])
+
+    def validate() -> list[tuple[float, float]]:
+        model.eval()
+        return [task.validate(backbone) for task in probed]
+
+    def snapshot() -> dict:
+        params = dict(model.named_parameters())
+        state = {n: params[n].detach().clone() for n in trainable}
+        for k, task in enumerate(probed):
+            state.update({f"head{k}.{key}": v.detach().clone()
+                          for key, v in task.model.state_dict().items()})
+        return state
+
+    def progress(epoch: int, train_loss: float, scores: list, best_epoch: int):
+        return FinetuneProgress(epoch, config.epochs, train_loss, _criterion(scores, probed),
+                                float(np.mean([bacc for _, bacc in scores])), best_epoch,
+                                time.perf_counter() - start, _task_rows(scores, probed))
+
+    scores = validate()
+    best, best_epoch, best_state = _criterion(scores, probed), 0, snapshot()
+    history = [progress(0, float("nan"), scores, 0)]
+    task_history = [scores]
+    yield history[-1]
+
+    # step 2: unfreeze the last blocks, train with the heads on augmented patches
+    params = dict(model.named_parameters())
+    for name in trainable:
+        params[name].requires_grad_(True)
+    optimizer = torch.optim.AdamW(
+        [{"params": [params[n] for n in trainable], "lr": config.lr},
+         {"params": [p for task in probed for p in task.model.parameters()],
+          "lr": config.head_lr}],
+        weight_decay=config.weight_decay)
+    for epoch in range(1, config.epochs + 1):
+        model.eval()  # batch norms keep their statistics; no dropout
+        for task in probed:
+            task.model.train()
+        losses = []
+        for k, batch in alternating_batches(probed, rng, config.batch_size):
+            if cancel is not None and cancel():
+                raise FinetuneError("fine-tuning was cancelled; nothing was saved.")
+            if len(batch) < 2:
+                continue
+            task = probed[k]
+            x = augment_patches(task.data.patches[batch], rng, config.stain)
+            loss = task.loss(backbone, batch, x)
+            optimizer.zero_grad(set_to_none=True)
+            (loss * float(share[k]) if len(probed) > 1 else loss).backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        scores = validate()
+        if _criterion(scores, probed) < best:
+            best, best_epoch, best_state = _criterion(scores, probed), epoch, snapshot()
+        history.append(progress(epoch, float(np.mean(losses)), scores, best_epoch))
+        task_history.append(scores)
+        yield history[-1]
+        if epoch - best_epoch >= config.patience:
+            break
+
+    kept = best_epoch if config.restore_best else history[-1].epoch
+    if config.restore_best:
+        with torch.no_grad():
+            for name in trainable:
+                params[name].copy_(best_state[name])
+            for k, task in enumerate(probed):
+                prefix = f"head{k}."
+                task.model.load_state_dict({key[len(prefix):]: v for key, v
+                                            in best_state.items() if key.startswith(prefix)})
+    model.requires_grad_(False).eval()
+    for task in probed:
+        task.model.eval().cpu()
+    best_row = history[kept]
+    summary = {
+        "epochs_run": len(history) - 1, "best_epoch": best_epoch, "kept_epoch": kept,
+        "blocks_unfrozen": config.blocks,
+        "validation": {"loss": round(best_row.val_loss, 5),
+                       "balanced_accuracy": round(best_row.val_balanced_accuracy, 5),
+                       "linear_probe_loss": round(history[0].val_loss, 5),
+                       "linear_probe_balanced_accuracy":
+                           round(history[0].val_balanced_accuracy, 5)},
+        "seconds": round(time.perf_counter() - start, 1),
+        "device": str(backbone.device),
+    }
+    if len(probed) == 1:
+        summary = {**probed[0].facts(), **summary}
+        del summary["weight"]
+        head: object = probed[0].head
+    else:
+        summary = {
+            "classes": [f"{task.data.name}:{c}" for task in probed for c in task.classes],
+            "samples": sum(len(task.data.labels) for task in probed),
+            "groups": sum(len(np.unique(task.data.groups)) for task in probed),
+            **summary,
+            "tasks": {task.data.name: {
+                **task.facts(),
+                "validation": {
+                    "loss": round(task_history[kept][k][0], 5),
+                    "balanced_accuracy": round(task_history[kept][k][1], 5),
+                    "linear_probe_loss": round(task_history[0][k][0], 5),
+                    "linear_probe_balanced_accuracy": round(task_history[0][k][1], 5)}}
+                for k, task in enumerate(probed)},
+            "stopping": "mean over tasks of the validation loss relative to chance "
+                        "(loss / log of the class count)",
+        }
+        head = {task.data.name: task.head for task in probed}
+    return FinetuneResult(backbone=backbone, head=head, base=base_identity,
+                          trainable=trainable, history=history, summary=summary)
 
 
 def finetune(
@@ -231,7 +450,7 @@ def finetune(
     *,
     cancel: Callable[[], bool] | None = None,
 ) -> Generator[FinetuneProgress, None, FinetuneResult]:
-    """Fine-tune ``base`` on labelled patches (the two steps of the module docstring).
+    """Fine-tune ``base`` on one task's labelled patches (see :func:`finetune_tasks`).
 
     Args:
         patches: ``(N, S, S, 3)`` uint8 RGB patches.
@@ -253,135 +472,9 @@ def finetune(
         FinetuneError: bad data (one class, one group...) or an unsupported architecture.
 
     """
-    config = config or FinetuneConfig()
-    patches = np.asarray(patches)
-    labels, groups = np.asarray(labels, dtype=str), np.asarray(groups, dtype=str)
-    _check(labels, groups, patches)
-    classes = sorted(np.unique(labels).tolist())
-    y = np.searchsorted(classes, labels)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    backbone = load_backbone(base, weights=weights, device=config.device, precision="fp32",
-                             fuse=False)
-    base_identity = backbone.identity()
-    model = backbone.model
-    if getattr(model, "num_classes", 0):
-        model.reset_classifier(0)
-    trainable = trainable_names(model, config.blocks)
-    train_idx, val_idx = grouped_split(labels, groups, config.val_fraction, config.seed)
-    if not len(val_idx):
-        raise FinetuneError("no grouped validation split keeps every class in training: "
-                            "annotate every class on more slides or images.")
-    start = time.perf_counter()
-
-    # step 1: a linear head on the frozen embeddings
-    frozen = embed_patches(backbone, patches)
-    head = fit(frozen[train_idx], labels[train_idx], groups[train_idx],
-               TrainConfig(head="linear", loss="ce", noise=0.0, seed=config.seed),
-               classes=classes)
-    weight = torch.tensor(len(train_idx) / (len(classes) * np.maximum(
-        np.bincount(y[train_idx], minlength=len(classes)), 1)), dtype=torch.float32)
-    device = backbone.device
-    head_model = head.model.to(device)
-    mean = torch.from_numpy(head.mean).to(device)
-    std = torch.from_numpy(head.std).to(device)
-    weight = weight.to(device)
-
-    def logits_of(x: np.ndarray) -> torch.Tensor:
-        features = backbone.features(backbone.preprocess(x))
-        return head_model((features - mean) / std)
-
-    def validate() -> tuple[float, float]:
-        from sklearn.metrics import balanced_accuracy_score
-
-        model.eval()
-        head_model.eval()
-        outs = []
-        with torch.inference_mode():
-            for i in range(0, len(val_idx), 64):
-                outs.append(logits_of(patches[val_idx[i:i + 64]]).float().cpu())
-        logits = torch.cat(outs)
-        target = torch.from_numpy(y[val_idx])
-        loss = float(F.cross_entropy(logits, target, weight=weight.cpu()))
-        return loss, float(balanced_accuracy_score(y[val_idx], logits.argmax(1).numpy()))
-
-    def snapshot() -> dict:
-        params = dict(model.named_parameters())
-        state = {n: params[n].detach().clone() for n in trainable}
-        state.update({f"head.{k}": v.detach().clone()
-                      for k, v in head_model.state_dict().items()})
-        return state
-
-    val_loss, val_bacc = validate()
-    best, best_epoch, best_state = val_loss, 0, snapshot()
-    history = [FinetuneProgress(0, config.epochs, float("nan"), val_loss, val_bacc, 0,
-                                time.perf_counter() - start)]
-    yield history[-1]
-
-    # step 2: unfreeze the last blocks, train with the head on augmented patches
-    params = dict(model.named_parameters())
-    for name in trainable:
-        params[name].requires_grad_(True)
-    optimizer = torch.optim.AdamW(
-        [{"params": [params[n] for n in trainable], "lr": config.lr},
-         {"params": list(head_model.parameters()), "lr": config.head_lr}],
-        weight_decay=config.weight_decay)
-    for epoch in range(1, config.epochs + 1):
-        model.eval()  # batch norms keep their statistics; no dropout
-        head_model.train()
-        order = rng.permutation(train_idx)
-        losses = []
-        for i in range(0, len(order), config.batch_size):
-            if cancel is not None and cancel():
-                raise FinetuneError("fine-tuning was cancelled; nothing was saved.")
-            batch = order[i:i + config.batch_size]
-            if len(batch) < 2:
-                continue
-            x = augment_patches(patches[batch], rng, config.stain)
-            loss = F.cross_entropy(logits_of(x), torch.from_numpy(y[batch]).to(device),
-                                   weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        val_loss, val_bacc = validate()
-        if val_loss < best:
-            best, best_epoch, best_state = val_loss, epoch, snapshot()
-        history.append(FinetuneProgress(epoch, config.epochs, float(np.mean(losses)),
-                                        val_loss, val_bacc, best_epoch,
-                                        time.perf_counter() - start))
-        yield history[-1]
-        if epoch - best_epoch >= config.patience:
-            break
-
-    kept = best_epoch if config.restore_best else history[-1].epoch
-    if config.restore_best:
-        with torch.no_grad():
-            for name in trainable:
-                params[name].copy_(best_state[name])
-            head_model.load_state_dict({k[5:]: v for k, v in best_state.items()
-                                        if k.startswith("head.")})
-    model.requires_grad_(False).eval()
-    head_model.eval().cpu()
-    best_row = history[kept]
-    names, counts = np.unique(labels, return_counts=True)
-    summary = {
-        "classes": classes,
-        "per_class": {str(n): int(c) for n, c in zip(names, counts, strict=True)},
-        "samples": len(labels), "groups": len(np.unique(groups)),
-        "train_samples": len(train_idx), "validation_samples": len(val_idx),
-        "epochs_run": len(history) - 1, "best_epoch": best_epoch, "kept_epoch": kept,
-        "blocks_unfrozen": config.blocks,
-        "validation": {"loss": round(best_row.val_loss, 5),
-                       "balanced_accuracy": round(best_row.val_balanced_accuracy, 5),
-                       "linear_probe_loss": round(history[0].val_loss, 5),
-                       "linear_probe_balanced_accuracy":
-                           round(history[0].val_balanced_accuracy, 5)},
-        "seconds": round(time.perf_counter() - start, 1),
-        "device": str(device),
-    }
-    return FinetuneResult(backbone=backbone, head=head, base=base_identity,
-                          trainable=trainable, history=history, summary=summary)
+    task = LabelledPatches("", np.asarray(patches), np.asarray(labels, dtype=str),
+                           np.asarray(groups, dtype=str))
+    return (yield from finetune_tasks([task], base, weights, config, cancel=cancel))
 
 
 def finetune_patches(*args, progress: Callable[[FinetuneProgress], None] | None = None,
