@@ -41,7 +41,13 @@ from napari_dfl.core.slide_level.config import MILConfig, MILError, TargetSpec
 from napari_dfl.core.slide_level.model import TargetSlideModel, build_target_mil
 from napari_dfl.core.slide_level.regression_metrics import headline, metrics_rows
 from napari_dfl.core.slide_level.targets import TargetCohort
-from napari_dfl.core.slide_level.training import EarlyStopping, standardised_bag, tile_stats
+from napari_dfl.core.slide_level.training import (
+    EarlyStopping,
+    FitCallback,
+    fit_reporter,
+    standardised_bag,
+    tile_stats,
+)
 
 __all__ = [
     "cross_validate_targets",
@@ -266,9 +272,13 @@ def _method_summary(rows: list[dict]) -> dict:
 
 def cross_validate_targets(entries: list[SlideEntry], values: np.ndarray,
                            targets: list[TargetSpec], config: MILConfig, folds: int = 5,
-                           baseline: bool = True, with_max: bool = False
+                           baseline: bool = True, with_max: bool = False,
+                           progress: FitCallback | None = None
                            ) -> tuple[dict, np.ndarray, np.ndarray | None]:
     """Grouped k-fold cross-validation of the MIL model and, on the same folds, the baseline.
+
+    ``progress`` sees every epoch of every fold's MIL fit
+    (:class:`~napari_dfl.core.slide_level.training.FitProgress`).
 
     Returns:
         ``(report, mil_oof (N, T), baseline_oof (N, T) or None)``. The report holds
@@ -290,8 +300,9 @@ def cross_validate_targets(entries: list[SlideEntry], values: np.ndarray,
     values = np.asarray(values, np.float64)
     splits = grouped_folds(groups, folds, config.seed)
     mil = np.full(values.shape, np.nan)
-    for train, test in splits:
-        model = fit_targets([entries[i] for i in train], values[train], targets, config)
+    for fold, (train, test) in enumerate(splits, start=1):
+        model = fit_targets([entries[i] for i in train], values[train], targets, config,
+                            fit_reporter(progress, fold, folds, config.epochs))
         for i in test:
             mil[i], _ = model.predict_store(EmbeddingStore.open(entries[i].store))
     rows = metrics_rows(targets, values, mil, "mil")
@@ -320,9 +331,14 @@ def cross_validate_targets(entries: list[SlideEntry], values: np.ndarray,
 
 
 def train_target_model(cohort: TargetCohort, config: MILConfig | None = None,
-                       folds: int = 5, baseline: bool = True, with_max: bool = False
+                       folds: int = 5, baseline: bool = True, with_max: bool = False,
+                       progress: FitCallback | None = None
                        ) -> tuple[TargetSlideModel, dict | None]:
     """Cross-validate (``folds`` >= 2; MIL and baseline), then train on every slide.
+
+    ``progress`` sees every epoch of every MIL fit
+    (:class:`~napari_dfl.core.slide_level.training.FitProgress`); an exception it raises
+    (``Cancelled``) stops the training.
 
     Returns:
         ``(model, oof)``: the final model (its ``metrics`` the cross-validation report, its
@@ -341,9 +357,10 @@ def train_target_model(cohort: TargetCohort, config: MILConfig | None = None,
     if folds:
         report, mil, base = cross_validate_targets(cohort.entries, cohort.values,
                                                    cohort.targets, config, folds,
-                                                   baseline, with_max)
+                                                   baseline, with_max, progress)
         oof = {"mil": mil, "baseline": base}
-    model = fit_targets(cohort.entries, cohort.values, cohort.targets, config)
+    model = fit_targets(cohort.entries, cohort.values, cohort.targets, config,
+                        fit_reporter(progress, 0, folds, config.epochs))
     model.metrics = report
     model.extractor = store_extractor(EmbeddingStore.open(cohort.entries[0].store))
     return model, oof

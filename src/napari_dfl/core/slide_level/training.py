@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from napari_dfl.core.slide_level.model import SlideModel, build_mil
 
 __all__ = [
     "EarlyStopping",
+    "FitProgress",
     "cross_validate_slides",
     "fit_slides",
     "standardised_bag",
@@ -40,6 +42,43 @@ __all__ = [
 _CHUNK = 8192
 #: Relative improvement of the validation loss that resets the patience (as tile heads).
 MIN_DELTA = 1e-3
+
+
+@dataclass(frozen=True)
+class FitProgress:
+    """One epoch of one of the fits of a cross-validated training (for progress displays).
+
+    Attributes:
+        fold: the cross-validation fold being fitted (1-based), or 0 for the final model.
+        n_folds: the folds of the cross-validation (0: none).
+        epoch: the epoch just finished (1-based).
+        epochs: the most epochs a fit runs (early stopping may end it sooner).
+        loss: the epoch's mean training loss.
+
+    """
+
+    fold: int
+    n_folds: int
+    epoch: int
+    epochs: int
+    loss: float
+
+    @property
+    def stage(self) -> str:
+        """``"fold 2 of 5"`` or ``"final model"``."""
+        return f"fold {self.fold} of {self.n_folds}" if self.fold else "final model"
+
+
+#: Called after every epoch of every fit; it may raise (``Cancelled``) to stop the training.
+FitCallback = Callable[[FitProgress], None]
+
+
+def fit_reporter(progress: FitCallback | None, fold: int, n_folds: int,
+                 epochs: int) -> Callable[[int, float], None] | None:
+    """:func:`fit_slides`' per-epoch callback that reports one fit as :class:`FitProgress`."""
+    if progress is None:
+        return None
+    return lambda epoch, loss: progress(FitProgress(fold, n_folds, epoch, epochs, loss))
 
 
 def tile_stats(paths: list[Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -236,11 +275,13 @@ def _auc(y: np.ndarray, proba: np.ndarray) -> float | None:
 
 
 def cross_validate_slides(entries: list[SlideEntry], classes: list[str], config: MILConfig,
-                          folds: int = 5) -> tuple[dict, np.ndarray]:
+                          folds: int = 5, progress: FitCallback | None = None
+                          ) -> tuple[dict, np.ndarray]:
     """Stratified grouped k-fold cross-validation over slides.
 
     Each fold's training slides are split again for early stopping (see
-    :func:`fit_slides`); the test fold is never seen during training.
+    :func:`fit_slides`); the test fold is never seen during training. ``progress`` sees
+    every epoch of every fold (:class:`FitProgress`).
 
     Returns:
         ``(report, oof_proba)``: the report of the out-of-fold predictions
@@ -265,8 +306,9 @@ def cross_validate_slides(entries: list[SlideEntry], classes: list[str], config:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         splits = list(splitter.split(y, y, groups))
-    for train, test in splits:
-        model = fit_slides([entries[i] for i in train], classes, config)
+    for fold, (train, test) in enumerate(splits, start=1):
+        model = fit_slides([entries[i] for i in train], classes, config,
+                           fit_reporter(progress, fold, folds, config.epochs))
         for i in test:
             proba[i], _ = model.predict_store(EmbeddingStore.open(entries[i].store))
         fold_aucs.append(_auc(y[test], proba[test]))
@@ -276,11 +318,13 @@ def cross_validate_slides(entries: list[SlideEntry], classes: list[str], config:
 
 
 def train_slide_model(entries: list[SlideEntry], config: MILConfig | None = None,
-                      folds: int = 5, classes: list[str] | None = None) -> SlideModel:
+                      folds: int = 5, classes: list[str] | None = None,
+                      progress: FitCallback | None = None) -> SlideModel:
     """Cross-validate (``folds`` >= 2), then train the final model on every slide.
 
     The final model holds out its own validation slides for early stopping when
-    ``config.val_fraction > 0``.
+    ``config.val_fraction > 0``. ``progress`` sees every epoch of every fit
+    (:class:`FitProgress`); an exception it raises (``Cancelled``) stops the training.
 
     Raises:
         MILError: no slides, fewer than two classes, or folds the cohort cannot fill.
@@ -292,8 +336,9 @@ def train_slide_model(entries: list[SlideEntry], config: MILConfig | None = None
     classes = list(classes or sorted({e.label for e in entries}))
     if len(set(classes)) < 2 or not {e.label for e in entries} <= set(classes):
         raise MILError(f"slide training needs at least two classes; got {classes}.")
-    metrics = cross_validate_slides(entries, classes, config, folds)[0] if folds else None
-    model = fit_slides(entries, classes, config)
+    metrics = (cross_validate_slides(entries, classes, config, folds, progress)[0]
+               if folds else None)
+    model = fit_slides(entries, classes, config, fit_reporter(progress, 0, folds, config.epochs))
     model.metrics = metrics
     model.extractor = store_extractor(EmbeddingStore.open(entries[0].store))
     return model
