@@ -93,7 +93,7 @@ class DFLWidget(QWidget):
         self.metrics = QLabel()
         self.metrics.setWordWrap(True)
         self.slide_model = SlideModelSection(napari_viewer, session, lambda: self.slide_layer)
-        self.slide_model_box = QCollapsible("Slide-level model (one label per slide)")
+        self.slide_model_box = QCollapsible("Slide-level model (a label or values per slide)")
         self.slide_model_box.addWidget(self.slide_model)
         self.count_timer = QTimer(self)  # a burst of edits gives one count
         self.count_timer.setSingleShot(True)
