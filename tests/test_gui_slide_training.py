@@ -18,6 +18,7 @@ import importlib.util
 import json
 import shutil
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -180,7 +181,7 @@ def test_panel_trains_shows_cv_results_like_the_cli_and_predicts_the_slide(
 
 
 def test_target_model_from_the_panel_shows_per_target_values_and_attention(
-        training_panel, qtbot, notes):
+        training_panel, qtbot, notes, tmp_path):
     from napari_dfl._qt.slide_model_section import ATTENTION_NAME
 
     viewer, widget, stores = training_panel
@@ -213,6 +214,9 @@ def test_target_model_from_the_panel_shows_per_target_values_and_attention(
     np.testing.assert_allclose(viewer.layers[ATTENTION_NAME].data,
                                result.attention_grid(1, fill=0.0))
     assert layer.metadata["target"] == "mutated"
+    folder = box.save(tmp_path / "genes.dflslide")  # with train-slides' reports
+    assert {"cv_metrics.csv", "cv_metrics.png", "cv_predictions.csv"} <= {
+        f.name for f in folder.iterdir()}
 
 
 def test_cancel_stops_the_training_and_keeps_the_model(training_panel, qtbot):
@@ -230,6 +234,7 @@ def test_cancel_stops_the_training_and_keeps_the_model(training_panel, qtbot):
     box.cancel_button.click()
     qtbot.waitUntil(lambda: not widget.session.busy, timeout=20_000)
     assert "cancelled" in box.problem.text() and "\n" not in box.problem.text()
+    assert not [t for t in threading.enumerate() if t.name == "napari-dfl-slide-training"]
     assert section.model is before and box.results.toPlainText() == results
     assert box.train_button.isEnabled() and not box.cancel_button.isEnabled()
 

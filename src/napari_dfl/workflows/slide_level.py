@@ -664,8 +664,10 @@ def _targets_text(model: TargetSlideModel) -> list[str]:
         else:
             pos = int(row.get("n_positive") or 0)
             ci = auc_interval(row.get("auc"), pos, n - pos)
+            perfect = (" (perfect separation, no CI)"
+                       if ci is None and row.get("auc") in (0.0, 1.0) else "")
             lines.append(f"  {row['target']}: AUC {metric_text(row.get('auc'), 'one class')}"
-                         f"{_interval(ci)} (n={n}, {pos} positive)")
+                         f"{_interval(ci)}{perfect} (n={n}, {pos} positive)")
     wins = model.metrics.get("wins")
     if wins:
         lines.append(f"per target: MIL better on {wins['mil']}, pooled baseline on "
