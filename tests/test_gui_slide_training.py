@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -59,10 +60,15 @@ def sample_store_folder(sample_slide_path):
         [settings.chosen_extractor().to_dict(), STORE_FORMAT_VERSION, __version__,
          version("torch"), version("timm")], sort_keys=True).encode())
     folder = Path(tempfile.gettempdir()) / f"napari-dfl-slide-training-{key.hexdigest()[:12]}"
-    if not list(folder.glob("*.dfl.zarr")):
-        settings = replace(settings, store_dir=str(folder))
-        [report] = embed_slides([sample_slide_path], settings)
+    if not folder.is_dir():  # embedded aside, then moved in whole: never half a store
+        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        [report] = embed_slides([sample_slide_path], replace(settings, store_dir=str(partial)))
         assert report["status"] == "ok", report
+        try:
+            partial.rename(folder)
+        except OSError:  # another session moved its copy in first
+            shutil.rmtree(partial, ignore_errors=True)
     return folder
 
 
