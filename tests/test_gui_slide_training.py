@@ -139,7 +139,7 @@ def test_panel_trains_shows_cv_results_like_the_cli_and_predicts_the_slide(
     csv = write_cohort(stores)
     # the panel's defaults are train-slides' defaults
     assert (box.folds_spin.value(), box.epochs_spin.value(), box.seed_spin.value()) == (5, 20, 0)
-    _train(widget, qtbot, csv, folds=2, epochs=3)
+    _train(widget, qtbot, csv, folds=2, epochs=2)
     assert box.trained is not None, notes
     model = box.trained.model
     assert section.model is model and model.classes == ["normal", "tumour"]
@@ -159,7 +159,7 @@ def test_panel_trains_shows_cv_results_like_the_cli_and_predicts_the_slide(
     # the CLI on the same cohort, folds, epochs and seed: the same cross-validated numbers
     out = tmp_path / "cli.dflslide"
     assert main(["train-slides", str(csv), "--stores", str(stores), "--out", str(out),
-                 "--folds", "2", "--epochs", "3"]) == 0
+                 "--folds", "2", "--epochs", "2"]) == 0
     cli = load_slide_model(out).metrics
     for key in ("auc", "fold_auc", "balanced_accuracy", "confusion_matrix", "per_class"):
         assert cli[key] == m[key], key
