@@ -212,6 +212,8 @@ def test_cli_compress_train_predict(tmp_path, capsys):
                  "--folds", "2", "--epochs", "3"]) == 0
     err = capsys.readouterr().err
     assert "SKIPPED missing_slide: no store" in err
+    # a progress bar per fit: each fold, then the final model
+    assert "training fold 1 of 2" in err and "training final model" in err
     out = tmp_path / "pred"
     assert main(["predict-slides", *paths, str(empty), "--model", str(model),
                  "--out", str(out)]) == 1

@@ -37,12 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from napari_dfl.workflows.slide_batch import embed_slides  # not for --help
 
     settings = settings_from(args)
-    progress = Progress(enabled=args.scheduler is None and not args.json)
+    progress = Progress(enabled=not args.json)
     if not args.json:
         say(f"stores: {settings.stores}", err=True)
+    finished = []
 
     def report(item: dict) -> None:
         progress.close()
+        finished.append(item)
         if args.json:
             say(json.dumps({k: v for k, v in item.items() if k != "traceback"}))
         elif item["status"] == "ok":
@@ -50,9 +52,16 @@ def run(args: argparse.Namespace) -> int:
                 f"({item['computed']} computed) in {item['seconds']:.1f} s -> {item['store']}")
         else:
             say(f"FAILED  {item['slide']}: {item['error']}", err=True)
+        if args.scheduler is not None:  # workers report whole slides: a bar of slides
+            progress.slides(len(finished), len(args.slides))
 
-    reports = embed_slides(args.slides, settings, scheduler=args.scheduler, on_report=report,
-                           on_progress=progress.embedding)
+    if args.scheduler is not None:
+        progress.slides(0, len(args.slides))
+    try:
+        reports = embed_slides(args.slides, settings, scheduler=args.scheduler,
+                               on_report=report, on_progress=progress.embedding)
+    finally:
+        progress.close()
     bad = sum(r["status"] != "ok" for r in reports)
     if bad and not args.json and bad < len(reports):
         say(f"{bad} of {len(reports)} slides were not embedded; the others are done.",

@@ -9,7 +9,7 @@ __all__ = ["Progress"]
 
 
 class Progress:
-    """One tqdm bar per stage: a slide's embedding, a prediction, training epochs.
+    """One tqdm bar per stage: an embedding, a prediction, epochs, a cohort's slides.
 
     Feed it job events (``progress.event(kind, payload)``) or embedding progress
     (``progress.embedding(p)``); bars are closed when the stage changes and by
@@ -38,6 +38,23 @@ class Progress:
         bar = self._bar_for(("embed", progress.slide), progress.total,
                             f"embedding {progress.slide}", "sample")
         bar.n = progress.done
+        bar.refresh()
+
+    def slides(self, done: int, total: int) -> None:
+        """Show how many slides of a cohort are done (a dask run reports whole slides)."""
+        if not self.enabled:
+            return
+        bar = self._bar_for(("slides", total), total, "slides embedded", "slide")
+        bar.n = done
+        bar.refresh()
+
+    def fit(self, progress: Any) -> None:
+        """Show a slide model's training: one bar per fit (a fold, or the final model)."""
+        if not self.enabled:
+            return
+        bar = self._bar_for(("fit", progress.fold), progress.epochs,
+                            f"training {progress.stage}", "epoch")
+        bar.n = progress.epoch
         bar.refresh()
 
     def event(self, kind: str, payload: Any) -> None:

@@ -14,6 +14,7 @@ from napari_dfl.cli.options import (
     settings_from,
     word_list,
 )
+from napari_dfl.cli.progress import Progress
 from napari_dfl.cli.train import DATASETS_HELP
 
 
@@ -44,12 +45,19 @@ def run(args: argparse.Namespace) -> int:
     from napari_dfl.core.heads.selection import markdown_table, write_results  # when run
     from napari_dfl.workflows.select import compare_backbones  # not for --help
 
+    progress = Progress()
+
     def show(row: dict) -> None:
+        progress.close()  # the line goes below a finished bar, not through it
         state = "ok" if row["status"] == "ok" else f"unavailable ({row['error']})"
         say(f"  {row['backbone']}: {state}", err=True)
 
-    rows = compare_backbones(args.datasets, args.backbones, settings_from(args),
-                             folds=args.folds, on_result=show)
+    try:
+        rows = compare_backbones(args.datasets, args.backbones, settings_from(args),
+                                 folds=args.folds, on_result=show,
+                                 on_progress=progress.embedding)
+    finally:
+        progress.close()
     paths = write_results(rows, args.out)
     say(markdown_table(rows).rstrip())
     ranked = [r["backbone"] for r in rows if r["status"] == "ok"]

@@ -15,6 +15,7 @@ from napari_dfl.cli.options import (
     settings_from,
     word_list,
 )
+from napari_dfl.cli.progress import Progress
 from napari_dfl.cli.train import DATASETS_HELP
 
 #: Fields of view compared by default: a nucleus (16 µm at x20), a few cells (32 µm) and a
@@ -78,14 +79,21 @@ def run(args: argparse.Namespace) -> int:
             err=True)
         return 2
 
+    progress = Progress()
+
     def show(row: dict) -> None:
+        progress.close()  # the line goes below a finished bar, not through it
         state = (f"{row['balanced_accuracy']:.3f}" if row["status"] == "ok"
                  else f"unavailable ({row['error']})")
         say(f"  {row['candidate']}: {state}", err=True)
 
     settings = settings_from(args)
-    rows = compare_settings(args.datasets, args.backbones, args.fields, settings,
-                            folds=args.folds, on_result=show)
+    try:
+        rows = compare_settings(args.datasets, args.backbones, args.fields, settings,
+                                folds=args.folds, on_result=show,
+                                on_progress=progress.embedding)
+    finally:
+        progress.close()
     paths = write_results(rows, args.out, stem="selection")
     say(markdown_table(rows).rstrip())
     ranked = [r for r in rows if r["status"] == "ok"]

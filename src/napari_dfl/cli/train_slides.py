@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from napari_dfl.cli.options import add_sub_command, bounded_float, bounded_int, path_text, say
+from napari_dfl.cli.progress import Progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,8 +81,13 @@ def run(args: argparse.Namespace) -> int:
         return _run_targets(args, config)
     from napari_dfl.workflows.slide_level import train_cohort, write_slide_model
 
-    model = train_cohort(args.cohort, args.stores, config, folds=args.folds,
-                         on_skipped=lambda text: say(f"SKIPPED {text}", err=True))
+    progress = Progress()
+    try:
+        model = train_cohort(args.cohort, args.stores, config, folds=args.folds,
+                             on_skipped=lambda text: say(f"SKIPPED {text}", err=True),
+                             progress=progress.fit)
+    finally:
+        progress.close()
     path = write_slide_model(model, args.out)
     say(f"wrote {path}: {model.summary.get('n_slides', '?')} slides, classes {model.classes}")
     _say_early_stopping(model.early_stopping)
@@ -119,10 +125,15 @@ def _run_targets(args: argparse.Namespace, config) -> int:
         from napari_dfl.core.slide_level.regression_metrics import read_run_metrics
 
         read_run_metrics(args.compare_with)
-    model, oof, cohort = train_target_cohort(
-        args.cohort, args.stores, config, targets=args.targets, pattern=args.targets_from,
-        missing=args.missing, folds=args.folds, baseline=not args.no_baseline,
-        with_max=args.baseline_max, on_skipped=lambda text: say(f"SKIPPED {text}", err=True))
+    progress = Progress()
+    try:
+        model, oof, cohort = train_target_cohort(
+            args.cohort, args.stores, config, targets=args.targets, pattern=args.targets_from,
+            missing=args.missing, folds=args.folds, baseline=not args.no_baseline,
+            with_max=args.baseline_max,
+            on_skipped=lambda text: say(f"SKIPPED {text}", err=True), progress=progress.fit)
+    finally:
+        progress.close()
     written = write_target_model(model, args.out, cohort, oof)
     kinds = [f"{t.name} ({t.kind})" for t in model.targets]
     say(f"wrote {written['model']}: {model.summary.get('n_slides', '?')} slides, "

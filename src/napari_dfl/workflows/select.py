@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from napari_dfl.core.errors import DFLError
+from napari_dfl.core.features.engine import EmbedProgress
 from napari_dfl.core.features.parts import part_columns, sub_compositions
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.heads.selection import PROBE, candidate_name, probe_row, rank
@@ -26,11 +27,13 @@ __all__ = ["compare_backbones", "compare_settings"]
 
 def compare_backbones(specs: Sequence[str | os.PathLike], backbones: Sequence[str],
                       settings: Settings, *, folds: int = 5,
-                      on_result: Callable[[dict], None] | None = None) -> list[dict]:
+                      on_result: Callable[[dict], None] | None = None,
+                      on_progress: Callable[[EmbedProgress], None] | None = None,
+                      ) -> list[dict]:
     """Cross-validate a linear probe on each backbone's embeddings of the same samples.
 
     A backbone that cannot be loaded (no weights offline, say) is reported with its error
-    and the others go on.
+    and the others go on. ``on_progress`` is called with each source's extraction progress.
 
     Returns:
         One row per backbone, ranked best first: ``backbone``, ``status``, ``rank``, the
@@ -40,7 +43,8 @@ def compare_backbones(specs: Sequence[str | os.PathLike], backbones: Sequence[st
     rows = []
     for name in backbones:
         try:
-            data = embed_labelled(specs, settings.with_(backbone=name, weights=None))
+            data = embed_labelled(specs, settings.with_(backbone=name, weights=None),
+                                  on_progress=on_progress)
             result = cross_validate(data.embeddings, data.labels, data.groups, PROBE,
                                     folds=folds)
             row = probe_row(name, result, data.embeddings.shape[1])
@@ -54,7 +58,9 @@ def compare_backbones(specs: Sequence[str | os.PathLike], backbones: Sequence[st
 
 def compare_settings(specs: Sequence[str | os.PathLike], backbones: Sequence[str],
                      fields: Sequence[int], settings: Settings, *, folds: int = 5,
-                     on_result: Callable[[dict], None] | None = None) -> list[dict]:
+                     on_result: Callable[[dict], None] | None = None,
+                     on_progress: Callable[[EmbedProgress], None] | None = None,
+                     ) -> list[dict]:
     """Rank backbones x fields of view x context x grayscale by a grouped linear probe.
 
     Args:
@@ -65,6 +71,7 @@ def compare_settings(specs: Sequence[str | os.PathLike], backbones: Sequence[str
             folder, device).
         folds: grouped folds (no group on both sides).
         on_result: called with each row as it is ready.
+        on_progress: called with each source's extraction progress.
 
     Returns:
         One row per candidate, ranked best first: ``candidate``, ``backbone``,
@@ -79,7 +86,8 @@ def compare_settings(specs: Sequence[str | os.PathLike], backbones: Sequence[str
             full = replace(settings.composition, patch_size=int(field))
             try:
                 data = embed_labelled(specs, settings.with_(backbone=name, weights=None,
-                                                            composition=full))
+                                                            composition=full),
+                                      on_progress=on_progress)
             except DFLError as exc:
                 rows.append({"candidate": f"{name}, {field} px", "backbone": name,
                              "status": "error", "error": str(exc)})
