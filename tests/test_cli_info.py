@@ -25,6 +25,21 @@ def test_info_json(sample_slide_path, capsys):
                                     "computed": False}
     assert 0.25 < summary["tissue_fraction"] < 0.5
     assert summary["objective_power"] == 20
+    assert summary["icc_profile"] is None  # this file embeds no colour profile
+
+
+def test_an_embedded_colour_profile_is_reported_not_applied(no_mpp_svs_path, capsys):
+    from napari_dfl.core.slides.base import describe_icc_profile
+
+    assert main(["info", str(no_mpp_svs_path), "--no-tissue"]) == 0
+    out = capsys.readouterr().out
+    assert ("colour profile   embedded ICC (sRGB IEC61966-2.1, 3144 bytes): reported, not "
+            "applied") in out
+    assert main(["info", str(no_mpp_svs_path), "--no-tissue", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["icc_profile"] == {"bytes": 3144, "name": "sRGB IEC61966-2.1"}
+    # a damaged profile is still counted, without a name (and without an error)
+    assert describe_icc_profile(b"not an icc profile") == {"bytes": 18, "name": None}
 
 
 def test_info_text_reports_missing_mpp(no_mpp_svs_path, capsys):

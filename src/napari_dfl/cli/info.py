@@ -41,6 +41,10 @@ def _print_summary(summary: dict) -> None:
     say(f"  mpp              {mpp if mpp is not None else 'unknown'}"
         + (f" (from {summary['mpp_source']})" if mpp is not None else ""))
     say(f"  objective power  {power if power is not None else 'unknown'}")
+    icc = summary.get("icc_profile")
+    if icc is not None:
+        say(f"  colour profile   embedded ICC ({icc['name'] or 'unnamed'}, {icc['bytes']} "
+            "bytes): reported, not applied; pixels are used as stored")
     if summary["tissue_fraction"] is not None:
         say(f"  tissue fraction  {summary['tissue_fraction']:.1%}")
     say("  levels           width x height  downsample")

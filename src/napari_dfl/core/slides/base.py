@@ -49,6 +49,8 @@ class SlideReader(ABC):
         mpp: level-0 microns per pixel, or None.
         mpp_source: where ``mpp`` came from, or None.
         objective_power: scanning objective, or None.
+        icc_profile: the ICC colour profile embedded in the file, or None. It is reported,
+            not applied: pixels are used as stored (see ``docs/slides.md``).
     """
 
     path: Path
@@ -57,6 +59,7 @@ class SlideReader(ABC):
     mpp: float | None
     mpp_source: str | None
     objective_power: float | None = None
+    icc_profile: bytes | None = None
 
     @property
     def readable_levels(self) -> int:
@@ -154,6 +157,7 @@ class SlideReader(ABC):
             "mpp": self.mpp,
             "mpp_source": self.mpp_source,
             "objective_power": self.objective_power,
+            "icc_profile": describe_icc_profile(self.icc_profile),
         }
 
     def __enter__(self):
@@ -166,6 +170,27 @@ class SlideReader(ABC):
         w, h = self.dimensions
         return (f"{type(self).__name__}({self.path.name!r}, {w}x{h}, "
                 f"levels={len(self.levels)}, mpp={self.mpp})")
+
+
+def describe_icc_profile(profile: bytes | None) -> dict | None:
+    """``{"bytes": n, "name": ...}`` of an embedded ICC profile, or None without one.
+
+    The name is the profile's description as littlecms reads it (e.g. ``sRGB
+    IEC61966-2.1``), or None when the profile cannot be parsed.
+    """
+    if not profile:
+        return None
+    name = None
+    try:
+        import io
+
+        from PIL import ImageCms
+
+        name = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile)))
+        name = name.strip() or None
+    except (OSError, ValueError, TypeError, ImportError):  # a damaged or exotic profile
+        name = None
+    return {"bytes": len(profile), "name": name}
 
 
 def padded_window(read, width: int, height: int, x0: int, y0: int, x1: int,

@@ -93,6 +93,8 @@ class OpenSlideSlide(SlideReader):
         self.mpp_source = "user" if mpp is not None else ("openslide" if file_mpp else None)
         power = props.get("openslide.objective-power")
         self.objective_power = float(power) if power else None
+        profile = getattr(self._handle, "color_profile", None)  # openslide-python >= 1.3
+        self.icc_profile = profile.tobytes() if profile is not None else None
         if self.mpp is None:
             warnings.warn(f"{self.path.name} does not record its pixel size; give it with "
                           "--mpp (CLI) or the mpp field (GUI).", MissingMppWarning, stacklevel=2)

@@ -184,6 +184,9 @@ class Slide(SlideReader):
         self.mpp: float | None = float(mpp) if mpp is not None else physical.mpp
         self.mpp_source: str | None = "user" if mpp is not None else physical.source
         self.objective_power: float | None = physical.objective_power
+        profile = series[0][0].pages[0].tags.get(34675)  # InterColorProfile
+        self.icc_profile = bytes(profile.value) if profile is not None and isinstance(
+            profile.value, bytes | bytearray) else None
         if self.mpp is None:
             warnings.warn(
                 f"{self.path.name} does not record its pixel size (microns per pixel); "
