@@ -196,6 +196,14 @@ def test_fine_tuned_backbones_are_offered(make_napari_viewer, tmp_path, monkeypa
     items = [combo.itemText(i) for i in range(combo.count())]
     assert items[0] == "efficientnet-lite0" and items[-1] == "finetuned:crc-lite0"
     assert not any("broken" in item for item in items)
+    # picking from the list sets the backbone; so does typing any timm name or hub id
+    combo.setCurrentIndex(items.index("finetuned:crc-lite0"))
+    combo.activated.emit(combo.currentIndex())
+    assert widget.session.settings.backbone == "finetuned:crc-lite0"
+    combo.lineEdit().setText("hf-hub:org/some-model")
+    assert widget.session.settings.backbone == "finetuned:crc-lite0"  # not while typing
+    combo.lineEdit().editingFinished.emit()
+    assert widget.session.settings.backbone == "hf-hub:org/some-model"
 
 
 def test_opening_the_panel_module_leaves_torch_to_the_background():

@@ -39,6 +39,12 @@ class SettingsForm(QWidget):
         self.backbone_combo = QComboBox()
         self.backbone_combo.addItems([spec.name for spec in available_backbones()]
                                      + [PREFIX + entry["name"] for entry in list_finetuned()])
+        self.backbone_combo.setEditable(True)  # any timm name or hf-hub:ORG/REPO id too
+        self.backbone_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.backbone_combo.setToolTip(
+            "a preset, a fine-tuned backbone (finetuned:NAME), or type any timm name or a "
+            "Hugging Face hub id hf-hub:ORG/REPO and press Enter (gated models need their "
+            "weights file: see docs/backbones.md)")
         self.patch_spin = QSpinBox(minimum=32, maximum=1024, singleStep=16)
         self.input_spin = QSpinBox(minimum=MIN_PATCH - 1, maximum=1024, singleStep=16)
         self.input_spin.setSpecialValueText("backbone's")  # the minimum: None, the backbone's
@@ -74,7 +80,9 @@ class SettingsForm(QWidget):
         form.addRow("min tissue", self.tissue_spin)
         form.addRow("store folder", self.store_edit)
         self.show_settings(session.settings)
-        self.backbone_combo.currentTextChanged.connect(self.apply)
+        # a name picked from the list, or typed and confirmed (not every keystroke)
+        self.backbone_combo.activated.connect(self.apply)
+        self.backbone_combo.lineEdit().editingFinished.connect(self.apply)
         self.patch_spin.valueChanged.connect(self.apply)
         self.input_spin.valueChanged.connect(self.apply)
         self.zooms_edit.editingFinished.connect(self.apply)

@@ -144,11 +144,14 @@ def add_extractor_options(parser: argparse.ArgumentParser, *, candidates: bool =
                             zooms=(0.5, 2.0), variants=("rgb", "gray"), input_size=None)
     else:
         group.add_argument("--backbone",
-                           help="a preset (napari-dfl backbones lists them), a timm name, or "
-                                "a fine-tuned backbone folder (default: efficientnet-lite0, or "
-                                "the choice of napari-dfl select --apply)")
-        group.add_argument("--weights", help="local weights file of the backbone "
-                                             "(.safetensors, .pth, .bin)")
+                           help="a preset (napari-dfl backbones lists them, pathology "
+                                "foundation models included), any timm name, a Hugging Face "
+                                "hub id hf-hub:ORG/REPO, or a fine-tuned backbone folder "
+                                "(default: efficientnet-lite0, or the choice of napari-dfl "
+                                "select --apply)")
+        group.add_argument("--weights", help="the backbone's weights: a local file "
+                                             "(.safetensors, .pth, .bin), or hf-hub:ORG/REPO "
+                                             "to download them (once, then cached)")
     group.add_argument("--zooms", type=float_list,
                        help="µm/px of each zoom, the first is the working magnification "
                             "(default 0.5,2.0: x20 and its x5 context)")
