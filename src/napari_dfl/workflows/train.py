@@ -100,10 +100,12 @@ def write_head(result: TrainingResult, path: str | os.PathLike,
     summary = None if result.data is None else result.data.summary()
     folder = save_head(result.head, path, extractor=result.extractor, data_summary=summary,
                        colors=colors, assessment=result.assessment)
-    if result.head.metrics:
-        # The confusion matrix; the PR curves need validation probabilities, not kept.
-        save_report_plots(result.head.metrics, None, np.empty(0, np.int64),
-                          result.head.classes, Path(folder) / "validation.png")
+    head = result.head
+    if head.metrics:  # the confusion matrix, PR curves and the learning curve
+        validation = head.validation or {}
+        save_report_plots(head.metrics, validation.get("proba"),
+                          validation.get("y_true", np.empty(0, np.int64)), head.classes,
+                          Path(folder) / "validation.png", history=head.history)
     return folder
 
 

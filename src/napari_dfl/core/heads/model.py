@@ -102,6 +102,9 @@ class TrainedHead:
             or None when there was no validation split.
         history: progress of every epoch.
         data_summary: samples per class, groups, train/validation sizes (for the card).
+        validation: the validation split's true class indices (``"y_true"``, ``(N,)``) and
+            the kept model's probabilities (``"proba"``, ``(N, C)``), for the PR curves;
+            None without a validation split (and for a head loaded from disk).
 
     """
 
@@ -113,6 +116,7 @@ class TrainedHead:
     metrics: dict | None = None
     history: list[TrainProgress] = field(default_factory=list)
     data_summary: dict | None = None
+    validation: dict | None = None
 
     @property
     def input_dim(self) -> int:

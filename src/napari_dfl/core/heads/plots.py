@@ -1,8 +1,12 @@
-"""Figures of a validation: the confusion matrix and precision-recall curves, as a PNG."""
+"""Figures of a validation as a PNG.
+
+The confusion matrix, precision-recall curves and, for a trained head, its learning curve.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +17,15 @@ __all__ = ["save_report_plots"]
 
 
 def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray,
-                      classes: list[str], path_png: str | os.PathLike) -> Path:
-    """Draw the confusion matrix and the PR curves side by side into a PNG (atomic write).
+                      classes: list[str], path_png: str | os.PathLike, *,
+                      history: Sequence | None = None) -> Path:
+    """Draw the confusion matrix, the PR curves and the learning curve into a PNG.
 
     The confusion matrix is normalised by row (recall on the diagonal) and annotated with
-    the counts; the PR curves are one class against the rest, with their average precision.
+    the counts; the PR curves are one class against the rest, with their average precision
+    and the number of samples they rest on; the learning curve (when ``history`` is given)
+    shows the training and validation loss per epoch, the validation balanced accuracy and
+    the epoch kept. The file is written atomically.
 
     Args:
         report: a :func:`classification_report` result (for the matrix and headline values).
@@ -25,6 +33,8 @@ def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray
         y_true: ``(N,)`` true class indices.
         classes: class names.
         path_png: where to write the PNG.
+        history: the epochs of a training (objects with ``epoch``, ``train_loss``,
+            ``val_loss``, ``val_balanced_accuracy``, ``best_epoch``), or None.
 
     Returns:
         The path written.
@@ -40,9 +50,11 @@ def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray
     norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     n_classes = len(classes)
     size = max(4.5, 0.6 * n_classes + 3)
-    fig = Figure(figsize=(2 * size + 1, size), dpi=100, layout="constrained")
+    panels = 3 if history else 2
+    fig = Figure(figsize=(panels * size + 1, size), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    ax_cm, ax_pr = fig.subplots(1, 2)
+    axes = fig.subplots(1, panels)
+    ax_cm, ax_pr = axes[0], axes[1]
     image = ax_cm.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax_cm, fraction=0.046, label="fraction of true class")
     ticks = np.arange(n_classes)
@@ -72,14 +84,43 @@ def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray
                 continue
             precision, recall, _ = precision_recall_curve(positives, proba[:, c])
             auc = report.get("per_class", {}).get(name, {}).get("pr_auc")
-            ax_pr.step(recall, precision, where="post", label=f"{name} (AP {fmt(auc)})")
+            ax_pr.step(recall, precision, where="post",
+                       label=f"{name} (AP {fmt(auc)}, n={int(positives.sum())})")
         if ax_pr.lines:
             ax_pr.legend(loc="lower left", fontsize=8)
     ax_pr.set_xlim(0, 1)
     ax_pr.set_ylim(0, 1.02)
     ax_pr.set_xlabel("recall")
     ax_pr.set_ylabel("precision")
-    ax_pr.set_title("precision-recall, one class vs rest", fontsize=9)
+    ax_pr.set_title(f"precision-recall, one class vs rest ({len(y_true)} validation samples)"
+                    if proba is not None else "precision-recall, one class vs rest",
+                    fontsize=9)
+    if history:
+        _learning_curve(axes[2], history)
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         fig.savefig(out, format="png")
     return path
+
+
+def _learning_curve(ax, history: Sequence) -> None:
+    """Training and validation loss per epoch, validation balanced accuracy, epoch kept."""
+    epochs = [h.epoch for h in history]
+    ax.plot(epochs, [h.train_loss for h in history], label="training loss", color="tab:blue")
+    val = [np.nan if h.val_loss is None else h.val_loss for h in history]
+    if not np.all(np.isnan(val)):
+        ax.plot(epochs, val, label="validation loss", color="tab:orange")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    best = history[-1].best_epoch
+    ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"kept: epoch {best}")
+    accuracy = [np.nan if h.val_balanced_accuracy is None else h.val_balanced_accuracy
+                for h in history]
+    if not np.all(np.isnan(accuracy)):
+        twin = ax.twinx()
+        twin.plot(epochs, accuracy, color="tab:green", linestyle=":",
+                  label="validation balanced accuracy")
+        twin.set_ylim(0, 1.02)
+        twin.set_ylabel("balanced accuracy")
+        twin.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("learning curve", fontsize=9)

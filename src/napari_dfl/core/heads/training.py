@@ -207,17 +207,19 @@ def train_head(
     model.load_state_dict(best_state)
     model.generator = None
     model.eval()
-    metrics = None
+    metrics = validation = None
     if len(xv):
         with head_threads(x.size):
             _, _, proba = _evaluate(model, xv, yv, loss_fn)
         metrics = classification_report(y[val_idx], proba.argmax(1), proba, names)
         metrics["best_epoch"] = best_epoch
+        validation = {"y_true": np.asarray(y[val_idx], np.int64),
+                      "proba": np.asarray(proba, np.float32)}
     summary = {"n": len(y), "n_train": len(train_idx), "n_val": len(val_idx),
                "counts": {c: int(k) for c, k in zip(names, np.bincount(y, minlength=n_classes),
                                                     strict=True)},
                "n_groups": len(np.unique(groups)), "groups_given": groups_given}
-    return TrainedHead(model, names, mean, std, config, metrics, history, summary)
+    return TrainedHead(model, names, mean, std, config, metrics, history, summary, validation)
 
 
 @contextlib.contextmanager
