@@ -5,8 +5,10 @@ line up with the core's coordinates without conversion.
 
 :func:`napari_get_reader` is called by napari for every file dropped on the viewer, so it
 decides from the file's header only (:func:`~napari_dfl.core.slides.probe.probe_slide`: the
-TIFF magic and the first directory's tags, the extension for OpenSlide formats); the slide
-is opened in the returned function. The layer's metadata holds plain values (the slide's
+TIFF magic and the first directory's tags, the extension for OpenSlide formats, the DICOM
+header); the slide is opened in the returned function. A folder is claimed only when it
+holds ``.dcm`` files of a DICOM whole-slide image (one slide); other folders return None at
+once, for other plugins. The layer's metadata holds plain values (the slide's
 description, its path, the warnings of its opening), never the open slide: the panel opens
 its own from the path.
 """
@@ -19,9 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_dfl.core.errors import MissingMppWarning, NotATiffError, UnsupportedSlideError
-from napari_dfl.core.slides.probe import OPENSLIDE_EXTENSIONS, TIFF_EXTENSIONS, probe_slide
+from napari_dfl.core.slides.probe import (
+    DICOM_EXTENSIONS,
+    OPENSLIDE_EXTENSIONS,
+    TIFF_EXTENSIONS,
+    has_dicom_files,
+    probe_slide,
+)
 
-EXTENSIONS = TIFF_EXTENSIONS + OPENSLIDE_EXTENSIONS  # OpenSlide's: with the [openslide] extra
+# OpenSlide's and DICOM: with the [openslide] extra
+EXTENSIONS = TIFF_EXTENSIONS + OPENSLIDE_EXTENSIONS + DICOM_EXTENSIONS
 
 #: ``metadata["reader"]`` of the layers this reader makes (the panel lists those as slides).
 READER_TAG = "napari-dfl"
@@ -59,14 +68,18 @@ def napari_get_reader(path: str | list[str]) -> Callable | None:
 
     Decided from the header alone, without opening the slide or decoding a pixel. Files
     that are not TIFFs (nor OpenSlide formats with the extra installed), and valid images
-    that are not RGB slides (16-bit, single-channel), return None with a warning so that
-    napari offers its other readers.
+    that are not RGB slides (16-bit, single-channel; DICOM that is not a whole-slide image),
+    return None with a warning so that napari offers its other readers. A folder is a slide
+    when it holds ``.dcm`` files (a DICOM slide); any other folder returns None silently.
     """
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
-    if not str(path).lower().endswith(EXTENSIONS) or not os.path.isfile(path):
+    if os.path.isdir(path):
+        if not has_dicom_files(path):
+            return None
+    elif not str(path).lower().endswith(EXTENSIONS) or not os.path.isfile(path):
         return None
     try:
         probe_slide(path)

@@ -1,6 +1,9 @@
-"""OpenSlide as a second backend, for formats tifffile cannot read (MIRAX, VMS, SCN...).
+"""OpenSlide as a second backend, for formats tifffile cannot read (MIRAX, VMS, DICOM...).
 
-Optional: install with ``pip install napari-dfl[openslide]``. The class has the reading
+Optional: install with ``pip install napari-dfl[openslide]``. A DICOM slide is a series of
+``.dcm`` files in one folder (one per level, plus label and overview images); it opens from
+the folder or from any of its files, and its ``path`` is then the level-0 file, whichever
+was given, so that stores and caches keyed on the file find it again. The class has the reading
 interface of :class:`~napari_dfl.core.slides.tiff.Slide` (levels, lazy dask arrays per level,
 ``read_region`` at a target pixel size, ``thumbnail``, ``describe``), so the rest of the
 core works with either. Transparent pixels (outside scanned areas) become white.
@@ -16,8 +19,14 @@ import dask.array as da
 import numpy as np
 from PIL import Image
 
-from napari_dfl.core.errors import MissingMppWarning, SlideError, SlideNotFoundError
+from napari_dfl.core.errors import (
+    MissingMppWarning,
+    SlideError,
+    SlideNotFoundError,
+    UnsupportedSlideError,
+)
 from napari_dfl.core.slides.base import BACKGROUND, Level, SlideReader
+from napari_dfl.core.slides.probe import WSI_SOP_CLASS, dicom_files, dicom_meta
 
 #: Chunk side of the dask arrays napari reads.
 CHUNK = 512
@@ -40,6 +49,14 @@ def _rgb(region: Image.Image) -> np.ndarray:
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
+def _dicom_meta_or_empty(path: Path) -> dict[str, str]:
+    """:func:`dicom_meta` of a file, empty when it cannot be read."""
+    try:
+        return dicom_meta(path)
+    except OSError:
+        return {}
+
+
 class _LevelReader:
     """Array-like view of one OpenSlide level for ``dask.array.from_array``."""
 
@@ -58,11 +75,49 @@ class _LevelReader:
         return _rgb(region)[(slice(None), slice(None), *index[2:])]
 
 
+def dicom_entry(folder: str | os.PathLike) -> Path:
+    """The file to open a DICOM slide folder by: its largest whole-slide ``.dcm`` file.
+
+    OpenSlide opens the whole series (every level in the folder) from any one of its files.
+
+    Raises:
+        SlideError: the folder holds no ``.dcm`` file, or none of a whole-slide image.
+
+    """
+    folder = Path(folder)
+    files = dicom_files(folder)
+    for file in files:
+        try:
+            if dicom_meta(file).get("MediaStorageSOPClassUID") == WSI_SOP_CLASS:
+                return file
+        except OSError:
+            continue
+    raise UnsupportedSlideError(
+        f"{folder} holds {len(files)} .dcm file(s), but none is a DICOM whole-slide image "
+        "(VL Whole Slide Microscopy); napari-dfl reads only those.")
+
+
+def _dicom_level0_file(entry: Path, sop_instance: str | None) -> Path:
+    """The file of the series' folder whose SOP instance is level 0's (else ``entry``)."""
+    if not sop_instance:
+        return entry
+    if dicom_meta(entry).get("MediaStorageSOPInstanceUID") == sop_instance:
+        return entry
+    for file in dicom_files(entry.parent):
+        try:
+            if dicom_meta(file).get("MediaStorageSOPInstanceUID") == sop_instance:
+                return file
+        except OSError:
+            continue
+    return entry
+
+
 class OpenSlideSlide(SlideReader):
     """A slide read through OpenSlide.
 
     Args:
-        path: any format OpenSlide reads.
+        path: any format OpenSlide reads; for DICOM, a ``.dcm`` file of the slide or the
+            folder of its files.
         mpp: level-0 microns per pixel, overriding the file's.
     """
 
@@ -72,12 +127,23 @@ class OpenSlideSlide(SlideReader):
         self.path = Path(path)
         if not self.path.exists():
             raise SlideNotFoundError(f"{self.path}: no such file. Check the path and try again.")
+        if self.path.is_dir():
+            self.path = dicom_entry(self.path)
         try:
             self._handle = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideError as exc:
+            meta = _dicom_meta_or_empty(self.path)
+            sop_class = meta.get("MediaStorageSOPClassUID", WSI_SOP_CLASS)
+            if meta and sop_class != WSI_SOP_CLASS:
+                raise UnsupportedSlideError(
+                    f"{self.path.name} is a DICOM image but not a whole-slide image (SOP class "
+                    f"{sop_class}); napari-dfl reads VL Whole Slide Microscopy images.") from exc
             raise SlideError(f"{self.path.name}: OpenSlide cannot read it ({exc}).") from exc
         props = self._handle.properties
         self.format = f"openslide-{openslide.OpenSlide.detect_format(str(self.path))}"
+        if self.format == "openslide-dicom":
+            self.path = _dicom_level0_file(
+                self.path, props.get("dicom.MediaStorageSOPInstanceUID"))
         self.levels = [
             Level(w, h, float(ds))
             for (w, h), ds in zip(self._handle.level_dimensions,
