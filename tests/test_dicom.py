@@ -135,7 +135,23 @@ def test_info_describes_a_dicom_folder(dicom_folder, capsys):
 
 
 @needs_openslide
-def test_dicom_errors_are_one_line(dicom_folder, ct_file, tmp_path):
+def test_embed_finds_the_same_store_from_the_folder_or_a_file(dicom_folder, tmp_path, capsys):
+    from napari_dfl.cli import main
+
+    args = ["--out", str(tmp_path), "--zooms", "0.5", "--variants", "rgb", "--json"]
+    assert main(["embed", str(dicom_folder), *args]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["status"] == "ok" and first["computed"] == first["samples"] > 0
+    # the slide is known by its level-0 file: given by another file, nothing is recomputed
+    assert main(["embed", str(dicom_folder / "level-1.dcm"), *args]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["store"] == first["store"] and second["computed"] == 0
+
+
+@needs_openslide
+def test_dicom_errors_are_one_line(dicom_folder, ct_file, tmp_path, capsys):
+    from napari_dfl.cli import main
+
     not_dicom = tmp_path / "noise.dcm"
     not_dicom.write_bytes(bytes(range(256)) * 8)
     empty = tmp_path / "empty"
@@ -149,11 +165,13 @@ def test_dicom_errors_are_one_line(dicom_folder, ct_file, tmp_path):
              (empty, "is a folder without .dcm files"),
              (not_dicom, "OpenSlide cannot read it")]
     for path, expected in cases:
-        result = run_cli("info", str(path))
-        assert result.returncode != 0
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1, result.stderr
+        assert main(["info", str(path)]) != 0
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
         assert lines[0].startswith("napari-dfl: error:") and expected in lines[0], lines[0]
+    result = run_cli("info", str(ct_file))  # as a user runs it: no traceback
+    [line] = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and line.startswith("napari-dfl: error: ct.dcm is a DICOM")
 
 
 def test_without_openslide_a_dicom_slide_says_what_to_install(dicom_folder, ct_file,
