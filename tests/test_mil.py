@@ -214,6 +214,11 @@ def test_cli_compress_train_predict(tmp_path, capsys):
     assert "SKIPPED missing_slide: no store" in err
     # a progress bar per fit: each fold, then the final model
     assert "training fold 1 of 2" in err and "training final model" in err
+    # the out-of-fold confusion matrix and ROC curve, beside the model
+    from PIL import Image
+
+    figure = np.asarray(Image.open(model / "cv_validation.png").convert("L"), float)
+    assert figure.shape[1] > 1.5 * figure.shape[0] and figure.std() > 20
     out = tmp_path / "pred"
     assert main(["predict-slides", *paths, str(empty), "--model", str(model),
                  "--out", str(out)]) == 1

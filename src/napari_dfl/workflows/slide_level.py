@@ -220,10 +220,21 @@ def compare_target_runs(before: str | os.PathLike, after: str | os.PathLike,
 
 
 def write_slide_model(model: SlideModel, out: str | os.PathLike) -> Path:
-    """Save a slide model folder (see :mod:`napari_dfl.core.slide_level.model_files`)."""
+    """Save a slide model folder (see :mod:`napari_dfl.core.slide_level.model_files`).
+
+    A cross-validated classifier also gets ``cv_validation.png``: the out-of-fold confusion
+    matrix and ROC curves (one class against the rest, with their AUC and n).
+    """
     from napari_dfl.core.slide_level.model_files import save_slide_model  # torch, when run
 
-    return save_slide_model(model, out)
+    folder = save_slide_model(model, out)
+    if model.metrics and model.out_of_fold is not None:
+        from napari_dfl.core.heads.plots import save_report_plots  # matplotlib, when run
+
+        save_report_plots(model.metrics, model.out_of_fold["proba"],
+                          model.out_of_fold["y_true"], model.classes,
+                          Path(folder) / "cv_validation.png", curve="roc")
+    return folder
 
 
 def _prediction_row(model: SlideModel | TargetSlideModel, proba: np.ndarray, name: str,

@@ -18,7 +18,7 @@ __all__ = ["save_report_plots"]
 
 def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray,
                       classes: list[str], path_png: str | os.PathLike, *,
-                      history: Sequence | None = None) -> Path:
+                      history: Sequence | None = None, curve: str = "pr") -> Path:
     """Draw the confusion matrix, the PR curves and the learning curve into a PNG.
 
     The confusion matrix is normalised by row (recall on the diagonal) and annotated with
@@ -35,6 +35,8 @@ def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray
         path_png: where to write the PNG.
         history: the epochs of a training (objects with ``epoch``, ``train_loss``,
             ``val_loss``, ``val_balanced_accuracy``, ``best_epoch``), or None.
+        curve: ``"pr"`` (precision-recall) or ``"roc"`` (ROC curves with their AUC, as for
+            slide models' out-of-fold predictions).
 
     Returns:
         The path written.
@@ -74,7 +76,9 @@ def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray
                     f"{fmt(report.get('cohen_kappa'))}, weighted F1 "
                     f"{fmt(report.get('weighted_f1'))}", fontsize=9)
     y_true = np.asarray(y_true, dtype=np.int64)
-    if proba is None:
+    if proba is not None and curve == "roc":
+        _roc_curves(ax_pr, np.asarray(proba), y_true, classes)
+    elif proba is None:
         ax_pr.text(0.5, 0.5, "no probabilities given", ha="center", va="center")
     else:
         proba = np.asarray(proba)
@@ -88,13 +92,14 @@ def save_report_plots(report: dict, proba: np.ndarray | None, y_true: np.ndarray
                        label=f"{name} (AP {fmt(auc)}, n={int(positives.sum())})")
         if ax_pr.lines:
             ax_pr.legend(loc="lower left", fontsize=8)
-    ax_pr.set_xlim(0, 1)
-    ax_pr.set_ylim(0, 1.02)
-    ax_pr.set_xlabel("recall")
-    ax_pr.set_ylabel("precision")
-    ax_pr.set_title(f"precision-recall, one class vs rest ({len(y_true)} validation samples)"
-                    if proba is not None else "precision-recall, one class vs rest",
-                    fontsize=9)
+    if curve != "roc" or proba is None:
+        ax_pr.set_xlim(0, 1)
+        ax_pr.set_ylim(0, 1.02)
+        ax_pr.set_xlabel("recall")
+        ax_pr.set_ylabel("precision")
+        ax_pr.set_title(f"precision-recall, one class vs rest ({len(y_true)} validation "
+                        "samples)" if proba is not None else
+                        "precision-recall, one class vs rest", fontsize=9)
     if history:
         _learning_curve(axes[2], history)
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
@@ -124,3 +129,26 @@ def _learning_curve(ax, history: Sequence) -> None:
         twin.legend(loc="lower right", fontsize=8)
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("learning curve", fontsize=9)
+
+
+def _roc_curves(ax, proba: np.ndarray, y_true: np.ndarray, classes: list[str]) -> None:
+    """ROC curves, one class against the rest (one curve for two classes), with AUC and n."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    shown = [1] if len(classes) == 2 else range(len(classes))
+    for c in shown:
+        positives = y_true == c
+        if positives.all() or not positives.any():
+            continue
+        fpr, tpr, _ = roc_curve(positives, proba[:, c])
+        auc = roc_auc_score(positives, proba[:, c])
+        ax.plot(fpr, tpr, label=f"{classes[c]} (AUC {auc:.3f}, n={int(positives.sum())} "
+                                f"of {len(y_true)})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    if ax.lines[:-1]:
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"ROC, out-of-fold ({len(y_true)} slides)", fontsize=9)

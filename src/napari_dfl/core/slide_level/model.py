@@ -92,6 +92,9 @@ class SlideModel:
         summary: counts of slides per class and the number of groups.
         early_stopping: the validation record of the final training (see
             :func:`napari_dfl.core.slide_level.training.fit_slides`); empty for older models.
+        out_of_fold: the cross-validation's true class indices (``"y_true"``) and
+            out-of-fold probabilities (``"proba"``), for the ROC curves; None without
+            cross-validation (and for a model loaded from disk).
 
     """
 
@@ -104,6 +107,7 @@ class SlideModel:
     extractor: Extractor | None = None
     summary: dict = field(default_factory=dict)
     early_stopping: dict = field(default_factory=dict)
+    out_of_fold: dict | None = None
 
     def predict_embeddings(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities ``(C,)`` and attention ``(N,)`` for raw embeddings ``(N, D)``."""

@@ -336,9 +336,12 @@ def train_slide_model(entries: list[SlideEntry], config: MILConfig | None = None
     classes = list(classes or sorted({e.label for e in entries}))
     if len(set(classes)) < 2 or not {e.label for e in entries} <= set(classes):
         raise MILError(f"slide training needs at least two classes; got {classes}.")
-    metrics = (cross_validate_slides(entries, classes, config, folds, progress)[0]
-               if folds else None)
+    metrics = out_of_fold = None
+    if folds:
+        metrics, proba = cross_validate_slides(entries, classes, config, folds, progress)
+        out_of_fold = {"y_true": np.array([classes.index(e.label) for e in entries]),
+                       "proba": proba}
     model = fit_slides(entries, classes, config, fit_reporter(progress, 0, folds, config.epochs))
-    model.metrics = metrics
+    model.metrics, model.out_of_fold = metrics, out_of_fold
     model.extractor = store_extractor(EmbeddingStore.open(entries[0].store))
     return model
