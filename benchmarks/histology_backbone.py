@@ -31,8 +31,9 @@ numbers are leaky (its head, at least, saw these tissue classes from these sourc
 For capricorn-densenet the wheel's own 24-class head is also applied to the tiles of the
 classes PathMNIST has (no training here): how well it knows these tiles.
 
-Embeddings are cached in ``--workdir``. About 20 minutes on 2 busy CPU cores at 200 per class
-(DenseNet121 is ~7x the FLOPs of Lite0). The last stdout line is one JSON object.
+Embeddings are cached in ``--workdir``. About 40 minutes on 2 busy CPU cores at 200 per class
+the first time (Lite0 7 min, each DenseNet121 14-16 min), under 10 minutes once cached; the
+last stdout line is one JSON object.
 """
 
 from __future__ import annotations
