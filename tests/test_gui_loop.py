@@ -56,6 +56,14 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     assert f"Balanced accuracy <b>{round(100 * assessment['balanced_accuracy'])}%</b>" in text
     assert f"(95% interval {low}%–{high}%)" in text
     assert f"{len(samples)} samples in 10 regions" in text
+    # The head's validation figure opens from the panel: confusion, PR, learning curve.
+    assert widget.plots_button.isVisibleTo(widget)
+    dialog = widget.show_plots()
+    from qtpy.QtWidgets import QScrollArea
+
+    shown = dialog.findChild(QScrollArea).widget().pixmap()
+    assert dialog.isVisible() and shown.width() > 2.5 * shown.height()
+    dialog.close()
 
     fills = []
     widget.session.prediction_updated.connect(

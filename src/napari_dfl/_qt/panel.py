@@ -37,6 +37,7 @@ from napari_dfl._qt.jobs import QtRunner, keep_triton_out, notify, warm_up_train
 from napari_dfl._qt.metrics_view import assessment_html
 from napari_dfl._qt.overlay_controls import OverlayControls
 from napari_dfl._qt.overlays import PredictionOverlay
+from napari_dfl._qt.plots_dialog import has_plots, show_head_plots
 from napari_dfl._qt.project import ProjectPanel
 from napari_dfl._qt.settings_form import SettingsForm
 from napari_dfl._qt.slide_model_section import SlideModelSection
@@ -92,6 +93,10 @@ class DFLWidget(QWidget):
         self.status = StatusView(session)
         self.metrics = QLabel()
         self.metrics.setWordWrap(True)
+        self.plots_button = QPushButton("Validation plots…")
+        self.plots_button.setToolTip("confusion matrix, precision-recall curves and learning "
+                                     "curve of the head's validation split")
+        self.plots_button.setVisible(False)
         self.slide_model = SlideModelSection(napari_viewer, session, lambda: self.slide_layer)
         self.slide_model_box = QCollapsible("Slide-level model (a label or values per slide)")
         self.slide_model_box.addWidget(self.slide_model)
@@ -132,6 +137,7 @@ class DFLWidget(QWidget):
         layout.addWidget(self.auto_check)
         layout.addWidget(self.status)
         layout.addWidget(self.metrics)
+        layout.addWidget(self.plots_button)
         layout.addWidget(self.overlay_controls)
         layout.addLayout(explore)
         layout.addWidget(self.project)
@@ -152,6 +158,7 @@ class DFLWidget(QWidget):
         session.slide_changed.connect(self._on_slide)
         session.settings_changed.connect(self._preload_backbone)
         session.head_changed.connect(self._on_head)
+        self.plots_button.clicked.connect(self.show_plots)
         session.job_changed.connect(self._on_job)
         session.message.connect(notify)
         for signal in (session.annotations_changed, session.classes_changed,
@@ -287,6 +294,12 @@ class DFLWidget(QWidget):
     # -- session -> widgets ----------------------------------------------------------------
     def _on_head(self, result) -> None:
         self.metrics.setText("" if result is None else assessment_html(result.assessment))
+        self.plots_button.setVisible(result is not None and has_plots(result.head))
+
+    def show_plots(self):
+        """Open the head's validation figure in a window (None without a head)."""
+        head = self.session.head
+        return show_head_plots(self, head) if has_plots(head) else None
 
     def _on_job(self, job) -> None:
         busy = job is not None
