@@ -139,10 +139,14 @@ class StallSampler:
         self._stop.set()
         ranked = sorted(self.samples.items(), key=lambda item: -len(item[1]))[:worst]
         for (phase, at), stacks in ranked:
-            print(f"-- {phase} stall at {at} s: {len(stacks)} samples (20 ms apart)",
-                  file=sys.stderr)
-            for line in stacks[len(stacks) // 2][-depth:]:
-                print(f"     {line}", file=sys.stderr)
+            print(f"-- {phase} stall at {at} s: {len(stacks)} samples (20 ms apart); the "
+                  "frames seen most often below the event loop:", file=sys.stderr)
+            counts: dict[str, int] = {}
+            for stack in stacks:
+                for line in dict.fromkeys(stack[-depth:]):  # each frame once per sample
+                    counts[line] = counts.get(line, 0) + 1
+            for line, n in sorted(counts.items(), key=lambda item: -item[1])[:depth]:
+                print(f"     {n:>3}  {line}", file=sys.stderr)
 
 
 def run_phase(widget, probe: Probe, phase: str, start, timeout_s: float) -> float:
