@@ -71,10 +71,13 @@ def test_cli_embed_partial_failure_exit_code(cohort, tmp_path, capsys):
 
 
 def test_cli_embed_bad_options_are_one_line(tmp_path, cohort, capsys):
-    code = main(["embed", str(cohort[0]), "--out", str(tmp_path), "--variants", "hsv"])
-    assert code == 2
+    # refused while the options are parsed, before any slide is opened
+    with pytest.raises(SystemExit) as stop:
+        main(["embed", str(cohort[0]), "--stores", str(tmp_path), "--variants", "hsv"])
+    assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "rgb, gray" in err[0]
+    assert "unknown colour variant(s) hsv: choose among rgb,gray,stain" in err[-1]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_scheduler_parsing():

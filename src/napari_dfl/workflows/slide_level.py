@@ -43,6 +43,7 @@ from napari_dfl.core.slide_level.grids import (
 from napari_dfl.core.slide_level.prediction import (
     SlideLabelPrediction,
     SlidePredictionError,
+    grid_embeddings,
     predict_slide_label,
     slide_tiles,
 )
@@ -344,21 +345,7 @@ class SlideTargetPrediction:
 def _predict_targets(model: TargetSlideModel, store: EmbeddingStore, grid: TileGrid,
                      slide: str) -> SlideTargetPrediction:
     """:func:`predict_slide_label`'s checks and prediction, for a multi-target model."""
-    try:
-        found = store_extractor(store)
-    except DFLError as exc:
-        raise SlidePredictionError(str(exc)) from None
-    differences = model.extractor.differences(found) if model.extractor is not None else []
-    if differences:
-        raise SlidePredictionError(
-            f"{Path(store.path).name} holds embeddings of {found.describe()} but the model "
-            f"needs those of {model.extractor.describe()} ({', '.join(differences)}): set "
-            "those and predict again.")
-    missing = int(store.missing(grid.coords).sum())
-    if missing:
-        raise SlidePredictionError(f"{missing} of the slide's {len(grid)} tiles are not "
-                                   "embedded yet: predict again to extract them.")
-    values, attention = model.predict_embeddings(store.get(grid.coords))
+    values, attention = model.predict_embeddings(grid_embeddings(model, store, grid))
     return SlideTargetPrediction(slide, model.names, [t.kind for t in model.targets],
                                  np.asarray(values, np.float64),
                                  np.asarray(attention, np.float32).reshape(len(values), -1),

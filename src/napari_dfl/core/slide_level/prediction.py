@@ -31,6 +31,7 @@ __all__ = [
     "SlideLabelPrediction",
     "SlidePredictionError",
     "extractor_problem",
+    "grid_embeddings",
     "predict_slide_label",
     "slide_tiles",
 ]
@@ -110,9 +111,13 @@ class SlideLabelPrediction:
         return self.grid.to_grid(self.attention.astype(np.float32), fill).astype(np.float32)
 
 
-def predict_slide_label(model: SlideModel, store: EmbeddingStore, grid: TileGrid,
-                        slide: str) -> SlideLabelPrediction:
-    """Predict a slide from the embeddings of ``grid``'s tiles in ``store``.
+def grid_embeddings(model, store: EmbeddingStore, grid: TileGrid) -> np.ndarray:
+    """The embeddings of ``grid``'s tiles in ``store``, checked against the model's extractor.
+
+    Args:
+        model: a slide model (classifier or multi-target) with its ``extractor``.
+        store: the slide's store.
+        grid: the tiles to predict from.
 
     Raises:
         SlidePredictionError: the store was written by another extractor than the model's,
@@ -133,5 +138,16 @@ def predict_slide_label(model: SlideModel, store: EmbeddingStore, grid: TileGrid
     if missing:
         raise SlidePredictionError(f"{missing} of the slide's {len(grid)} tiles are not "
                                    "embedded yet: predict again to extract them.")
-    proba, attention = model.predict_embeddings(store.get(grid.coords))
+    return store.get(grid.coords)
+
+
+def predict_slide_label(model: SlideModel, store: EmbeddingStore, grid: TileGrid,
+                        slide: str) -> SlideLabelPrediction:
+    """Predict a slide from the embeddings of ``grid``'s tiles in ``store``.
+
+    Raises:
+        SlidePredictionError: see :func:`grid_embeddings`.
+
+    """
+    proba, attention = model.predict_embeddings(grid_embeddings(model, store, grid))
     return SlideLabelPrediction(slide, list(model.classes), proba, attention, grid)
