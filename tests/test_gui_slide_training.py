@@ -184,6 +184,14 @@ def test_panel_trains_shows_cv_results_like_the_cli_and_predicts_the_slide(
     # saved from the panel: the folder train-slides writes, loaded back the same
     folder = box.save(tmp_path / "panel.dflslide")
     assert load_slide_model(folder).metrics == m
+    assert (folder / "cv_validation.png").is_file()  # out-of-fold confusion and ROC
+
+    # the same figure in the panel
+    assert box.plots_button.isEnabled()
+    dialog = box.show_plots()
+    shown = _figure_of(dialog)
+    assert dialog.isVisible() and shown.width() > 1.5 * shown.height()
+    dialog.close()
 
 
 def test_target_model_from_the_panel_shows_per_target_values_and_attention(
@@ -223,6 +231,16 @@ def test_target_model_from_the_panel_shows_per_target_values_and_attention(
     folder = box.save(tmp_path / "genes.dflslide")  # with train-slides' reports
     assert {"cv_metrics.csv", "cv_metrics.png", "cv_predictions.csv"} <= {
         f.name for f in folder.iterdir()}
+    dialog = box.show_plots()  # the per-target figure, in the panel
+    assert dialog.isVisible() and not _figure_of(dialog).isNull()
+    dialog.close()
+
+
+def _figure_of(dialog):
+    """The pixmap a plots window shows."""
+    from qtpy.QtWidgets import QScrollArea
+
+    return dialog.findChild(QScrollArea).widget().pixmap()
 
 
 def test_cancel_stops_the_training_and_keeps_the_model(training_panel, qtbot):

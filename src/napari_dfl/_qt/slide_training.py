@@ -31,12 +31,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_dfl._qt.plots_dialog import show_figure
 from napari_dfl.core.errors import DFLError, one_line
 from napari_dfl.core.slide_level.config import MILConfig
 from napari_dfl.workflows.slide_level import (
     SlideEpoch,
     TrainedSlides,
     cohort_columns,
+    draw_cv_figure,
     results_text,
     save_trained,
     split_targets,
@@ -104,6 +106,10 @@ class SlideTrainingBox(QWidget):
         self.cancel_button.setEnabled(False)
         self.save_button = QPushButton("Save slide model…")
         self.save_button.setEnabled(False)
+        self.plots_button = QPushButton("Plots…")
+        self.plots_button.setToolTip("the cross-validation as figures: out-of-fold confusion "
+                                     "matrix and ROC curves, or each target's r / AUC")
+        self.plots_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.problem = QLabel()
@@ -123,6 +129,7 @@ class SlideTrainingBox(QWidget):
         self.train_button.clicked.connect(lambda: self.train())
         self.cancel_button.clicked.connect(session.cancel)
         self.save_button.clicked.connect(self._choose_save)
+        self.plots_button.clicked.connect(lambda: self.show_plots())
         session.job_changed.connect(self._on_job)
         session.message.connect(self._on_message)
 
@@ -135,7 +142,8 @@ class SlideTrainingBox(QWidget):
             numbers.addWidget(QLabel(name))
             numbers.addWidget(spin)
         buttons = QHBoxLayout()
-        for button in (self.train_button, self.cancel_button, self.save_button):
+        for button in (self.train_button, self.cancel_button, self.save_button,
+                       self.plots_button):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -212,7 +220,18 @@ class SlideTrainingBox(QWidget):
         self.trained = trained
         self.results.setPlainText(results_text(trained.model, trained.skipped))
         self.save_button.setEnabled(True)
+        self.plots_button.setEnabled(bool(trained.model.metrics))
         self._on_trained(trained.model, f"trained on {trained.cohort_csv.name}")
+
+    def show_plots(self):
+        """Open the trained model's cross-validation figure (None before a training)."""
+        if self.trained is None:
+            return None
+        trained = self.trained
+        return show_figure(self, "Cross-validation of the slide model",
+                           f"Out-of-fold predictions of {trained.cohort_csv.name}'s slides "
+                           "(each predicted by a model that did not see it).",
+                           lambda path: draw_cv_figure(trained, path))
 
     def _on_job(self, job) -> None:
         ours = job is not None and job.name == TRAIN_JOB

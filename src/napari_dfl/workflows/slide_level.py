@@ -57,10 +57,25 @@ if TYPE_CHECKING:  # torch: the panel imports this module when it opens
     from napari_dfl.core.slide_level.targets import TargetCohort
     from napari_dfl.core.slide_level.training import FitCallback, FitProgress
 
-__all__ = ["SlideEpoch", "SlideTargetPrediction", "TrainedSlides", "cohort_columns",
-           "compare_target_runs", "compress_stores", "predict_open_slide", "predict_stores",
-           "results_text", "safe_name", "split_targets", "train_cohort", "train_slides_job",
-           "train_target_cohort", "write_slide_model", "write_target_model"]
+__all__ = [
+    "SlideEpoch",
+    "SlideTargetPrediction",
+    "TrainedSlides",
+    "cohort_columns",
+    "compare_target_runs",
+    "compress_stores",
+    "draw_cv_figure",
+    "predict_open_slide",
+    "predict_stores",
+    "results_text",
+    "safe_name",
+    "split_targets",
+    "train_cohort",
+    "train_slides_job",
+    "train_target_cohort",
+    "write_slide_model",
+    "write_target_model",
+]
 
 #: Files a multi-target model folder holds beside its weights and card.
 METRICS_CSV, METRICS_PNG, OOF_CSV = "cv_metrics.csv", "cv_metrics.png", "cv_predictions.csv"
@@ -220,6 +235,36 @@ def compare_target_runs(before: str | os.PathLike, after: str | os.PathLike,
     return compare_runs(read_run_metrics(before, method), read_run_metrics(after, method))
 
 
+def draw_cv_figure(trained: TrainedSlides, path: str | os.PathLike) -> Path | None:
+    """Draw a trained slide model's cross-validation into a PNG, as ``train-slides`` does.
+
+    A classifier: the out-of-fold confusion matrix and ROC curves; a multi-target model:
+    each target's metric against the baseline's, and the best target's out-of-fold
+    predictions. None when the model was not cross-validated.
+    """
+    model = trained.model
+    if not model.metrics:
+        return None
+    if hasattr(model, "targets"):
+        if trained.oof is None or trained.cohort is None:
+            return None
+        from napari_dfl.core.slide_level.regression_metrics import save_metrics_plot
+
+        return save_metrics_plot(model.metrics["rows"], trained.cohort.values,
+                                 trained.oof["mil"], model.targets, path)
+    return _classifier_figure(model, path)
+
+
+def _classifier_figure(model: SlideModel, path: str | os.PathLike) -> Path | None:
+    """The out-of-fold confusion matrix and ROC curves of a cross-validated classifier."""
+    if not model.metrics or model.out_of_fold is None:
+        return None
+    from napari_dfl.core.heads.plots import save_report_plots  # matplotlib, when run
+
+    return save_report_plots(model.metrics, model.out_of_fold["proba"],
+                             model.out_of_fold["y_true"], model.classes, path, curve="roc")
+
+
 def write_slide_model(model: SlideModel, out: str | os.PathLike) -> Path:
     """Save a slide model folder (see :mod:`napari_dfl.core.slide_level.model_files`).
 
@@ -229,12 +274,7 @@ def write_slide_model(model: SlideModel, out: str | os.PathLike) -> Path:
     from napari_dfl.core.slide_level.model_files import save_slide_model  # torch, when run
 
     folder = save_slide_model(model, out)
-    if model.metrics and model.out_of_fold is not None:
-        from napari_dfl.core.heads.plots import save_report_plots  # matplotlib, when run
-
-        save_report_plots(model.metrics, model.out_of_fold["proba"],
-                          model.out_of_fold["y_true"], model.classes,
-                          Path(folder) / "cv_validation.png", curve="roc")
+    _classifier_figure(model, Path(folder) / "cv_validation.png")
     return folder
 
 
