@@ -78,6 +78,14 @@ def write_csv(rows: list, path: Path) -> Path:
     return path
 
 
+def per_epoch(result) -> float | None:
+    """Mean seconds of a fine-tuning epoch (after the linear probes of epoch 0)."""
+    history = result.history
+    if len(history) < 2:
+        return None
+    return round((history[-1].seconds - history[0].seconds) / (len(history) - 1), 1)
+
+
 def probe(features: np.ndarray, labels: np.ndarray, groups: np.ndarray,
           folds: int = 5) -> np.ndarray:
     """Balanced accuracy per fold of a standardised logistic regression (grouped CV)."""
@@ -169,6 +177,8 @@ def main() -> int:
                     "kept": "last epoch" if args.keep_last else "best validation epoch",
                     "kept_epochs": {"single_task": single.summary["kept_epoch"],
                                     "multitask": multi.summary["kept_epoch"]},
+                    "seconds_per_epoch": {"single_task": per_epoch(single),
+                                          "multitask": per_epoch(multi)},
                     "tuning": {"single_task": single.summary["validation"],
                                "multitask": {k: v["validation"] for k, v
                                              in multi.summary["tasks"].items()},
