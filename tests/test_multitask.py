@@ -80,7 +80,7 @@ def test_task_specs_from_options_and_a_json_file(tmp_path):
 def test_a_bad_task_file_is_refused_with_what_to_fix(tmp_path, content, says):
     file = tmp_path / "tasks.json"
     file.write_text(content)
-    with pytest.raises(FinetuneError, match=None) as caught:
+    with pytest.raises(FinetuneError) as caught:
         read_task_file(file)
     assert says in str(caught.value)
     with pytest.raises(FinetuneError, match="NAME=DATASET"):

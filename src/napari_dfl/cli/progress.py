@@ -31,31 +31,27 @@ class Progress:
                              dynamic_ncols=True)
         return self._bar
 
-    def embedding(self, progress: Any) -> None:
-        """Show a slide's embedding progress (an ``EmbedProgress``)."""
+    def _show(self, stage: tuple, total: int, desc: str, unit: str, done: int) -> None:
+        """Move the bar of ``stage`` (a new one when the stage changed) to ``done``."""
         if not self.enabled:
             return
-        bar = self._bar_for(("embed", progress.slide), progress.total,
-                            f"embedding {progress.slide}", "sample")
-        bar.n = progress.done
-        bar.refresh()
-
-    def slides(self, done: int, total: int) -> None:
-        """Show how many slides of a cohort are done (a dask run reports whole slides)."""
-        if not self.enabled:
-            return
-        bar = self._bar_for(("slides", total), total, "slides embedded", "slide")
+        bar = self._bar_for(stage, total, desc, unit)
         bar.n = done
         bar.refresh()
 
+    def embedding(self, progress: Any) -> None:
+        """Show a slide's embedding progress (an ``EmbedProgress``)."""
+        self._show(("embed", progress.slide), progress.total, f"embedding {progress.slide}",
+                   "sample", progress.done)
+
+    def slides(self, done: int, total: int) -> None:
+        """Show how many slides of a cohort are done (a dask run reports whole slides)."""
+        self._show(("slides", total), total, "slides embedded", "slide", done)
+
     def fit(self, progress: Any) -> None:
         """Show a slide model's training: one bar per fit (a fold, or the final model)."""
-        if not self.enabled:
-            return
-        bar = self._bar_for(("fit", progress.fold), progress.epochs,
-                            f"training {progress.stage}", "epoch")
-        bar.n = progress.epoch
-        bar.refresh()
+        self._show(("fit", progress.fold), progress.epochs, f"training {progress.stage}",
+                   "epoch", progress.epoch)
 
     def event(self, kind: str, payload: Any) -> None:
         """Show a job event (see :mod:`napari_dfl.workflows.jobs`)."""
@@ -67,12 +63,10 @@ class Progress:
             self._bar_for(("predict", id(payload)), len(payload.grid), "predicting", "tile")
             self._predicted = payload
         elif kind == "proba" and self._stage and self._stage[0] == "predict":
-            self._bar.n = int(self._predicted.predicted.sum())
-            self._bar.refresh()
+            self._show(self._stage, len(self._predicted.grid), "predicting", "tile",
+                       int(self._predicted.predicted.sum()))
         elif kind == "epoch":
-            bar = self._bar_for(("train",), payload.max_epochs, "training", "epoch")
-            bar.n = payload.epoch
-            bar.refresh()
+            self._show(("train",), payload.max_epochs, "training", "epoch", payload.epoch)
 
     def close(self) -> None:
         """Close the current bar."""
