@@ -6,23 +6,52 @@ folds; the ranking and its table, CSV and chart come from
 :mod:`napari_dfl.core.heads.selection`. :func:`compare_settings` ranks backbones x fields of
 view x {with, without x5 context} x {with, without grayscale}: one extraction per backbone
 and field, the smaller compositions cut from it (:mod:`napari_dfl.core.features.parts`).
+
+:func:`suggest_settings` is the same comparison on the annotations of one open slide (the
+panel's "Suggest settings" job): the same candidates, the same probe and the same ranking,
+as a job that yields events, embeds through the panel's embedder (its store folder) and can
+be cancelled; its folds follow the CLI's, fewer when a class has fewer groups.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
 
-from napari_dfl.core.errors import DFLError
+import numpy as np
+
+from napari_dfl.core.annotations.annotation import Annotation
+from napari_dfl.core.errors import Cancelled, DFLError
 from napari_dfl.core.features.engine import EmbedProgress
 from napari_dfl.core.features.parts import part_columns, sub_compositions
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.heads.selection import PROBE, candidate_name, probe_row, rank
 from napari_dfl.core.heads.validation import cross_validate
-from napari_dfl.workflows.labelled import embed_labelled
+from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.workflows.embedding.local import CancelCheck, Embedder, ensure_embedded
+from napari_dfl.workflows.jobs import Event, as_events, run
+from napari_dfl.workflows.labelled import (
+    LabelledEmbeddings,
+    annotation_samples,
+    embed_labelled,
+    labelled_from_store,
+)
 
-__all__ = ["compare_backbones", "compare_settings"]
+__all__ = ["DEFAULT_FIELDS", "DEFAULT_FOLDS", "SELECT_COMPOSITION", "SuggestPlan", "Suggestion",
+           "compare_backbones", "compare_settings", "plan_suggestion", "suggest_settings"]
+
+#: Fields of view compared by default (``napari-dfl select --fields``): a nucleus (16 µm at
+#: x20), a few cells (32 µm) and a tissue tile (112 µm).
+DEFAULT_FIELDS = (32, 64, 224)
+#: Grouped folds by default (``napari-dfl select --folds``).
+DEFAULT_FOLDS = 5
+#: The fullest candidate's zooms and variants (``select``'s defaults): x20 + x5, rgb + gray,
+#: the backbone's own input size; its patch size is replaced by each field compared.
+SELECT_COMPOSITION = Composition()
+
+#: Embeds labelled samples with some settings, as a job (events, then the embeddings).
+LabelledJob = Callable[[Settings], Generator[Event, None, LabelledEmbeddings]]
 
 
 def compare_backbones(specs: Sequence[str | os.PathLike], backbones: Sequence[str],
@@ -56,6 +85,45 @@ def compare_backbones(specs: Sequence[str | os.PathLike], backbones: Sequence[st
     return rank(rows)
 
 
+def _rank_candidates(embed: LabelledJob, backbones: Sequence[str], fields: Sequence[int],
+                     settings: Settings, folds: int, cancel: CancelCheck | None = None,
+                     ) -> Generator[Event, None, list[dict]]:
+    """The comparison itself, for datasets and for a slide's annotations alike.
+
+    Yields ``("candidate", row)`` as each row is ready (and whatever ``embed`` yields);
+    returns the rows ranked. A backbone or field that cannot be embedded is an ``error``
+    row and the others go on; a cancel is never taken for such an error.
+    """
+    rows: list[dict] = []
+    for name in backbones:
+        for field in fields:
+            full = replace(settings.composition, patch_size=int(field))
+            try:
+                data = yield from embed(settings.with_(backbone=name, weights=None,
+                                                       composition=full))
+            except Cancelled:
+                raise
+            except DFLError as exc:
+                rows.append({"candidate": f"{name}, {field} px", "backbone": name,
+                             "status": "error", "error": str(exc)})
+                yield "candidate", rows[-1]
+                continue
+            resolved = data.extractor.composition  # the input size resolved
+            part_dim = data.embeddings.shape[1] // resolved.n_parts
+            for sub in sub_compositions(resolved):
+                if cancel is not None and cancel():
+                    raise Cancelled(f"cancelled after {len(rows)} candidates; the embeddings "
+                                    "computed are kept in the store folder.")
+                x = data.embeddings[:, part_columns(resolved, sub, part_dim)]
+                result = cross_validate(x, data.labels, data.groups, PROBE, folds=folds,
+                                        cancel=cancel)
+                row = probe_row(name, result, x.shape[1])
+                row.update(candidate=candidate_name(name, sub), composition=sub.to_dict())
+                rows.append(row)
+                yield "candidate", row
+    return rank(rows)
+
+
 def compare_settings(specs: Sequence[str | os.PathLike], backbones: Sequence[str],
                      fields: Sequence[int], settings: Settings, *, folds: int = 5,
                      on_result: Callable[[dict], None] | None = None,
@@ -80,28 +148,170 @@ def compare_settings(specs: Sequence[str | os.PathLike], backbones: Sequence[str
         is one ``error`` row, and the others go on.
 
     """
-    rows = []
-    for name in backbones:
-        for field in fields:
-            full = replace(settings.composition, patch_size=int(field))
-            try:
-                data = embed_labelled(specs, settings.with_(backbone=name, weights=None,
-                                                            composition=full),
-                                      on_progress=on_progress)
-            except DFLError as exc:
-                rows.append({"candidate": f"{name}, {field} px", "backbone": name,
-                             "status": "error", "error": str(exc)})
-                if on_result is not None:
-                    on_result(rows[-1])
-                continue
-            resolved = data.extractor.composition  # the input size resolved
-            part_dim = data.embeddings.shape[1] // resolved.n_parts
-            for sub in sub_compositions(resolved):
-                x = data.embeddings[:, part_columns(resolved, sub, part_dim)]
-                result = cross_validate(x, data.labels, data.groups, PROBE, folds=folds)
-                row = probe_row(name, result, x.shape[1])
-                row.update(candidate=candidate_name(name, sub), composition=sub.to_dict())
-                rows.append(row)
-                if on_result is not None:
-                    on_result(row)
-    return rank(rows)
+    def embed(candidate: Settings) -> Generator[Event, None, LabelledEmbeddings]:
+        yield from ()  # a job without events: progress goes to on_progress
+        return embed_labelled(specs, candidate, on_progress=on_progress)
+
+    def event(kind: str, payload) -> None:
+        if kind == "candidate" and on_result is not None:
+            on_result(payload)
+
+    return run(_rank_candidates(embed, backbones, fields, settings, folds), event)
+
+
+# -- the panel's "Suggest settings": the same comparison on one slide's annotations --------
+@dataclass(frozen=True)
+class SuggestPlan:
+    """What :func:`suggest_settings` will compare, decided before anything is embedded.
+
+    Attributes:
+        fields: the fields of view compared (those where every class has 2 groups or more).
+        folds: grouped folds: the CLI's, or the fewest groups of any class when fewer.
+        samples: samples per field compared.
+        notes: one sentence per field left out, and why.
+
+    """
+
+    fields: tuple[int, ...]
+    folds: int
+    samples: dict[int, int]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """The result of :func:`suggest_settings`.
+
+    Attributes:
+        rows: one row per candidate, ranked best first (as :func:`compare_settings`).
+        plan: the fields and folds compared.
+        settings: the settings the candidates were made from (backbone, store folder...).
+        composition: the fullest candidate's composition (its patch size aside).
+
+    """
+
+    rows: list[dict]
+    plan: SuggestPlan
+    settings: Settings
+    composition: Composition
+
+    @property
+    def best(self) -> dict | None:
+        """The best evaluated row, or None when no candidate could be evaluated."""
+        return next((row for row in self.rows if row["status"] == "ok"), None)
+
+    def best_choice(self) -> tuple[str, Composition] | None:
+        """The best backbone and composition as ``select --apply`` keeps them.
+
+        The input size stays "the backbone's own" when the candidates used it, as the CLI
+        does; None without an evaluated candidate.
+        """
+        best = self.best
+        if best is None:
+            return None
+        composition = Composition.from_dict(best["composition"])
+        if self.composition.input_size is None:
+            composition = replace(composition, input_size=None)
+        return best["backbone"], composition
+
+    def evidence(self) -> dict:
+        """What chose the best (``save_preferred``'s ``chosen``), or {} without one."""
+        best = self.best
+        if best is None:
+            return {}
+        return {"balanced_accuracy": best["balanced_accuracy"],
+                "balanced_accuracy_sd": best["balanced_accuracy_sd"],
+                "folds": best["folds"], "samples": best["samples"],
+                "datasets": ["the panel's annotations"]}
+
+
+def _groups_per_class(labels: np.ndarray, groups: np.ndarray) -> dict[str, int]:
+    return {str(c): len(np.unique(groups[labels == c])) for c in np.unique(labels)}
+
+
+def plan_suggestion(slide, annotations: Sequence[Annotation], settings: Settings,
+                    fields: Sequence[int] = DEFAULT_FIELDS, *, folds: int = DEFAULT_FOLDS,
+                    composition: Composition = SELECT_COMPOSITION) -> SuggestPlan:
+    """Check the annotations and decide the fields and folds, without reading a pixel.
+
+    Every class needs samples in two groups (regions or points) or more at a field for the
+    grouped probe; a field where one has fewer is left out (a note says so). The folds are
+    ``folds`` (the CLI's 5), or fewer: the fewest groups any class has at the fields kept.
+
+    Raises:
+        DFLError: no annotations, fewer than two classes, or no field where every class has
+            two groups (one line each, saying what to draw).
+
+    """
+    annotations = list(annotations)
+    if not annotations:
+        raise DFLError("no annotations to compare settings on: draw regions or points of at "
+                       "least two classes, then Suggest settings.")
+    classes = sorted({a.label for a in annotations})
+    if len(classes) < 2:
+        raise DFLError(f"only one class is annotated ('{classes[0]}'): suggesting settings "
+                       "compares how well candidates tell classes apart; annotate a second "
+                       "class, then Suggest settings.")
+    kept, samples, notes, fewest = [], {}, [], []
+    for field in dict.fromkeys(int(f) for f in fields):
+        candidate = settings.with_(composition=replace(composition, patch_size=field))
+        found = annotation_samples(slide, annotations, candidate)
+        per_class = _groups_per_class(found.labels, found.groups)
+        short = {c: per_class.get(c, 0) for c in classes if per_class.get(c, 0) < 2}
+        if short:
+            listed = ", ".join(f"'{c}' {n}" for c, n in short.items())
+            notes.append(f"{field} px left out: a class has samples in fewer than 2 regions "
+                         f"or points there ({listed}).")
+            continue
+        kept.append(field)
+        samples[field] = len(found)
+        fewest.append(min(per_class.values()))
+    if not kept:
+        raise DFLError("too few regions or points to compare settings: each class needs "
+                       "samples in at least 2 regions or points (the folds keep each on one "
+                       "side). " + " ".join(notes) + " Draw more regions or points of those "
+                       "classes.")
+    return SuggestPlan(tuple(kept), max(2, min(int(folds), *fewest)), samples, tuple(notes))
+
+
+def suggest_settings(slide, annotations: Sequence[Annotation], settings: Settings,
+                     make_embedder: Callable[[Settings], Embedder], *,
+                     fields: Sequence[int] = DEFAULT_FIELDS, folds: int = DEFAULT_FOLDS,
+                     composition: Composition = SELECT_COMPOSITION,
+                     cancel: CancelCheck | None = None,
+                     ) -> Generator[Event, None, Suggestion]:
+    """Rank candidates on one slide's annotations: ``napari-dfl select`` as a panel job.
+
+    The candidates are :func:`compare_settings`'s: ``settings.backbone`` x ``fields`` x
+    {x20, x20 + context} x {rgb, rgb + gray} of ``composition`` (the CLI's defaults), each
+    probed on the same grouped folds. The samples are the annotations' (as Train makes
+    them) and embed through ``make_embedder(candidate settings)`` into ``settings``' store
+    folder, so stored embeddings are reused and new ones kept. The same annotations
+    exported as a dataset give the same rows with ``compare_settings(..., folds=plan.folds)``.
+
+    Yields:
+        ``("embedding", EmbedProgress)`` while a field embeds and ``("candidate", row)`` as
+        each candidate is measured.
+
+    Returns:
+        The :class:`Suggestion` (rows ranked best first, the plan); nothing is applied.
+
+    Raises:
+        DFLError: bad annotations (see :func:`plan_suggestion`), before anything is embedded.
+        Cancelled: ``cancel()`` turned true (the embeddings committed stay in the store).
+
+    """
+    plan = plan_suggestion(slide, annotations, settings, fields, folds=folds,
+                           composition=composition)
+    annotations = list(annotations)
+
+    def embed(candidate: Settings) -> Generator[Event, None, LabelledEmbeddings]:
+        samples = annotation_samples(slide, annotations, candidate)
+        store = yield from as_events("embedding", ensure_embedded(
+            make_embedder(candidate), slide, samples.coords, cancel))
+        return labelled_from_store(samples, store)
+
+    base = settings.with_(composition=composition)
+    rows = yield from _rank_candidates(embed, [settings.backbone], plan.fields, base,
+                                       plan.folds, cancel)
+    return Suggestion(rows, plan, base, composition)
