@@ -43,6 +43,7 @@ from napari_dfl._qt.settings_form import SettingsForm
 from napari_dfl._qt.slide_model_section import SlideModelSection
 from napari_dfl._qt.slide_section import SlideSection
 from napari_dfl._qt.status_view import StatusView
+from napari_dfl._qt.suggest_settings import SuggestSettings
 from napari_dfl._qt.suggestions import Suggestions, viewer_camera
 from napari_dfl.core.annotations.samples import SamplePreview, preview_samples
 from napari_dfl.core.errors import DFLError
@@ -77,6 +78,7 @@ class DFLWidget(QWidget):
         self.form = SettingsForm(session)
         self.advanced = QCollapsible("Backbone and composition")
         self.advanced.addWidget(self.form)
+        self.suggest = SuggestSettings(session)  # "Suggest settings…": select on these labels
         self.extract_button = QPushButton("Extract")
         self.train_button = QPushButton("Train")
         self.predict_button = QPushButton("Predict")
@@ -131,7 +133,7 @@ class DFLWidget(QWidget):
                        self.explore_all_check):
             explore.addWidget(widget)
         layout = QVBoxLayout(self)
-        for widget in (self.slide_section, classes_box, self.advanced):
+        for widget in (self.slide_section, classes_box, self.advanced, self.suggest):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         layout.addWidget(self.auto_check)

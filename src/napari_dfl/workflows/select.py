@@ -27,7 +27,6 @@ from napari_dfl.core.features.engine import EmbedProgress
 from napari_dfl.core.features.parts import part_columns, sub_compositions
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.heads.selection import PROBE, candidate_name, probe_row, rank
-from napari_dfl.core.heads.validation import cross_validate
 from napari_dfl.core.slides.sampling import Composition
 from napari_dfl.workflows.embedding.local import CancelCheck, Embedder, ensure_embedded
 from napari_dfl.workflows.jobs import Event, as_events, run
@@ -69,6 +68,8 @@ def compare_backbones(specs: Sequence[str | os.PathLike], backbones: Sequence[st
         mean and sd of each metric, ``folds`` and ``error``.
 
     """
+    from napari_dfl.core.heads.validation import cross_validate  # torch: not at import
+
     rows = []
     for name in backbones:
         try:
@@ -94,6 +95,9 @@ def _rank_candidates(embed: LabelledJob, backbones: Sequence[str], fields: Seque
     returns the rows ranked. A backbone or field that cannot be embedded is an ``error``
     row and the others go on; a cancel is never taken for such an error.
     """
+    # imported here: the panel imports this module, and its GUI thread never imports torch
+    from napari_dfl.core.heads.validation import cross_validate
+
     rows: list[dict] = []
     for name in backbones:
         for field in fields:
@@ -252,7 +256,7 @@ def plan_suggestion(slide, annotations: Sequence[Annotation], settings: Settings
         raise DFLError(f"only one class is annotated ('{classes[0]}'): suggesting settings "
                        "compares how well candidates tell classes apart; annotate a second "
                        "class, then Suggest settings.")
-    kept, samples, notes, fewest = [], {}, [], []
+    kept, samples, notes, fewest, short_at = [], {}, [], [], []
     for field in dict.fromkeys(int(f) for f in fields):
         candidate = settings.with_(composition=replace(composition, patch_size=field))
         found = annotation_samples(slide, annotations, candidate)
@@ -260,8 +264,9 @@ def plan_suggestion(slide, annotations: Sequence[Annotation], settings: Settings
         short = {c: per_class.get(c, 0) for c in classes if per_class.get(c, 0) < 2}
         if short:
             listed = ", ".join(f"'{c}' {n}" for c, n in short.items())
-            notes.append(f"{field} px left out: a class has samples in fewer than 2 regions "
-                         f"or points there ({listed}).")
+            short_at.append(f"at {field} px {listed}")
+            notes.append(f"{field} px left out: regions or points with samples there: "
+                         f"{listed} (each class needs 2).")
             continue
         kept.append(field)
         samples[field] = len(found)
@@ -269,7 +274,7 @@ def plan_suggestion(slide, annotations: Sequence[Annotation], settings: Settings
     if not kept:
         raise DFLError("too few regions or points to compare settings: each class needs "
                        "samples in at least 2 regions or points (the folds keep each on one "
-                       "side). " + " ".join(notes) + " Draw more regions or points of those "
+                       f"side); {'; '.join(short_at)}. Draw more regions or points of those "
                        "classes.")
     return SuggestPlan(tuple(kept), max(2, min(int(folds), *fewest)), samples, tuple(notes))
 

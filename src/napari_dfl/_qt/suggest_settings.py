@@ -1,0 +1,338 @@
+"""The panel's "Suggest settings…": ``napari-dfl select`` on the open slide's annotations.
+
+A button under the settings form starts :func:`napari_dfl.workflows.select.suggest_settings`
+as a panel job (off the GUI thread, with the panel's progress bar and Cancel): the current
+backbone x the fields of view x {x20, x20 + x5} x {rgb, rgb + gray}, ranked by the grouped
+linear probe the CLI uses, on the same samples Train makes. The ranking shows as a small
+table (candidate, balanced accuracy ± sd, n samples, folds; the best marked). Nothing is
+applied until **Apply best** is pressed: it then sets the settings form to the winner and
+keeps it (:func:`~napari_dfl.core.features.preferred.save_preferred`, as ``select --apply``).
+The logic is the workflow's; this module lays out and forwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QFont
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_dfl.core.errors import DFLError
+from napari_dfl.core.features.parts import sub_compositions
+from napari_dfl.core.features.preferred import save_preferred
+from napari_dfl.core.heads.metrics import NO_SD, metric_text
+from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.workflows.embedding.child import ChildEmbedder
+from napari_dfl.workflows.jobs import Event
+from napari_dfl.workflows.select import (
+    DEFAULT_FIELDS,
+    DEFAULT_FOLDS,
+    SELECT_COMPOSITION,
+    Suggestion,
+    plan_suggestion,
+    suggest_settings,
+)
+
+__all__ = ["COLUMNS", "JOB_NAME", "SuggestSettings", "row_cells"]
+
+JOB_NAME = "Suggest settings"
+COLUMNS = ("candidate", "balanced accuracy ± sd", "n", "folds")
+#: Rows the table shows without scrolling.
+_VISIBLE_ROWS = 12
+_BEST = "★ "
+
+
+def _short(row: dict) -> str:
+    """The candidate without its backbone (every row has the same one)."""
+    return str(row["candidate"]).removeprefix(f"{row['backbone']}, ")
+
+
+def row_cells(row: dict, best: bool = False) -> list[str]:
+    """The table's cells of one ranking row: candidate, balanced accuracy ± sd, n, folds."""
+    name = (_BEST if best else "") + _short(row)
+    if row["status"] != "ok":
+        return [name, f"unavailable: {row['error']}", "", ""]
+    return [name, f"{row['balanced_accuracy']:.3f} ± "
+                  f"{metric_text(row['balanced_accuracy_sd'], NO_SD)}",
+            str(row["samples"]), str(row["folds"])]
+
+
+def _relayed(job: Generator[Event, None, Any], emit: Callable[[dict], None],
+             ) -> Generator[Event, None, Any]:
+    """The job's events, each candidate's row also handed to ``emit`` (a queued signal)."""
+    try:
+        while True:
+            try:
+                kind, payload = next(job)
+            except StopIteration as stop:
+                return stop.value
+            if kind == "candidate":
+                emit(payload)
+            yield kind, payload
+    finally:
+        job.close()
+
+
+class _Relay(QObject):
+    """Carries rows from the job's thread to the GUI thread (a queued connection)."""
+
+    row = Signal(object)
+
+
+class SuggestSettings(QWidget):
+    """The "Suggest settings…" button, its ranking table and **Apply best**.
+
+    Args:
+        session: the panel's session (its slide, annotations, settings and job runner).
+        make_embedder: embedder per candidate's settings (the panel's extraction child).
+        fields: fields of view compared (the CLI's 32, 64, 224 px by default).
+        composition: the fullest candidate (the CLI's x20 + x5, rgb + gray).
+        folds: grouped folds at most (the CLI's 5; fewer when a class has fewer groups).
+
+    """
+
+    def __init__(self, session, make_embedder: Callable = ChildEmbedder, *,
+                 fields: Sequence[int] = DEFAULT_FIELDS,
+                 composition: Composition = SELECT_COMPOSITION, folds: int = DEFAULT_FOLDS,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.make_embedder = make_embedder
+        self.fields = tuple(fields)
+        self.composition = composition
+        self.folds = folds
+        self.suggestion: Suggestion | None = None
+        #: The ranking shown before the running job (shown again if it is cancelled).
+        self._previous: Suggestion | None = None
+        self._running = False
+        self.button = QPushButton("Suggest settings…")
+        self.button.setToolTip(
+            "compare fields of view, x5 context and grayscale for the current backbone on "
+            "your annotations (as napari-dfl select: a linear probe on grouped folds); "
+            "nothing changes until you press Apply best")
+        self.apply_button = QPushButton("Apply best")
+        self.apply_button.setToolTip("set the settings above to the best candidate and keep "
+                                     "it as the default of train, evaluate, embed and the "
+                                     "panel (as napari-dfl select --apply)")
+        self.apply_button.setVisible(False)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.summary.setVisible(False)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setVisible(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.button)
+        buttons.addWidget(self.apply_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(buttons)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table)
+        self._relay = _Relay(self)
+        self._relay.row.connect(self._on_row)
+        self.button.clicked.connect(self.start)
+        self.apply_button.clicked.connect(self.apply)
+        for signal in (session.annotations_changed, session.classes_changed,
+                       session.job_changed):
+            signal.connect(self._refresh)
+        session.job_changed.connect(self._on_job)
+        self._refresh()
+
+    # -- state -----------------------------------------------------------------------------
+    def _refresh(self, *_args) -> None:
+        """Enable the button with annotations of two classes or more and no job running."""
+        classes = {a.label for a in self.session.annotations}
+        self.button.setEnabled(len(classes) >= 2 and not self.session.busy)
+        self.apply_button.setEnabled(self.suggestion is not None and
+                                     self.suggestion.best is not None and
+                                     not self.session.busy)
+
+    def rows_shown(self) -> list[list[str]]:
+        """The table's cells, row by row (what the user reads)."""
+        return [[self.table.item(r, c).text() if self.table.item(r, c) else ""
+                 for c in range(self.table.columnCount())]
+                for r in range(self.table.rowCount())]
+
+    # -- the job ---------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Start the comparison as a panel job; False (and one line why) when refused."""
+        session = self.session
+        try:
+            slide = session.working_slide()
+            annotations = session.annotations
+            plan = plan_suggestion(slide, annotations, session.settings, self.fields,
+                                   folds=self.folds, composition=self.composition)
+        except DFLError as exc:  # nothing started, nothing written
+            session.tell("warning", f"{JOB_NAME}: {exc}")
+            return False
+        settings, fields, composition = session.settings, self.fields, self.composition
+        folds, make_embedder, emit = self.folds, self.make_embedder, self._relay.row.emit
+
+        def job(cancel):
+            return _relayed(suggest_settings(slide, annotations, settings, make_embedder,
+                                             fields=fields, folds=folds,
+                                             composition=composition, cancel=cancel), emit)
+
+        self._running = True
+        if not session.start_job(JOB_NAME, job, self._on_done):
+            self._running = False
+            return False
+        self._previous, self.suggestion = self.suggestion, None
+        self._show_rows([])
+        n_candidates = len(plan.fields) * len(sub_compositions(composition))
+        self.summary.setText(
+            f"Comparing {n_candidates} candidates on {settings.backbone} "
+            f"({', '.join(f'{f} px' for f in plan.fields)}; {self._folds_text(plan)})…")
+        self.summary.setVisible(True)
+        self.apply_button.setVisible(False)
+        session.say(f"{JOB_NAME}: embedding your annotations' samples at "
+                    f"{', '.join(f'{f} px' for f in plan.fields)} (stored ones are reused), "
+                    "then a linear probe per candidate.")
+        return True
+
+    def _folds_text(self, plan) -> str:
+        if plan.folds < self.folds:
+            return (f"{plan.folds} folds, not {self.folds}: a class has samples in only "
+                    f"{plan.folds} regions or points")
+        return f"{plan.folds} grouped folds"
+
+    def _on_row(self, row: dict) -> None:
+        if not self._running:
+            return
+        self._append(row, best=False)
+        state = (f"balanced accuracy {row['balanced_accuracy']:.3f}" if row["status"] == "ok"
+                 else f"unavailable ({row['error']})")
+        self.session.say(f"{JOB_NAME}: {_short(row)}: {state}.")
+
+    def _on_job(self, job) -> None:
+        if job is None and self._running:  # its result, if any, is handed over right after
+            QTimer.singleShot(0, self._after_job)
+
+    def _after_job(self) -> None:
+        """The job ended without a ranking (cancelled or failed): show the previous one."""
+        if not self._running:
+            return
+        self._running = False
+        self._show_result(self._previous, ended=True)
+
+    def _on_done(self, suggestion: Suggestion) -> None:
+        self._running = False
+        self._show_result(suggestion)
+
+    def _show_result(self, suggestion: Suggestion | None, ended: bool = False) -> None:
+        self.suggestion = suggestion
+        if suggestion is None:
+            self._show_rows([])
+            self.summary.setText("Stopped before a ranking: nothing was applied; the "
+                                 "embeddings computed so far stay in the store folder.")
+            self.apply_button.setVisible(False)
+            self._refresh()
+            return
+        self._show_rows(suggestion.rows)
+        plan, best = suggestion.plan, suggestion.best
+        notes = " ".join(plan.notes)
+        if best is None:
+            self.summary.setText(f"No candidate could be evaluated. {notes}".strip())
+            self.apply_button.setVisible(False)
+            self._refresh()
+            if ended:
+                return
+            self.session.tell("warning", f"{JOB_NAME}: no candidate could be evaluated "
+                              f"({suggestion.rows[0]['error'] if suggestion.rows else ''}).")
+            return
+        self.summary.setText(
+            ("Stopped: the previous ranking is shown again. " if ended else "")
+            + f"{suggestion.settings.backbone}, linear probe, {self._folds_text(plan)}; "
+            f"n: samples scored. ★ best. Nothing is applied until you press Apply best. "
+            f"{notes}".strip())
+        self.apply_button.setVisible(True)
+        self._refresh()
+        if ended:
+            return
+        self.session.say(
+            f"{JOB_NAME}: best {_short(best)} (balanced accuracy "
+            f"{best['balanced_accuracy']:.3f} ± {metric_text(best['balanced_accuracy_sd'], NO_SD)}"
+            f", {best['samples']} samples, {best['folds']} folds). Press Apply best to use it.")
+
+    # -- the table -------------------------------------------------------------------------
+    def _show_rows(self, rows: Sequence[dict]) -> None:
+        self.table.setRowCount(0)
+        self.table.setVisible(bool(rows))
+        best = next((r for r in rows if r["status"] == "ok"), None)
+        for row in rows:
+            self._append(row, best=row is best)
+
+    def _append(self, row: dict, best: bool) -> None:
+        index = self.table.rowCount()
+        self.table.insertRow(index)
+        for column, text in enumerate(row_cells(row, best)):
+            item = QTableWidgetItem(text)
+            if column:
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight
+                                      | Qt.AlignmentFlag.AlignVCenter)
+            if best:
+                font = QFont(item.font())
+                font.setBold(True)
+                item.setFont(font)
+            if row["status"] != "ok":
+                item.setToolTip(str(row["error"]))
+            else:
+                item.setToolTip(str(row["candidate"]))
+            self.table.setItem(index, column, item)
+        self.table.setVisible(True)
+        shown = min(self.table.rowCount(), _VISIBLE_ROWS)
+        self.table.setFixedHeight(self.table.horizontalHeader().height()
+                                  + shown * self.table.verticalHeader().defaultSectionSize()
+                                  + 2 * self.table.frameWidth())
+
+    # -- Apply -----------------------------------------------------------------------------
+    def apply(self) -> bool:
+        """Set the panel's settings to the best candidate and keep it; False when not done.
+
+        The choice is kept first (``select --apply``'s file); only when that worked do the
+        panel's settings change, so a failure leaves both as they were.
+        """
+        session, suggestion = self.session, self.suggestion
+        choice = None if suggestion is None else suggestion.best_choice()
+        if choice is None:
+            session.tell("warning", f"{JOB_NAME}: nothing to apply yet: press Suggest "
+                                    "settings and wait for its ranking.")
+            return False
+        if session.busy:
+            session.tell("info", f"{session.job.name} is running: apply when it is done "
+                                 "(or press Cancel).")
+            return False
+        backbone, composition = choice
+        try:
+            path = save_preferred(backbone, composition, suggestion.evidence())
+        except (OSError, DFLError) as exc:
+            session.tell("error", f"Apply best: the choice could not be kept ({exc}); the "
+                                  "settings are unchanged.")
+            return False
+        session.set_settings(session.settings.with_(backbone=backbone, weights=None,
+                                                    composition=composition))
+        session.say(f"Applied {backbone}, {_short(suggestion.best)}: the panel's settings "
+                    f"now use it, kept as the default of train, evaluate, embed and the panel "
+                    f"({path}); napari-dfl select --reset forgets it.")
+        return True
