@@ -143,7 +143,11 @@ def test_extract_train_predict_fill_in_the_overlays(loop_panel, qtbot):
     heat_layer = overlay.probability_layer
     assert heat_layer in viewer.layers and len(viewer.layers) == layers_before + 1
     assert viewer.layers.selection.active == widget.points  # the user's layer stays active
-    assert heat_layer.visible and not class_layer.visible
+    # Added hidden, shown on a later turn of the event loop (its first draw is a stall of
+    # its own, not one with the insertion); the class map is hidden at once.
+    assert not heat_layer.visible and not class_layer.visible
+    qtbot.waitUntil(lambda: heat_layer.visible, timeout=2000)
+    assert not class_layer.visible
     assert heat_layer.name == f"{PROBABILITY_NAME}: epidermis"
     assert "Probability of <b>epidermis</b>" in controls.legend.text()
     epidermis = overlay.prediction.classes.index("epidermis")

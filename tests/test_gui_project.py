@@ -354,7 +354,8 @@ def press(keymap_provider, key: str) -> None:
     keymap_provider.keymap[KeyBinding.from_str(key)](keymap_provider)
 
 
-def test_suggestions_keys_and_a_saved_prediction(make_napari_viewer, slide_copy, tmp_path):
+def test_suggestions_keys_and_a_saved_prediction(make_napari_viewer, slide_copy, tmp_path,
+                                                 qtbot):
     from napari_dfl._qt.overlays import CLASS_MAP_NAME
     from napari_dfl._qt.suggestions import SUGGESTIONS_NAME
     from napari_dfl.core.heads.suggest import annotated_tiles, margins
@@ -369,6 +370,10 @@ def test_suggestions_keys_and_a_saved_prediction(make_napari_viewer, slide_copy,
                                 np.stack([p, 1 - p], axis=1).astype(np.float32))
     widget.session.set_prediction(prediction)
     assert SUGGESTIONS_NAME in viewer.layers and len(widget.suggestions) == 20
+    # Added hidden, shown on a later turn of the event loop (its first draw stalls apart).
+    suggestions_layer = viewer.layers[SUGGESTIONS_NAME]
+    assert not suggestions_layer.visible
+    qtbot.waitUntil(lambda: suggestions_layer.visible, timeout=2000)
     annotated = annotated_tiles(grid, widget.session.annotations)
     assert annotated.any()
     chosen = [np.flatnonzero((grid.centers() == c).all(axis=1))[0]

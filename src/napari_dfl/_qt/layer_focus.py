@@ -1,16 +1,29 @@
-"""Add layers without taking the user's active layer or selection.
+"""Add layers while the user works: without taking their active layer, in short stalls.
 
 napari makes every new layer the only selected and active one. A prediction, a suggestions
 layer or an explorer view appearing in the middle of annotating would then receive the next
-click, point or key (an image layer's "2" is a transform mode): the user's layer stays active.
+click, point or key (an image layer's "2" is a transform mode): the user's layer stays active
+(:func:`keeping_focus`).
+
+Adding a layer holds the event loop (napari's layer controls, vispy visual and selection
+events: 150-250 ms here), and so does the layer's first draw (vispy compiling its shader:
+150-300 ms in software OpenGL). Back to back they froze Predict for over half a second
+(``benchmarks/gui_latency.py``). A layer added during a job is therefore added hidden and
+shown on a later turn of the event loop (:func:`show_later`): two shorter stalls, with clicks
+and repaints handled in between.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["keeping_focus"]
+from qtpy.QtCore import QTimer
+
+__all__ = ["SHOW_AFTER_MS", "keeping_focus", "show_later"]
+
+#: How long after it was added a hidden new layer is shown (:func:`show_later`).
+SHOW_AFTER_MS = 30
 
 
 @contextmanager
@@ -28,3 +41,8 @@ def keeping_focus(viewer) -> Iterator[None]:
         else:
             selection.clear()
             selection.update(kept)
+
+
+def show_later(show: Callable[[], None]) -> None:
+    """Call ``show`` (which makes a layer added hidden visible) on a later turn of the loop."""
+    QTimer.singleShot(SHOW_AFTER_MS, show)

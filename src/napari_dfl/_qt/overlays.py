@@ -14,7 +14,9 @@ legend. New layers never take the user's active layer (:func:`keeping_focus`).
 Only the output shown has a layer: the heatmap's is added the first time the user picks a
 class's probability, and kept from then on. Adding an image layer costs napari 150-200 ms on
 the GUI thread here (its layer controls, its vispy visual, the selection's events), so adding
-both at once stalled Predict for 300-850 ms (``benchmarks/gui_latency.py``).
+both at once stalled Predict for 300-850 ms (``benchmarks/gui_latency.py``). A new layer is
+added hidden and shown on a later turn of the event loop, so that its first draw is a stall
+of its own (:func:`~napari_dfl._qt.layer_focus.show_later`).
 
 RGBA images rather than a Labels layer: napari colours Labels through numba functions
 compiled on first use, which froze the event loop for about 1.5 s when the first prediction
@@ -29,7 +31,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_dfl._qt.annotation_layers import rgba
-from napari_dfl._qt.layer_focus import keeping_focus
+from napari_dfl._qt.layer_focus import keeping_focus, show_later
 from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.util.palette import UNKNOWN
 
@@ -124,6 +126,7 @@ class PredictionOverlay:
         self.shown_class = 0
         self.lut = np.zeros((1, 4), np.uint8)
         self.heat_lut = probability_lut()
+        self._hidden_until_revealed: list = []  # layers just added, shown on a later turn
         session.prediction_started.connect(self._on_started)
         session.prediction_updated.connect(self._on_updated)
         session.prediction_finished.connect(self._on_finished)
@@ -196,13 +199,25 @@ class PredictionOverlay:
             self.probability_layer.metadata["class"] = self.shown_class_name
 
     def _add_layer(self, prediction: TilePrediction, name: str):
-        """One transparent RGBA layer of the working grid, placed over the slide."""
+        """One transparent RGBA layer of the working grid, placed over the slide.
+
+        It is added hidden and shown by :meth:`_reveal` on a later turn of the event loop.
+        """
         grid = prediction.grid
         blank = np.zeros((*grid.grid_shape, 4), dtype=np.uint8)
         with keeping_focus(self.viewer):  # the user keeps annotating on their layer
-            return self.viewer.add_image(
-                blank, name=name, rgb=True, opacity=_LAYER_OPACITY,
+            layer = self.viewer.add_image(
+                blank, name=name, rgb=True, opacity=_LAYER_OPACITY, visible=False,
                 **tile_placement(grid.tile_size, self.reference))
+        self._hidden_until_revealed.append(layer)
+        show_later(self._reveal)
+        return layer
+
+    def _reveal(self) -> None:
+        """Show the layers added on an earlier turn, if they are still the ones to show."""
+        if self._hidden_until_revealed:
+            self._hidden_until_revealed.clear()
+            self._apply_visibility()
 
     def remove_layers(self) -> None:
         """Remove the overlay layers (and stale ones of an earlier panel) from the viewer."""
@@ -276,8 +291,8 @@ class PredictionOverlay:
         self.changed.emit()
 
     def _apply_visibility(self) -> None:
-        layers = self.viewer.layers
-        if self.class_layer in layers:
-            self.class_layer.visible = self.shown == CLASS_MAP
-        if self.probability_layer in layers:
-            self.probability_layer.visible = self.shown == HEATMAP
+        layers, waiting = self.viewer.layers, self._hidden_until_revealed
+        for layer, shown in ((self.class_layer, self.shown == CLASS_MAP),
+                             (self.probability_layer, self.shown == HEATMAP)):
+            if layer in layers:
+                layer.visible = shown and not any(layer is w for w in waiting)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from shapely.geometry import Point
 
-from napari_dfl._qt.layer_focus import keeping_focus
+from napari_dfl._qt.layer_focus import keeping_focus, show_later
 from napari_dfl.core.annotations.annotation import Annotation
 from napari_dfl.core.heads.suggest import annotated_tiles, margins, suggest_tiles
 from napari_dfl.core.heads.tile_prediction import TilePrediction
@@ -100,12 +100,18 @@ class Suggestions:
                 self.layer = self.viewer.add_points(
                     rows_cols, name=SUGGESTIONS_NAME, symbol="square", size=grid.tile_size,
                     face_color="transparent", border_color="yellow", border_width=0.06,
-                    features=features, **placement)
+                    features=features, visible=False, **placement)
             self.layer.editable = False
+            show_later(self._reveal)
         else:
             self.layer.data = rows_cols
             self.layer.features = features
             self.layer.size = grid.tile_size
+
+    def _reveal(self) -> None:
+        """Show the layer added hidden on an earlier turn of the event loop."""
+        if self.layer is not None and self.layer in self.viewer.layers:
+            self.layer.visible = True
 
     def __len__(self) -> int:
         return len(self.centres)
