@@ -88,13 +88,23 @@ def test_saved_head_reloads_with_identical_predictions(demo):
 
 def test_cli_predict_glass_is_background(demo, tmp_path, capsys):
     out, report = demo
-    code = main(["predict", str(SAMPLE_SLIDE), "--head", report["files"]["head"],
-                 "--out", str(tmp_path), "--stores", str(out / "embeddings"),
+    # The same slide in two folders: outputs told apart by folder, embeddings computed once.
+    copies = []
+    for case in ("caseA", "caseB"):
+        (tmp_path / case).mkdir()
+        copies.append(tmp_path / case / SAMPLE_SLIDE.name)
+        copies[-1].symlink_to(SAMPLE_SLIDE)
+    code = main(["predict", *map(str, copies), "--head", report["files"]["head"],
+                 "--out", str(tmp_path / "out"), "--stores", str(out / "embeddings"),
                  "--min-tissue", "0"])
     assert code == 0, capsys.readouterr().err
-    with np.load(tmp_path / "CMU-1-Small-Region.prediction.npz", allow_pickle=False) as arrays:
+    with np.load(tmp_path / "out" / "caseA_CMU-1-Small-Region.prediction.npz",
+                 allow_pickle=False) as arrays:
         labels = arrays["proba"].argmax(axis=1)
         coords = arrays["coords"]
+        with np.load(tmp_path / "out" / "caseB_CMU-1-Small-Region.prediction.npz",
+                     allow_pickle=False) as other:
+            np.testing.assert_array_equal(other["proba"], arrays["proba"])
     with Slide(SAMPLE_SLIDE) as slide:
         grid = tile_grid(slide, DEMO_PATCH, 0.5, min_tissue=0, mask=detect_tissue(slide))
     glass = {tuple(c) for c, f in zip(grid.coords, grid.tissue_fraction, strict=True) if f < 0.01}
@@ -102,6 +112,19 @@ def test_cli_predict_glass_is_background(demo, tmp_path, capsys):
     assert is_glass.sum() > 100
     background = ["background", "dermis", "epidermis"].index("background")
     assert (labels[is_glass] == background).mean() > 0.9
+
+
+def test_output_names_are_the_slides_and_unique(tmp_path):
+    from napari_dfl.core.heads.prediction_files import output_stems
+
+    dicom = tmp_path / "CASE-7"
+    dicom.mkdir()
+    (dicom / "1.2.840.99.dcm").write_bytes(b"")
+    assert output_stems([tmp_path / "a" / "s1.svs", tmp_path / "s2.tiff", dicom,
+                         dicom / "1.2.840.99.dcm"]) == ["s1", "s2", "CASE-7", "CASE-7"]
+    assert output_stems([tmp_path / "x" / "p" / "s.svs", tmp_path / "y" / "p" / "s.svs",
+                         tmp_path / "t.svs"]) == ["x_p_s", "y_p_s", "t"]
+    assert output_stems(["same.svs", "same.svs"]) == ["same", "same"]  # one slide, once
 
 
 def test_cli_train_and_evaluate(demo, tmp_path, capsys):

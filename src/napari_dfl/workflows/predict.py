@@ -20,7 +20,7 @@ from napari_dfl.core.errors import DFLError
 from napari_dfl.core.features.extractor import Extractor
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.heads.head_files import check_compatible, head_extractor, load_head
-from napari_dfl.core.heads.prediction_files import save_prediction
+from napari_dfl.core.heads.prediction_files import output_stems, save_prediction
 from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.slides.factory import open_slide
 from napari_dfl.core.slides.tissue import TileGrid, tile_grid
@@ -130,7 +130,9 @@ def predict_slide_files(paths: Sequence[str | os.PathLike], head_path: str | os.
     Args:
         paths: the slide files.
         head_path: a head folder (``train`` wrote it).
-        out: the output folder (arrays, QuPath GeoJSON, overlay PNG, a JSON summary each).
+        out: the output folder (arrays, QuPath GeoJSON, overlay PNG, a JSON summary each,
+            named by :func:`~napari_dfl.core.heads.prediction_files.output_stems`: slides
+            of the same name in different folders do not overwrite each other's).
         settings: run settings; their backbone and composition are replaced by the head's.
         on_event: called with every event of each slide's prediction.
         on_done: called per slide with its path and either its summary or an error text.
@@ -147,9 +149,9 @@ def predict_slide_files(paths: Sequence[str | os.PathLike], head_path: str | os.
     embedder = LocalEmbedder(settings)
     check_compatible(card, Extractor.of(embedder.backbone, settings.composition))
     failed = 0
-    for path in paths:
+    for path, stem in zip(paths, output_stems(paths), strict=True):
         try:
-            summary = _predict_file(path, head, card, settings, embedder, out, on_event)
+            summary = _predict_file(path, head, card, settings, embedder, out, on_event, stem)
         except DFLError as exc:
             failed += 1
             if on_done is not None:
@@ -160,7 +162,7 @@ def predict_slide_files(paths: Sequence[str | os.PathLike], head_path: str | os.
     return failed
 
 
-def _predict_file(path, head, card, settings, embedder, out, on_event) -> dict:
+def _predict_file(path, head, card, settings, embedder, out, on_event, stem) -> dict:
     with open_slide(path, mpp=settings.mpp) as slide:
         grid = prediction_grid(slide, settings)
         if not len(grid):
@@ -168,6 +170,6 @@ def _predict_file(path, head, card, settings, embedder, out, on_event) -> dict:
                            f"{settings.min_tissue:g} tissue: nothing to predict (lower "
                            "--min-tissue).")
         prediction = run(predict_tiles(slide, head, grid, embedder), on_event)
-        files = save_prediction(prediction, slide, out, colors=card.get("colors"))
+        files = save_prediction(prediction, slide, out, stem=stem, colors=card.get("colors"))
     return {"predicted": int(prediction.predicted.sum()), "counts": prediction.counts(),
             **files}

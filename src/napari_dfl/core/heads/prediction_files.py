@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,42 @@ def save_overlay_png(prediction: TilePrediction, slide, path: str | os.PathLike,
         Image.fromarray(overlay_image(prediction, slide, colors, max_size)).save(
             temporary, format="PNG")
     return path
+
+
+def _own_name(path: Path) -> tuple[str, Path]:
+    """A slide's own output name and the folder it lies in.
+
+    A DICOM slide (a folder of ``.dcm`` files, or one of them) is named after its folder:
+    its files are often named by UIDs or numbers that say nothing and repeat across slides.
+    """
+    if path.is_dir():
+        return path.name, path.parent
+    if path.suffix.lower() == ".dcm":
+        return path.parent.name, path.parent.parent
+    return path.stem, path.parent
+
+
+def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """File-name stems for the outputs of several slides, one per path, unique among them.
+
+    Each is the slide's own name (its file name without the extension; a DICOM slide's
+    folder name). Slides that would share one (``a/slide.svs`` and ``b/slide.svs``) are told
+    apart by the folders they lie in, from their first differing folder down
+    (``a_slide``, ``b_slide``), so that no slide's outputs overwrite another's. The same
+    path given twice keeps one stem.
+    """
+    named = [(*_own_name(Path(p).absolute()), Path(p).absolute()) for p in paths]
+    stems = [name for name, _, _ in named]
+    for name in set(stems):
+        group = [i for i, stem in enumerate(stems) if stem == name]
+        folders = {named[i][1] for i in group}
+        if len(folders) < 2:
+            continue
+        common = Path(os.path.commonpath([str(f) for f in folders]))
+        for i in group:
+            parts = named[i][1].relative_to(common).parts
+            stems[i] = "_".join((*parts, name))
+    return stems
 
 
 def save_prediction(prediction: TilePrediction, slide, out_dir: str | os.PathLike,
