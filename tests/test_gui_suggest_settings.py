@@ -19,6 +19,7 @@ from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.slides.sample_slide import SAMPLE_COMPOSITION, SAMPLE_SLIDE
 from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.workflows.embedding.child import ChildEmbedder
 from napari_dfl.workflows.select import (
     DEFAULT_FIELDS,
     DEFAULT_FOLDS,
@@ -96,13 +97,16 @@ def test_suggest_ranks_like_the_cli_and_applies_only_on_click(panel, qtbot, tmp_
 
     # Same inputs, same numbers: the CLI's comparison on the same annotations exported as a
     # dataset, in the same store folder: nothing is embedded again, every row is the same.
+    # (Its embedder is the panel's warm child: a store it finds is a store the CLI finds,
+    # test_gui_store_reuse; loading the backbone here would only cost time.)
     exported = tmp_path / "drawn.geojson"
     assert widget.project.export_geojson(exported)
     progress = []
     cli_rows = compare_settings([f"{SAMPLE_SLIDE}:{exported}"], [session.settings.backbone],
                                 FIELDS, Settings(composition=SELECT_COMPOSITION,
                                                  store_dir=session.settings.store_dir),
-                                folds=suggestion.plan.folds, on_progress=progress.append)
+                                folds=suggestion.plan.folds, on_progress=progress.append,
+                                make_embedder=ChildEmbedder)
     assert not progress, "the CLI found every embedding the panel's job stored"
     assert [r["candidate"] for r in cli_rows] == [r["candidate"] for r in suggestion.rows]
     for key in ("balanced_accuracy", "balanced_accuracy_sd", "samples", "folds"):
@@ -125,6 +129,7 @@ def test_suggest_ranks_like_the_cli_and_applies_only_on_click(panel, qtbot, tmp_
     assert (kept.backbone, kept.composition) == (best["backbone"], expected)
     record = json.loads(preferred_path().read_text())
     assert record["chosen"]["samples"] == best["samples"] and record["chosen"]["folds"] == 3
+    assert record["chosen"]["datasets"] == [f"{SAMPLE_SLIDE} (the panel's annotations)"]
     assert "kept as the default of train, evaluate, embed and the panel" in widget.status.text()
     assert str(preferred_path()) in widget.status.text()
 

@@ -48,7 +48,10 @@ from napari_dfl.workflows.select import (
 __all__ = ["COLUMNS", "JOB_NAME", "SuggestSettings", "row_cells"]
 
 JOB_NAME = "Suggest settings"
-COLUMNS = ("candidate", "balanced accuracy ± sd", "n", "folds")
+COLUMNS = ("candidate", "bal. acc. ± sd", "n", "folds")
+_COLUMN_TIPS = ("field of view, zooms and colour variants (the backbone is in the summary)",
+                "balanced accuracy of the linear probe: mean ± sd over the grouped folds",
+                "samples scored (each once, out of fold)", "grouped folds")
 #: Rows the table shows without scrolling.
 _VISIBLE_ROWS = 12
 _BEST = "★ "
@@ -132,7 +135,13 @@ class SuggestSettings(QWidget):
         self.summary.setVisible(False)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
-        self.table.verticalHeader().setVisible(False)
+        for column, tip in enumerate(_COLUMN_TIPS):
+            self.table.horizontalHeaderItem(column).setToolTip(tip)
+        rows = self.table.verticalHeader()
+        rows.setVisible(False)
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.fontMetrics().height() + 6)  # compact rows
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setWordWrap(False)
@@ -302,8 +311,9 @@ class SuggestSettings(QWidget):
             self.table.setItem(index, column, item)
         self.table.setVisible(True)
         shown = min(self.table.rowCount(), _VISIBLE_ROWS)
-        self.table.setFixedHeight(self.table.horizontalHeader().height()
-                                  + shown * self.table.verticalHeader().defaultSectionSize()
+        header = self.table.horizontalHeader()
+        self.table.setFixedHeight(max(header.height(), header.sizeHint().height())
+                                  + sum(self.table.rowHeight(r) for r in range(shown))
                                   + 2 * self.table.frameWidth())
 
     # -- Apply -----------------------------------------------------------------------------

@@ -132,6 +132,7 @@ def compare_settings(specs: Sequence[str | os.PathLike], backbones: Sequence[str
                      fields: Sequence[int], settings: Settings, *, folds: int = 5,
                      on_result: Callable[[dict], None] | None = None,
                      on_progress: Callable[[EmbedProgress], None] | None = None,
+                     make_embedder: Callable[[Settings], Embedder] | None = None,
                      ) -> list[dict]:
     """Rank backbones x fields of view x context x grayscale by a grouped linear probe.
 
@@ -144,6 +145,7 @@ def compare_settings(specs: Sequence[str | os.PathLike], backbones: Sequence[str
         folds: grouped folds (no group on both sides).
         on_result: called with each row as it is ready.
         on_progress: called with each source's extraction progress.
+        make_embedder: the embedder of each candidate's settings (default: in this process).
 
     Returns:
         One row per candidate, ranked best first: ``candidate``, ``backbone``,
@@ -154,7 +156,9 @@ def compare_settings(specs: Sequence[str | os.PathLike], backbones: Sequence[str
     """
     def embed(candidate: Settings) -> Generator[Event, None, LabelledEmbeddings]:
         yield from ()  # a job without events: progress goes to on_progress
-        return embed_labelled(specs, candidate, on_progress=on_progress)
+        return embed_labelled(specs, candidate, on_progress=on_progress,
+                              embedder=None if make_embedder is None
+                              else make_embedder(candidate))
 
     def event(kind: str, payload) -> None:
         if kind == "candidate" and on_result is not None:
@@ -191,6 +195,7 @@ class Suggestion:
         plan: the fields and folds compared.
         settings: the settings the candidates were made from (backbone, store folder...).
         composition: the fullest candidate's composition (its patch size aside).
+        source: the slide the annotations are on.
 
     """
 
@@ -198,6 +203,7 @@ class Suggestion:
     plan: SuggestPlan
     settings: Settings
     composition: Composition
+    source: str = ""
 
     @property
     def best(self) -> dict | None:
@@ -226,7 +232,7 @@ class Suggestion:
         return {"balanced_accuracy": best["balanced_accuracy"],
                 "balanced_accuracy_sd": best["balanced_accuracy_sd"],
                 "folds": best["folds"], "samples": best["samples"],
-                "datasets": ["the panel's annotations"]}
+                "datasets": [f"{self.source} (the panel's annotations)"]}
 
 
 def _groups_per_class(labels: np.ndarray, groups: np.ndarray) -> dict[str, int]:
@@ -319,4 +325,4 @@ def suggest_settings(slide, annotations: Sequence[Annotation], settings: Setting
     base = settings.with_(composition=composition)
     rows = yield from _rank_candidates(embed, [settings.backbone], plan.fields, base,
                                        plan.folds, cancel)
-    return Suggestion(rows, plan, base, composition)
+    return Suggestion(rows, plan, base, composition, str(slide.path))
