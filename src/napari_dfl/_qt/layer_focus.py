@@ -28,19 +28,40 @@ SHOW_AFTER_MS = 30
 
 @contextmanager
 def keeping_focus(viewer) -> Iterator[None]:
-    """Within the block, new layers may be added; after it, the selection is as before."""
+    """Within the block, new layers may be added; after it, the selection is as before.
+
+    While the block runs, the selection's events are held back: napari selects each new
+    layer and the selection is put back before anyone is told, so the layer controls, the
+    layer list and the viewer's buttons never switch to the new layer and back (a third of
+    the cost of adding a layer here). When the block removed a selected layer, the selection
+    did change: it is then put right with its events.
+    """
     selection = viewer.layers.selection
     active, selected = selection.active, list(selection)
+    unchanged = True
     try:
-        yield
+        with selection.events.blocker_all():
+            try:
+                yield
+            finally:
+                layers = viewer.layers
+                unchanged = (active is None or active in layers) and \
+                    all(layer in layers for layer in selected)
+                if unchanged:
+                    _select(selection, active, selected)
     finally:
-        kept = [layer for layer in selected if layer in viewer.layers]
-        if active is not None and active in viewer.layers:
-            selection.active = active
-            selection.update(kept)
-        else:
-            selection.clear()
-            selection.update(kept)
+        if not unchanged:
+            _select(selection, active, [layer for layer in selected if layer in viewer.layers])
+
+
+def _select(selection, active, selected: list) -> None:
+    """Make ``active`` (when it is still a layer) and ``selected`` the selection."""
+    if active is not None and active in selected:
+        selection.active = active
+        selection.update(selected)
+    else:
+        selection.clear()
+        selection.update(selected)
 
 
 def show_later(show: Callable[[], None]) -> None:
