@@ -203,10 +203,9 @@ class SuggestSettings(QWidget):
                                              fields=fields, folds=folds,
                                              composition=composition, cancel=cancel), emit)
 
-        self._running = True
-        if not session.start_job(JOB_NAME, job, self._on_done):
-            self._running = False
-            return False
+        if session.busy:  # the session says which job runs
+            return session.start_job(JOB_NAME, job, self._on_done)
+        # the view first: a runner may hand the result over before start_job returns
         self._previous, self.suggestion = self.suggestion, None
         self._show_rows([])
         n_candidates = len(plan.fields) * len(sub_compositions(composition))
@@ -218,6 +217,11 @@ class SuggestSettings(QWidget):
         session.say(f"{JOB_NAME}: embedding your annotations' samples at "
                     f"{', '.join(f'{f} px' for f in plan.fields)} (stored ones are reused), "
                     "then a linear probe per candidate.")
+        self._running = True
+        if not session.start_job(JOB_NAME, job, self._on_done):
+            self._running = False
+            self._show_result(self._previous, ended=True)
+            return False
         return True
 
     def _folds_text(self, plan) -> str:
