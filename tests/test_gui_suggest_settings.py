@@ -133,6 +133,13 @@ def test_suggest_ranks_like_the_cli_and_applies_only_on_click(panel, qtbot, tmp_
     assert "kept as the default of train, evaluate, embed and the panel" in widget.status.text()
     assert str(preferred_path()) in widget.status.text()
 
+    # A ranking made on other annotations says so (it stays, and can still be applied).
+    assert "annotations changed" not in section.summary.text()
+    session.add_annotations(demo_annotations(sample_slide_path)[:1])
+    assert section.summary.text().startswith(
+        "The annotations changed after this ranking (10 annotations then)")
+    assert section.apply_button.isEnabled()
+
 
 def test_cancel_keeps_the_panel_usable_and_the_store_intact(panel, qtbot, sample_slide_path):
     _viewer, widget = panel

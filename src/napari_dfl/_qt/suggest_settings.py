@@ -120,6 +120,10 @@ class SuggestSettings(QWidget):
         #: The ranking shown before the running job (shown again if it is cancelled).
         self._previous: Suggestion | None = None
         self._running = False
+        #: The annotations the ranking shown was made on, and those of the running job.
+        self._ranked_on: list = []
+        self._ranking_on: list = []
+        self._stale = False
         self.button = QPushButton("Suggest settings…")
         self.button.setToolTip(
             "compare fields of view, x5 context and grayscale for the current backbone on "
@@ -166,6 +170,7 @@ class SuggestSettings(QWidget):
                        session.job_changed):
             signal.connect(self._refresh)
         session.job_changed.connect(self._on_job)
+        session.annotations_changed.connect(self._mark_stale)
         self._refresh()
 
     # -- state -----------------------------------------------------------------------------
@@ -176,6 +181,18 @@ class SuggestSettings(QWidget):
         self.apply_button.setEnabled(self.suggestion is not None and
                                      self.suggestion.best is not None and
                                      not self.session.busy)
+
+    def _mark_stale(self, *_args) -> None:
+        """Say so when the annotations changed after the ranking shown was made."""
+        if self.suggestion is None or self._running or self._stale:
+            return
+        if list(self.session.annotations) == self._ranked_on:
+            return
+        self._stale = True
+        self.summary.setText(
+            f"The annotations changed after this ranking ({len(self._ranked_on)} annotations "
+            "then): press Suggest settings again for one on the current annotations. "
+            + self.summary.text())
 
     def rows_shown(self) -> list[list[str]]:
         """The table's cells, row by row (what the user reads)."""
@@ -196,6 +213,7 @@ class SuggestSettings(QWidget):
             session.tell("warning", f"{JOB_NAME}: {exc}")
             return False
         settings, fields, composition = session.settings, self.fields, self.composition
+        self._ranking_on = list(annotations)
         folds, make_embedder, emit = self.folds, self.make_embedder, self._relay.row.emit
 
         def job(cancel):
@@ -248,10 +266,14 @@ class SuggestSettings(QWidget):
             return
         self._running = False
         self._show_result(self._previous, ended=True)
+        self._stale = False
+        self._mark_stale()
 
     def _on_done(self, suggestion: Suggestion) -> None:
         self._running = False
+        self._ranked_on, self._stale = self._ranking_on, False
         self._show_result(suggestion)
+        self._mark_stale()  # annotations drawn while it ran
 
     def _show_result(self, suggestion: Suggestion | None, ended: bool = False) -> None:
         self.suggestion = suggestion
