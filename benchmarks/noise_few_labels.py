@@ -50,14 +50,55 @@ def embeddings(workdir: Path, per_class: int) -> dict:
                  f"crc{len(rows)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the sweep; print the table (stderr) and the JSON line (stdout)."""
+def sweep(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, folds: int = 5,
+          draws: int = 2, epochs: int = 60, labels_per_class=LABELS,
+          log=None) -> dict[str, dict[int, dict[float, list[float]]]]:
+    """Balanced accuracy of each (regime, labels per class, sigma) run, paired across sigmas.
+
+    Returns ``scores[regime][n][sigma]``: one value per fold and draw, in the same order for
+    every sigma (same folds, draws and seeds). ``log`` gets one line per (regime, n).
+    """
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold
 
     from napari_dfl.core.heads.config import TrainConfig
     from napari_dfl.core.heads.training import fit
 
+    classes = sorted(set(labels.tolist()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(StratifiedGroupKFold(folds, shuffle=True, random_state=0)
+                      .split(x, labels, groups))
+    regimes = {"early stopping": {},
+               "fixed epochs": {"val_fraction": 0.0, "max_epochs": epochs,
+                                "patience": epochs}}
+    scores: dict[str, dict[int, dict[float, list[float]]]] = {}
+    for regime, overrides in regimes.items():
+        scores[regime] = {}
+        for n in labels_per_class:
+            scores[regime][n] = {s: [] for s in SIGMAS}
+            for k, (train, test) in enumerate(splits):
+                for draw in range(draws):
+                    rng = np.random.default_rng(1000 * k + draw)
+                    take = np.concatenate([rng.permutation(train[labels[train] == c])[:n]
+                                           for c in classes])
+                    for sigma in SIGMAS:
+                        config = TrainConfig(noise=sigma, seed=draw, **overrides)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", UserWarning)
+                            head = fit(x[take], labels[take], groups[take], config,
+                                       classes=classes)
+                        predicted = np.array(classes)[head.predict(x[test])]
+                        scores[regime][n][sigma].append(
+                            float(balanced_accuracy_score(labels[test], predicted)))
+            row = "  ".join(f"σ{s:g} {np.mean(v):.3f}" for s, v in scores[regime][n].items())
+            (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+                f"{regime:15s} {n:4d}/class  {row}")
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sweep; print the table (stderr) and the JSON line (stdout)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-class", type=int, default=800)
     parser.add_argument("--folds", type=int, default=5)
@@ -75,35 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     data = embeddings(args.workdir, args.per_class)
     x, labels, groups = data["x"], data["labels"], data["groups"]
-    classes = sorted(set(labels.tolist()))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(StratifiedGroupKFold(args.folds, shuffle=True, random_state=0)
-                      .split(x, labels, groups))
-    regimes = {"early stopping": {},
-               "fixed epochs": {"val_fraction": 0.0, "max_epochs": args.epochs,
-                                "patience": args.epochs}}
-    scores: dict[str, dict[int, dict[float, list[float]]]] = {}
-    for regime, overrides in regimes.items():
-        scores[regime] = {}
-        for n in (int(v) for v in args.labels.split(",")):
-            scores[regime][n] = {s: [] for s in SIGMAS}
-            for k, (train, test) in enumerate(splits):
-                for draw in range(args.draws):
-                    rng = np.random.default_rng(1000 * k + draw)
-                    take = np.concatenate([rng.permutation(train[labels[train] == c])[:n]
-                                           for c in classes])
-                    for sigma in SIGMAS:
-                        config = TrainConfig(noise=sigma, seed=draw, **overrides)
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", UserWarning)
-                            head = fit(x[take], labels[take], groups[take], config,
-                                       classes=classes)
-                        predicted = np.array(classes)[head.predict(x[test])]
-                        scores[regime][n][sigma].append(
-                            float(balanced_accuracy_score(labels[test], predicted)))
-            row = "  ".join(f"σ{s:g} {np.mean(v):.3f}" for s, v in scores[regime][n].items())
-            print(f"{regime:15s} {n:4d}/class  {row}", file=sys.stderr, flush=True)
+    scores = sweep(x, labels, groups, folds=args.folds, draws=args.draws, epochs=args.epochs,
+                   labels_per_class=[int(v) for v in args.labels.split(",")])
     summary: dict = {"samples": len(labels), "folds": args.folds, "draws": args.draws,
                      "runs_per_cell": args.folds * args.draws, "regimes": {},
                      "seconds": round(time.perf_counter() - start, 1)}
