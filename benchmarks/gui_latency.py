@@ -7,8 +7,12 @@ only). The user's order is kept: the viewer renders first, then the panel opens.
 
 A 10 ms ``QTimer`` probe runs on the GUI thread throughout; each timeout records how late it
 came (actual interval minus 10 ms, floored at 0). A stall is time the event loop could not
-repaint or react to the mouse. Figures are given per phase (``extract``, ``train``,
-``predict``) and over all three; the target is ``stall_p99_ms`` < 100.
+repaint or react to the mouse. Figures are given per phase and over all of them; the target
+is ``stall_p99_ms`` < 100 (and ``stall_max_ms`` < 250 for Predict's overlays, issue 17).
+Phases: ``open``, from the panel's appearance until its background warm-up of the training
+path has finished (its imports hold the GIL in bursts: stalls the user meets while starting
+to annotate), then ``extract``, ``train`` and ``predict``, started after it, as a user who
+draws before pressing Extract.
 
 Without a display the script re-executes itself under ``xvfb-run -a``. A table goes to
 stderr; the last line of stdout is one JSON object. Run
@@ -33,7 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data" / "CMU-1-Small-Region.svs"
 PROBE_MS = 10
 TARGET_P99_MS = 100.0
-PHASES = ("extract", "train", "predict")
+TARGET_PREDICT_MAX_MS = 250.0
+PHASES = ("open", "extract", "train", "predict")
+#: The panel's background warm-up thread (``_qt.jobs.warm_up_training``).
+WARM_UP_THREAD = "napari-dfl-warm-up"
 
 
 def reexec_under_xvfb(script: str | None = None) -> int | None:
@@ -169,6 +176,30 @@ def run_phase(widget, probe: Probe, phase: str, start, timeout_s: float) -> floa
     return elapsed
 
 
+def run_open_phase(probe: Probe, timeout_s: float) -> float:
+    """Spin the event loop until the panel's warm-up thread has ended; its seconds."""
+    import threading
+
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    def warming() -> bool:
+        return any(t.name == WARM_UP_THREAD for t in threading.enumerate())
+
+    loop = QEventLoop()
+    poll = QTimer()
+    poll.setInterval(50)
+    poll.timeout.connect(lambda: None if warming() else loop.quit())
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    probe.start("open")
+    began = time.perf_counter()
+    if warming():
+        poll.start()
+        loop.exec()
+        poll.stop()
+    probe.stop()
+    return time.perf_counter() - began
+
+
 def main() -> int:
     """Run the loop once under the probe and print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -214,6 +245,7 @@ def main() -> int:
     sampler = StallSampler(probe) if args.trace_stalls else None
     config = TrainConfig(max_epochs=args.epochs, patience=8)
     seconds = {
+        "open": run_open_phase(probe, args.timeout),
         "extract": run_phase(widget, probe, "extract", widget.extract, args.timeout),
         "train": run_phase(widget, probe, "train", lambda: widget.train(config), args.timeout),
         "predict": run_phase(widget, probe, "predict", widget.predict, args.timeout),
@@ -231,8 +263,12 @@ def main() -> int:
                          for p in PHASES},
               "n_samples": 0 if samples is None else len(samples),
               "n_predicted_tiles": predicted, "trained": trained,
-              "probe_ms": PROBE_MS, "target": {"stall_p99_ms": TARGET_P99_MS}}
+              "probe_ms": PROBE_MS, "load_1min": round(os.getloadavg()[0], 2),
+              "target": {"stall_p99_ms": TARGET_P99_MS,
+                         "predict_stall_max_ms": TARGET_PREDICT_MAX_MS}}
     result["pass"] = result["stall_p99_ms"] < TARGET_P99_MS
+    result["pass_predict_max"] = \
+        result["phases"]["predict"]["stall_max_ms"] < TARGET_PREDICT_MAX_MS
     print(f"{'phase':<8} {'s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}", file=sys.stderr)
     for phase, row in result["phases"].items():
         print(f"{phase:<8} {row['seconds']:>7.1f} {row['stall_p50_ms']:>8.1f} "

@@ -167,8 +167,10 @@ def test_cancel_stops_an_extraction(loop_panel, qtbot):
     assert widget.extract()
     qtbot.waitUntil(lambda: widget.session.job is not None and widget.session.job.done > 0,
                     timeout=120000)
-    # Progress shows in the panel itself: the job, its stage and its count.
+    # Progress shows in the panel itself: the job, its stage and its count (the bar shows the
+    # latest event on the next turn of the event loop).
     bar = widget.status.progress
+    qtbot.waitUntil(lambda: bar.value() > 0, timeout=5000)
     assert bar.isVisibleTo(widget)
     assert bar.format().startswith("Extract: embedding ") and " / " in bar.format()
     assert 0 < bar.value() < bar.maximum() == len(widget.session.samples)

@@ -4,7 +4,8 @@ Both hold one RGBA value per tile of the working grid, a small array placed on t
 with ``scale`` = tile size and ``translate``, never upsampled to the slide's size, and
 transparent where no tile was predicted (glass, the margin past the last whole tile, tiles
 still to come): nothing veils the slide but the prediction itself. They follow the session's
-prediction and fill in as tiles are predicted.
+prediction and fill in as tiles are predicted: once per turn of the event loop, however many
+batches arrived in it (each refresh uploads the layer's image and redraws the canvas).
 
 One output is visible at a time (:meth:`PredictionOverlay.show`): the class map by default,
 or the probability of a chosen class (its name is in the layer's name), or none; stacking
@@ -29,6 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from psygnal import Signal
+from qtpy.QtCore import QTimer
 
 from napari_dfl._qt.annotation_layers import rgba
 from napari_dfl._qt.layer_focus import keeping_focus, show_later
@@ -127,6 +129,7 @@ class PredictionOverlay:
         self.lut = np.zeros((1, 4), np.uint8)
         self.heat_lut = probability_lut()
         self._hidden_until_revealed: list = []  # layers just added, shown on a later turn
+        self._refresh_pending = False
         session.prediction_started.connect(self._on_started)
         session.prediction_updated.connect(self._on_updated)
         session.prediction_finished.connect(self._on_finished)
@@ -230,6 +233,13 @@ class PredictionOverlay:
         return f"{PROBABILITY_NAME}: {self.shown_class_name}"
 
     def _on_updated(self, _coords, _proba) -> None:
+        """Refresh once per turn of the event loop, however many batches arrived in it."""
+        if not self._refresh_pending:
+            self._refresh_pending = True
+            QTimer.singleShot(0, self._refresh_now)
+
+    def _refresh_now(self) -> None:
+        self._refresh_pending = False
         self.refresh()
 
     def _on_finished(self, prediction: TilePrediction) -> None:
