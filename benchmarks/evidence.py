@@ -66,10 +66,10 @@ BACKBONES = ("efficientnet-lite0", "efficientnet-lite2", "efficientnet-lite0@ran
 #: class of them (sections 1a, 3), ``fields_n`` per class (section 2: every field embedded,
 #: ``fields_seeds`` seeds), ``halves`` per class (sections 4, 5); ``seeds`` elsewhere;
 #: ``draws`` label draws per fold in section 1b.
-FULL = {"main": 800, "sub": 600, "fields_n": 200, "halves": 120, "folds": 5, "seeds": 1,
+FULL = {"main": 800, "sub": 600, "fields_n": 200, "halves": 200, "folds": 5, "seeds": 2,
         "fields_seeds": 2, "images": None, "backbones": BACKBONES, "fields": (32, 64, 224),
         "labels_per_class": (10, 30, 100, 300, 600), "few_labels": (10, 30, 100),
-        "draws": 1}
+        "draws": 2}
 QUICK = {"main": 24, "sub": 24, "fields_n": 12, "halves": 24, "folds": 2, "seeds": 1,
          "fields_seeds": 1, "images": 12, "backbones": BACKBONES[:1], "fields": (32, 64),
          "labels_per_class": (10, 20), "few_labels": (10,), "draws": 1, "few_epochs": 10}
@@ -497,6 +497,21 @@ def section_tuning(rows, main, main_rows, p, work: Path, quick: bool) -> dict:
             "half_samples": [int(m.sum()) for m in in_half]}
 
 
+def merged_load(previous: dict | None, samples: list[float], threads: int) -> dict:
+    """The load samples of this run, merged with those of the runs whose sections it reuses."""
+    out = {"mean": float(np.mean(samples)) if samples else None,
+           "min": min(samples, default=None), "max": max(samples, default=None),
+           "samples": len(samples), "cores": os.cpu_count(), "threads": threads}
+    if previous and previous.get("samples") and samples:
+        n = previous["samples"] + len(samples)
+        out.update(mean=(previous["mean"] * previous["samples"] + sum(samples)) / n,
+                   min=min(previous["min"], out["min"]), max=max(previous["max"], out["max"]),
+                   samples=n)
+    elif previous and previous.get("samples"):
+        out.update({k: previous[k] for k in ("mean", "min", "max", "samples")})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every section (cached ones are reused), then write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -585,10 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = step()
             save()
     results["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    results["load"] = {"mean": float(np.mean(_LOADS)) if _LOADS else None,
-                       "min": min(_LOADS, default=None), "max": max(_LOADS, default=None),
-                       "samples": len(_LOADS), "cores": os.cpu_count(),
-                       "threads": args.threads}
+    results["load"] = merged_load(results.get("load"), _LOADS, args.threads)
     results["minutes"] = (time.perf_counter() - _T0) / 60  # this run
     results["compute_minutes"] = results.get("compute_minutes", 0.0) + results["minutes"]
     from evidence_report import write_report

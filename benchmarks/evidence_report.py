@@ -244,9 +244,11 @@ def _fields(results: dict, images: Path, lines: list[str], claims: list) -> None
               "stored by section 0's extraction, so its time is that one's, scaled to the "
               "number of samples.",
               "",
-              "Caveat specific to this data set: the images are 500 x 500 px (250 µm), so x5 "
-              "fields above 64 px at x20 (over 256 µm) are partly white padding; large-field "
-              "context is truncated here, not absent, and whole slides may favour it more.", "",
+              "Caveat specific to this data set: the images are 500 x 500 px (250 µm). The x5 "
+              "part of a 224 px field covers 448 µm, more than the whole image, and even a "
+              "64 px field's x5 part (128 µm) is partly white padding for nuclei near a "
+              "border; large-field context is truncated here, not absent, and whole slides "
+              "may favour it more.", "",
               "![fields of view](images/evidence_fields.png)", ""]
     claims += [(f"x5 context adds to x20 ({default_field} px field)", _diff(ctx), verdict(ctx)),
                (f"Grayscale variants add to RGB ({default_field} px field)", _diff(gray),
@@ -503,11 +505,12 @@ def _learning_curve(results: dict, images: Path, lines: list[str], claims: list)
     few = [n for n in ns if n <= mid]
     gap = paired([v for n in few for v in rows[f"mlp {n}"][BA]],
                  [v for n in few for v in rows[f"linear {n}"][BA]])
+    top = paired(rows[f"mlp {ns[-1]}"][BA], rows[f"linear {ns[-1]}"][BA])
     lines += [f"With {mid} labels per class the default head reaches {lo:.3f}, "
               f"{lo / hi:.0%} of its accuracy with {ns[-1]} ({hi:.3f}). The hidden layer "
               f"helps most with few labels: over linear at {', '.join(map(str, few))} per "
-              f"class {_diff(gap)} (paired folds), while at {ns[-1]} per class the two are "
-              f"equal ({np.mean(rows[f'mlp {ns[-1]}'][BA]):.3f} vs "
+              f"class {_diff(gap)} (paired folds); at {ns[-1]} per class: "
+              f"{_diff(top)} ({np.mean(rows[f'mlp {ns[-1]}'][BA]):.3f} vs "
               f"{np.mean(rows[f'linear {ns[-1]}'][BA]):.3f}).", ""]
     claims += [(f"{mid} labels per class give most of the accuracy of {ns[-1]}",
                 f"{lo:.3f} vs {hi:.3f} ({lo / hi:.0%})", "holds" if lo / hi >= 0.9 else
