@@ -194,6 +194,7 @@ def test_a_field_where_a_class_has_one_region_is_left_out_and_said(slide, sample
     annotations = demo_annotations(sample_slide_path)
     plan = plan_suggestion(slide, annotations, Settings(), (112, 448))
     assert plan.fields == (112,) and plan.folds == 3 and plan.samples == {112: 105}
+    assert list(plan.sample_sets) == [112] and len(plan.sample_sets[112]) == 105  # embedded
     assert plan.notes == ("448 px left out: regions or points with samples there: "
                           "'background' 1, 'dermis' 0, 'epidermis' 0 (each class needs 2).",)
     assert plan_suggestion(slide, annotations, Settings(), (112,), folds=2).folds == 2

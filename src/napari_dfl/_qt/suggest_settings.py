@@ -219,7 +219,8 @@ class SuggestSettings(QWidget):
         def job(cancel):
             return _relayed(suggest_settings(slide, annotations, settings, make_embedder,
                                              fields=fields, folds=folds,
-                                             composition=composition, cancel=cancel), emit)
+                                             composition=composition, cancel=cancel,
+                                             plan=plan), emit)
 
         if session.busy:  # the session says which job runs
             return session.start_job(JOB_NAME, job, self._on_done)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 from napari_dfl.cli.options import (
     add_extractor_options,
@@ -67,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_dfl.core.features.preferred import clear_preferred, save_preferred
     from napari_dfl.core.heads.metrics import NO_SD, metric_text
     from napari_dfl.core.heads.selection import markdown_table, write_results
-    from napari_dfl.core.slides.sampling import Composition
-    from napari_dfl.workflows.select import compare_settings
+    from napari_dfl.workflows.select import choice_record, compare_settings, kept_choice
 
     if args.reset:
         say("the kept choice was removed: built-in defaults from now on" if clear_preferred()
@@ -106,14 +104,9 @@ def run(args: argparse.Namespace) -> int:
         f"{best['samples']} samples)")
     say(f"wrote {paths['markdown']}, {paths['csv']}, {paths['png']}")
     if args.apply:
-        composition = Composition.from_dict(best["composition"])
-        if settings.composition.input_size is None:  # keep "the backbone's own size"
-            composition = replace(composition, input_size=None)
-        path = save_preferred(best["backbone"], composition,
-                              {"balanced_accuracy": best["balanced_accuracy"],
-                               "balanced_accuracy_sd": best["balanced_accuracy_sd"],
-                               "folds": best["folds"], "samples": best["samples"],
-                               "datasets": [str(d) for d in args.datasets]})
+        backbone, composition = kept_choice(best, settings.composition)
+        path = save_preferred(backbone, composition,
+                              choice_record(best, [str(d) for d in args.datasets]))
         say(f"kept as the default of train, evaluate, embed and the panel ({path}); "
             "napari-dfl select --reset forgets it")
     return 0

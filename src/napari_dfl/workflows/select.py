@@ -18,10 +18,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 
 import numpy as np
 
 from napari_dfl.core.annotations.annotation import Annotation
+from napari_dfl.core.annotations.samples import SampleSet
 from napari_dfl.core.errors import Cancelled, DFLError
 from napari_dfl.core.features.engine import EmbedProgress
 from napari_dfl.core.features.parts import part_columns, sub_compositions
@@ -38,7 +40,8 @@ from napari_dfl.workflows.labelled import (
 )
 
 __all__ = ["DEFAULT_FIELDS", "DEFAULT_FOLDS", "SELECT_COMPOSITION", "SuggestPlan", "Suggestion",
-           "compare_backbones", "compare_settings", "plan_suggestion", "suggest_settings"]
+           "choice_record", "compare_backbones", "compare_settings", "kept_choice",
+           "plan_suggestion", "suggest_settings"]
 
 #: Fields of view compared by default (``napari-dfl select --fields``): a nucleus (16 µm at
 #: x20), a few cells (32 µm) and a tissue tile (112 µm).
@@ -177,6 +180,7 @@ class SuggestPlan:
         folds: grouped folds: the CLI's, or the fewest groups of any class when fewer.
         samples: samples per field compared.
         notes: one sentence per field left out, and why.
+        sample_sets: the samples of each field compared (what the candidates embed).
 
     """
 
@@ -184,6 +188,8 @@ class SuggestPlan:
     folds: int
     samples: dict[int, int]
     notes: tuple[str, ...] = ()
+    sample_sets: dict[int, SampleSet] = dataclass_field(default_factory=dict, repr=False,
+                                                        compare=False)
 
 
 @dataclass(frozen=True)
@@ -213,26 +219,35 @@ class Suggestion:
     def best_choice(self) -> tuple[str, Composition] | None:
         """The best backbone and composition as ``select --apply`` keeps them.
 
-        The input size stays "the backbone's own" when the candidates used it, as the CLI
-        does; None without an evaluated candidate.
+        See :func:`kept_choice`; None without an evaluated candidate.
         """
         best = self.best
-        if best is None:
-            return None
-        composition = Composition.from_dict(best["composition"])
-        if self.composition.input_size is None:
-            composition = replace(composition, input_size=None)
-        return best["backbone"], composition
+        return None if best is None else kept_choice(best, self.composition)
 
     def evidence(self) -> dict:
         """What chose the best (``save_preferred``'s ``chosen``), or {} without one."""
         best = self.best
-        if best is None:
-            return {}
-        return {"balanced_accuracy": best["balanced_accuracy"],
-                "balanced_accuracy_sd": best["balanced_accuracy_sd"],
-                "folds": best["folds"], "samples": best["samples"],
-                "datasets": [f"{self.source} (the panel's annotations)"]}
+        return {} if best is None else choice_record(
+            best, [f"{self.source} (the panel's annotations)"])
+
+
+def kept_choice(row: dict, base: Composition) -> tuple[str, Composition]:
+    """A ranked row's backbone and composition as ``select --apply`` keeps them.
+
+    The input size stays "the backbone's own" when ``base`` (the composition the candidates
+    were made from) left it so, rather than the size it resolved to for this backbone.
+    """
+    composition = Composition.from_dict(row["composition"])
+    if base.input_size is None:
+        composition = replace(composition, input_size=None)
+    return row["backbone"], composition
+
+
+def choice_record(row: dict, datasets: Sequence[str]) -> dict:
+    """What chose a kept row (``save_preferred``'s ``chosen``): its figures and data."""
+    return {"balanced_accuracy": row["balanced_accuracy"],
+            "balanced_accuracy_sd": row["balanced_accuracy_sd"],
+            "folds": row["folds"], "samples": row["samples"], "datasets": list(datasets)}
 
 
 def _groups_per_class(labels: np.ndarray, groups: np.ndarray) -> dict[str, int]:
@@ -262,34 +277,36 @@ def plan_suggestion(slide, annotations: Sequence[Annotation], settings: Settings
         raise DFLError(f"only one class is annotated ('{classes[0]}'): suggesting settings "
                        "compares how well candidates tell classes apart; annotate a second "
                        "class, then Suggest settings.")
-    kept, samples, notes, fewest, short_at = [], {}, [], [], []
-    for field in dict.fromkeys(int(f) for f in fields):
-        candidate = settings.with_(composition=replace(composition, patch_size=field))
-        found = annotation_samples(slide, annotations, candidate)
-        per_class = _groups_per_class(found.labels, found.groups)
+    found: dict[int, SampleSet] = {}
+    notes, fewest, short_at = [], [], []
+    for size in dict.fromkeys(int(f) for f in fields):
+        candidate = settings.with_(composition=replace(composition, patch_size=size))
+        samples = annotation_samples(slide, annotations, candidate)
+        per_class = _groups_per_class(samples.labels, samples.groups)
         short = {c: per_class.get(c, 0) for c in classes if per_class.get(c, 0) < 2}
         if short:
             listed = ", ".join(f"'{c}' {n}" for c, n in short.items())
-            short_at.append(f"at {field} px {listed}")
-            notes.append(f"{field} px left out: regions or points with samples there: "
+            short_at.append(f"at {size} px {listed}")
+            notes.append(f"{size} px left out: regions or points with samples there: "
                          f"{listed} (each class needs 2).")
             continue
-        kept.append(field)
-        samples[field] = len(found)
+        found[size] = samples
         fewest.append(min(per_class.values()))
-    if not kept:
+    if not found:
         raise DFLError("too few regions or points to compare settings: each class needs "
                        "samples in at least 2 regions or points (the folds keep each on one "
                        f"side); {'; '.join(short_at)}. Draw more regions or points of those "
                        "classes.")
-    return SuggestPlan(tuple(kept), max(2, min(int(folds), *fewest)), samples, tuple(notes))
+    return SuggestPlan(tuple(found), max(2, min(int(folds), *fewest)),
+                       {size: len(samples) for size, samples in found.items()}, tuple(notes),
+                       found)
 
 
 def suggest_settings(slide, annotations: Sequence[Annotation], settings: Settings,
                      make_embedder: Callable[[Settings], Embedder], *,
                      fields: Sequence[int] = DEFAULT_FIELDS, folds: int = DEFAULT_FOLDS,
                      composition: Composition = SELECT_COMPOSITION,
-                     cancel: CancelCheck | None = None,
+                     cancel: CancelCheck | None = None, plan: SuggestPlan | None = None,
                      ) -> Generator[Event, None, Suggestion]:
     """Rank candidates on one slide's annotations: ``napari-dfl select`` as a panel job.
 
@@ -299,6 +316,10 @@ def suggest_settings(slide, annotations: Sequence[Annotation], settings: Setting
     them) and embed through ``make_embedder(candidate settings)`` into ``settings``' store
     folder, so stored embeddings are reused and new ones kept. The same annotations
     exported as a dataset give the same rows with ``compare_settings(..., folds=plan.folds)``.
+
+    ``plan`` is :func:`plan_suggestion`'s for the same arguments, when the caller made it
+    already (the panel, to refuse bad annotations at once): its samples are embedded as they
+    are, not cut again.
 
     Yields:
         ``("embedding", EmbedProgress)`` while a field embeds and ``("candidate", row)`` as
@@ -312,12 +333,12 @@ def suggest_settings(slide, annotations: Sequence[Annotation], settings: Setting
         Cancelled: ``cancel()`` turned true (the embeddings committed stay in the store).
 
     """
-    plan = plan_suggestion(slide, annotations, settings, fields, folds=folds,
-                           composition=composition)
-    annotations = list(annotations)
+    if plan is None:
+        plan = plan_suggestion(slide, annotations, settings, fields, folds=folds,
+                               composition=composition)
 
     def embed(candidate: Settings) -> Generator[Event, None, LabelledEmbeddings]:
-        samples = annotation_samples(slide, annotations, candidate)
+        samples = plan.sample_sets[candidate.composition.patch_size]
         store = yield from as_events("embedding", ensure_embedded(
             make_embedder(candidate), slide, samples.coords, cancel))
         return labelled_from_store(samples, store)
