@@ -1,4 +1,5 @@
-"""Layers added while the user works keep the user's layer active, without switching views."""
+"""Layers added while the user works keep the user's layer active, without switching views;
+work asked for in a burst of job events runs once per turn of the event loop."""
 
 from __future__ import annotations
 
@@ -60,3 +61,18 @@ def test_show_later_shows_on_a_later_turn_of_the_event_loop(make_napari_viewer, 
     show_later(show)
     assert not added.visible
     qtbot.waitUntil(lambda: added.visible, timeout=2000)
+
+
+def test_work_asked_for_many_times_in_one_turn_runs_once_on_the_next(qtbot):
+    from napari_dfl._qt.next_turn import OncePerTurn
+
+    runs = []
+    refresh = OncePerTurn(lambda: runs.append(len(runs)))
+    for _ in range(5):  # a burst of job events in one turn of the event loop
+        refresh()
+    assert runs == [], "not before the next turn"
+    qtbot.waitUntil(lambda: runs == [0], timeout=2000)
+    qtbot.wait(50)
+    assert runs == [0], "once, however often it was asked"
+    refresh()
+    qtbot.waitUntil(lambda: runs == [0, 1], timeout=2000)  # asked again: runs again

@@ -4,8 +4,8 @@ Both hold one RGBA value per tile of the working grid, a small array placed on t
 with ``scale`` = tile size and ``translate``, never upsampled to the slide's size, and
 transparent where no tile was predicted (glass, the margin past the last whole tile, tiles
 still to come): nothing veils the slide but the prediction itself. They follow the session's
-prediction and fill in as tiles are predicted: once per turn of the event loop, however many
-batches arrived in it (each refresh uploads the layer's image and redraws the canvas).
+prediction and fill in as tiles are predicted, once per turn of the event loop however many
+batches arrived in it (:class:`~napari_dfl._qt.next_turn.OncePerTurn`).
 
 One output is visible at a time (:meth:`PredictionOverlay.show`): the class map by default,
 or the probability of a chosen class (its name is in the layer's name), or none; stacking
@@ -30,10 +30,10 @@ from collections.abc import Mapping
 
 import numpy as np
 from psygnal import Signal
-from qtpy.QtCore import QTimer
 
 from napari_dfl._qt.annotation_layers import rgba
 from napari_dfl._qt.layer_focus import keeping_focus, show_later
+from napari_dfl._qt.next_turn import OncePerTurn
 from napari_dfl.core.heads.tile_prediction import TilePrediction
 from napari_dfl.core.util.palette import UNKNOWN
 
@@ -128,8 +128,8 @@ class PredictionOverlay:
         self.shown_class = 0
         self.lut = np.zeros((1, 4), np.uint8)
         self.heat_lut = probability_lut()
-        self._hidden_until_revealed: list = []  # layers just added, shown on a later turn
-        self._refresh_pending = False
+        self._revealing = False  # a layer was just added hidden; it is shown on a later turn
+        self._refresh_soon = OncePerTurn(self.refresh)
         session.prediction_started.connect(self._on_started)
         session.prediction_updated.connect(self._on_updated)
         session.prediction_finished.connect(self._on_finished)
@@ -212,14 +212,14 @@ class PredictionOverlay:
             layer = self.viewer.add_image(
                 blank, name=name, rgb=True, opacity=_LAYER_OPACITY, visible=False,
                 **tile_placement(grid.tile_size, self.reference))
-        self._hidden_until_revealed.append(layer)
+        self._revealing = True
         show_later(self._reveal)
         return layer
 
     def _reveal(self) -> None:
-        """Show the layers added on an earlier turn, if they are still the ones to show."""
-        if self._hidden_until_revealed:
-            self._hidden_until_revealed.clear()
+        """Show what is to be shown, now that the layer added hidden had a turn of its own."""
+        if self._revealing:
+            self._revealing = False
             self._apply_visibility()
 
     def remove_layers(self) -> None:
@@ -233,14 +233,7 @@ class PredictionOverlay:
         return f"{PROBABILITY_NAME}: {self.shown_class_name}"
 
     def _on_updated(self, _coords, _proba) -> None:
-        """Refresh once per turn of the event loop, however many batches arrived in it."""
-        if not self._refresh_pending:
-            self._refresh_pending = True
-            QTimer.singleShot(0, self._refresh_now)
-
-    def _refresh_now(self) -> None:
-        self._refresh_pending = False
-        self.refresh()
+        self._refresh_soon()
 
     def _on_finished(self, prediction: TilePrediction) -> None:
         if prediction is not self.prediction:
@@ -301,8 +294,12 @@ class PredictionOverlay:
         self.changed.emit()
 
     def _apply_visibility(self) -> None:
-        layers, waiting = self.viewer.layers, self._hidden_until_revealed
+        """Show the output chosen and hide the other.
+
+        Only the output shown gets a new layer: while one waits for its turn, nothing is shown.
+        """
+        layers = self.viewer.layers
         for layer, shown in ((self.class_layer, self.shown == CLASS_MAP),
                              (self.probability_layer, self.shown == HEATMAP)):
             if layer in layers:
-                layer.visible = shown and not any(layer is w for w in waiting)
+                layer.visible = shown and not self._revealing

@@ -4,17 +4,16 @@ Messages are shown whole (word-wrapped), errors in a warning colour, so an instr
 never cut off as in a toast; the progress bar says what the job does, how far it is and,
 when it can tell, how long is left.
 
-A job reports every batch, and events that arrive together are handled in one turn of the
-event loop: the bar shows the latest of them once, on the next turn. Each change of a
-``QProgressBar`` repaints it at once, and in a window holding the OpenGL canvas a repaint
-composes the whole window (15-25 ms each in software OpenGL), so updating the bar once per
-event stalled the event loop for hundreds of milliseconds when a burst of events came.
+The bar shows the latest of the job's events once per turn of the event loop
+(:class:`~napari_dfl._qt.next_turn.OncePerTurn`), however many arrived in it.
 """
 
 from __future__ import annotations
 
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
+
+from napari_dfl._qt.next_turn import OncePerTurn
 
 __all__ = ["StatusView"]
 
@@ -46,7 +45,7 @@ class StatusView(QWidget):
         self._tick.setInterval(1000)
         self._tick.timeout.connect(lambda: self._show_job(session.job))
         self._job = None
-        self._job_pending = False
+        self._draw_soon = OncePerTurn(self._draw_job)
         session.status_changed.connect(self._show_status)
         session.message.connect(self._show_message)
         session.job_changed.connect(self._show_job)
@@ -66,12 +65,9 @@ class StatusView(QWidget):
     def _show_job(self, job) -> None:
         """Show ``job`` (None: no job) on the next turn of the event loop (see the docstring)."""
         self._job = job
-        if not self._job_pending:
-            self._job_pending = True
-            QTimer.singleShot(0, self._draw_job)
+        self._draw_soon()
 
     def _draw_job(self) -> None:
-        self._job_pending = False
         job = self._job
         if job is None:
             self.progress.setVisible(False)
