@@ -151,6 +151,8 @@ def test_cancel_keeps_the_panel_usable_and_the_store_intact(panel, qtbot, sample
                     and session.job.done > 0, timeout=180_000)
     widget.cancel_button.click()
     wait_idle(widget, qtbot, 60)
+    # the section shows the job's end on the next turn of the event loop
+    qtbot.waitUntil(lambda: "nothing was applied" in section.summary.text(), timeout=5000)
 
     assert "Suggest settings cancelled" in widget.status.text()
     assert section.suggestion is None and not section.table.isVisible()
