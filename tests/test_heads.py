@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from conftest import SHARED_DATA
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.features.extractor import Extractor
-from napari_dfl.core.heads.config import TrainConfig, TrainingError, TrainProgress
+from napari_dfl.core.heads.config import TrainConfig, TrainingError, TrainProgress, step_lr
 from napari_dfl.core.heads.head_files import (
     CARD_NAME,
     HEAD_FORMAT_VERSION,
@@ -235,6 +235,37 @@ def test_config_round_trip_and_strict_from_dict():
         TrainConfig.from_dict({"hidden": "256"})
     with pytest.raises(TrainingError, match="'class_weights' must be bool"):
         TrainConfig.from_dict({"class_weights": 1})
+
+
+def test_step_lr_is_lr_for_one_batch_and_shrinks_with_more():
+    config = TrainConfig(lr=1e-3, batch_size=256)
+    assert step_lr(config, 40) == step_lr(config, 256) == 1e-3
+    assert step_lr(config, 2560) == pytest.approx(1e-4)
+    assert step_lr(TrainConfig(scale_lr=False), 2560) == 1e-3
+
+
+def test_scaled_lr_changes_only_heads_of_more_than_one_batch():
+    x, labels, groups = blobs(n=1200, dim=32)
+    config = TrainConfig(max_epochs=3, patience=3, batch_size=256)
+    kept = fit(x, labels, groups, config)
+    unscaled = fit(x, labels, groups, TrainConfig(max_epochs=3, patience=3, batch_size=256,
+                                                  scale_lr=False))
+    assert kept.data_summary["step_lr"] == pytest.approx(1e-3 * 256 / kept.data_summary["n_train"])
+    assert unscaled.data_summary["step_lr"] == 1e-3
+    assert not torch.equal(kept.model.hidden.weight, unscaled.model.hidden.weight)
+    small = dict(x=x[:200], labels=labels[:200], groups=groups[:200])  # one batch: the same
+    a = fit(small["x"], small["labels"], small["groups"], config)
+    b = fit(small["x"], small["labels"], small["groups"],
+            TrainConfig(max_epochs=3, patience=3, batch_size=256, scale_lr=False))
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(),
+                                                 strict=True))
+
+
+def test_a_card_from_before_scale_lr_keeps_its_meaning():
+    record = TrainConfig().to_dict()
+    del record["scale_lr"]
+    assert TrainConfig.from_dict(record).scale_lr is False
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).scale_lr is True
 
 
 # -- splits -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from napari_dfl.core.errors import DFLError
 from napari_dfl.core.util.config import config_from_dict
 
 __all__ = ["HEAD_TYPES", "LOSSES", "MIN_PER_CLASS", "MIN_SAMPLES", "MONITORS", "TrainConfig",
-           "TrainProgress", "TrainingError"]
+           "TrainProgress", "TrainingError", "step_lr"]
 
 #: Fewer validated samples than this and a head's figure is "too few to judge": at 30
 #: samples the 95 % interval of an accuracy near 0.8 is already about +-0.14 (see
@@ -41,7 +41,11 @@ class TrainConfig:
             weight per training sample is 1).
         noise: sigma of the Gaussian noise added to the standardised embeddings at each
             training step; chosen by measurement on real embeddings (docs/heads.md).
-        lr: Adam learning rate.
+        lr: Adam learning rate of a training split that fits in one batch.
+        scale_lr: step larger splits at ``lr x batch_size / n_train`` (:func:`step_lr`), so
+            that an epoch moves the head about as far whatever the number of labels; without
+            it, thousands of labels memorise the training split within the first epoch and
+            early stopping has nothing left to choose from (measured: docs/heads.md).
         weight_decay: Adam weight decay (L2).
         batch_size: samples per step.
         max_epochs: upper bound on epochs.
@@ -63,6 +67,7 @@ class TrainConfig:
     class_weights: bool = True
     noise: float = 0.0
     lr: float = 1e-3
+    scale_lr: bool = True
     weight_decay: float = 1e-4
     batch_size: int = 256
     max_epochs: int = 200
@@ -101,11 +106,30 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         """Inverse of :meth:`to_dict`; refuses unknown keys and values of the wrong type.
 
+        A record from before ``scale_lr`` existed keeps its meaning: its head stepped at
+        ``lr`` throughout.
+
         Raises:
             TrainingError: unknown key, wrong type or invalid value.
 
         """
+        if isinstance(data, dict) and "scale_lr" not in data:
+            data = {**data, "scale_lr": False}
         return config_from_dict(cls, data, TrainingError, "training configuration")
+
+
+def step_lr(config: TrainConfig, n_train: int) -> float:
+    """The learning rate of each Adam step for a training split of ``n_train`` samples.
+
+    ``config.lr`` while the split fits in one batch (or without ``config.scale_lr``);
+    beyond it ``lr x batch_size / n_train``: the steps of an epoch add up to about one step
+    of ``lr``, as with a single batch. A head on 2,560 CRC nuclei then learns over 6 epochs
+    instead of memorising its split in the first (balanced accuracy +0.026 +- 0.005 on two
+    draws of 3,200 nuclei; unchanged up to 30 labels per class: docs/heads.md).
+    """
+    if not config.scale_lr or n_train <= config.batch_size:
+        return float(config.lr)
+    return float(config.lr) * config.batch_size / n_train
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_dfl.core.errors import Cancelled, DFLError
-from napari_dfl.core.heads.config import TrainConfig, TrainingError, TrainProgress
+from napari_dfl.core.heads.config import TrainConfig, TrainingError, TrainProgress, step_lr
 from napari_dfl.core.heads.metrics import classification_report
 from napari_dfl.core.heads.model import (
     TrainedHead,
@@ -167,7 +167,7 @@ def train_head(
     gen = torch.Generator().manual_seed(int(config.seed))
     model = build_model(config.head, x.shape[1], n_classes, config.hidden, config.dropout, gen)
     model.generator = gen
-    optimiser = _adam(model, config)
+    optimiser = _adam(model, config, step_lr(config, len(xt)))
     n, bs, sigma = len(xt), int(config.batch_size), float(config.noise)
     history: list[TrainProgress] = []
     best_loss, best_epoch, best_state = math.inf, 0, None
@@ -218,7 +218,8 @@ def train_head(
     summary = {"n": len(y), "n_train": len(train_idx), "n_val": len(val_idx),
                "counts": {c: int(k) for c, k in zip(names, np.bincount(y, minlength=n_classes),
                                                     strict=True)},
-               "n_groups": len(np.unique(groups)), "groups_given": groups_given}
+               "n_groups": len(np.unique(groups)), "groups_given": groups_given,
+               "step_lr": step_lr(config, len(train_idx))}
     return TrainedHead(model, names, mean, std, config, metrics, history, summary, validation)
 
 
@@ -244,14 +245,13 @@ def head_threads(elements: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _adam(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; the fused CPU kernel where this torch has one (3-4x faster steps here)."""
+def _adam(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """Adam at ``lr``; the fused CPU kernel where this torch has one (3-4x faster steps)."""
     try:
-        return torch.optim.Adam(model.parameters(), lr=config.lr,
+        return torch.optim.Adam(model.parameters(), lr=lr,
                                 weight_decay=config.weight_decay, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=config.lr,
-                                weight_decay=config.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
 
 
 def _evaluate(model, xv, yv, loss_fn) -> tuple[float, float, np.ndarray]:
