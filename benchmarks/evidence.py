@@ -216,16 +216,21 @@ def section_fields(main_rows, p, work: Path) -> dict:
     return out
 
 
-def section_selection(main_rows, p, work: Path) -> dict:
-    """2b. What ``napari-dfl select`` picks on the same samples (its own probe and folds)."""
+def section_selection(main_rows, p, work: Path, per_class: int | None = None) -> dict:
+    """2b. What ``napari-dfl select`` picks, with its own probe and folds.
+
+    On the first ``per_class`` nuclei per class (default: the fields section's samples).
+    """
     import warnings
 
     from napari_dfl.core.features.settings import Settings
     from napari_dfl.core.slides.sampling import Composition
     from napari_dfl.workflows.select import compare_settings
 
-    rows = [r for r in main_rows if r[4] < p["fields_n"]]
-    csv_path = write_csv(rows, work / "fields.csv")  # the samples section 2 embedded
+    per_class = p["fields_n"] if per_class is None else per_class
+    rows = [r for r in main_rows if r[4] < per_class]
+    csv_path = write_csv(rows, work / ("fields.csv" if per_class == p["fields_n"]
+                                       else f"select{per_class}.csv"))
     settings = Settings(composition=Composition(p["fields"][0]), mpp=0.5, batch_size=8,
                         store_dir=str(work / "stores"))
     start = time.perf_counter()
@@ -241,13 +246,17 @@ def section_selection(main_rows, p, work: Path) -> dict:
     if not ok:
         raise RuntimeError("select evaluated no candidate: " + "; ".join(
             str(r["error"]) for r in ranking))
-    log(f"select picks {ok[0]['candidate']} (probe {ok[0]['balanced_accuracy']:.4f}; "
-        f"{seconds:.0f} s with every embedding stored)")
-    return {"ranking": ranking, "pick": ok[0]["candidate"], "seconds": seconds}
+    log(f"select on {len(rows)} nuclei picks {ok[0]['candidate']} (probe "
+        f"{ok[0]['balanced_accuracy']:.4f}; {seconds:.0f} s)")
+    return {"ranking": ranking, "pick": ok[0]["candidate"], "seconds": seconds,
+            "samples": len(rows)}
 
 
 def section_headline(main, main_rows, selection, p, work: Path) -> dict:
-    """0. The CRC protocol (``main`` per class, seed 0): defaults against select's pick."""
+    """0. The CRC protocol (``main`` per class, seed 0): defaults against select's pick.
+
+    ``selection`` is ``napari-dfl select`` run on the same nuclei; the time each took.
+    """
     from napari_dfl.core.features.parts import part_columns
     from napari_dfl.core.heads.config import TrainConfig
     from napari_dfl.core.slides.sampling import Composition
@@ -257,14 +266,13 @@ def section_headline(main, main_rows, selection, p, work: Path) -> dict:
     out: dict = {"n": len(main["labels"])}
     default = main["composition"]
     entries = [("default", default, main, main["seconds"], "measured")]
+    how = f"select's run on the same nuclei, which embedded {len(p['fields'])} fields"
     if pick.patch_size == default.patch_size:
-        entries.append(("pick", pick, main, main["seconds"], "the extraction it is cut from"))
-    else:  # the pick's field for every sample; the fields section's samples are stored
+        entries.append(("pick", pick, main, selection["seconds"], how))
+    else:  # select stored the pick's field for every sample
         data = embed(main_rows, "efficientnet-lite0", Composition(pick.patch_size), work,
                      "pick")
-        new = len(main_rows) - sum(r[4] < p["fields_n"] for r in main_rows)
-        entries.append(("pick", pick, data, data["seconds"] * len(main_rows) / max(new, 1),
-                        f"scaled from the {new} samples not yet stored"))
+        entries.append(("pick", pick, data, selection["seconds"], how))
     for key, composition, data, embed_s, how in entries:
         resolved = data["composition"]
         dim = data["x"].shape[1] // resolved.n_parts
@@ -592,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
         ("learning_curve", lambda: section_learning_curve(main, p, results)),
         ("tuning", lambda: section_tuning(rows, main, main_rows, p, work, args.quick)),
         # last: it may embed the pick's field for every sample of the largest set
-        ("headline", lambda: section_headline(main, main_rows, results["selection"], p,
+        ("selection_main", lambda: section_selection(main_rows, p, work, p["main"])),
+        ("headline", lambda: section_headline(main, main_rows, results["selection_main"], p,
                                               work)),
     ]
     for name, step in steps:
