@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conftest import assert_same_embeddings
 from napari_dfl import tile_grid
 from napari_dfl.core.features.engine import embed_coords
 from napari_dfl.core.features.store_folder import open_store_for
@@ -36,14 +37,6 @@ def test_samples_of_one_cell_share_their_context_centre():
     np.testing.assert_array_equal(shared[2], [2688.0, 896.0])   # the next cell
     np.testing.assert_array_equal(SHARED.part_centres(centres, 0, 0.25), centres)
     np.testing.assert_array_equal(Composition().part_centres(centres, 1, 0.25), centres)
-
-
-def _assert_same_vectors(got: np.ndarray, expected: np.ndarray) -> None:
-    """Equal up to the backbone's batch-dependent rounding (as in test_embed)."""
-    np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2)
-    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected,
-                                                                                     axis=1)
-    assert cosine.min() > 0.9999, cosine.min()
 
 
 class _Counting:
@@ -77,7 +70,7 @@ def test_each_context_is_embedded_once_and_rows_equal_the_plain_cut(slide, backb
     patches = sample_patches(slide, coords, composition)
     expected = backbone.embed(patches.reshape(-1, *patches.shape[2:]))
     expected = expected.reshape(len(coords), -1)
-    _assert_same_vectors(store.get(coords), expected)
+    assert_same_embeddings(store.get(coords), expected, backbone.precision)
 
 
 def test_a_context_evicted_before_use_is_embedded_again(slide, backbone, tmp_path, monkeypatch):
@@ -92,7 +85,7 @@ def test_a_context_evicted_before_use_is_embedded_again(slide, backbone, tmp_pat
     assert len(store) == len(coords) and centred != composition
     patches = sample_patches(slide, coords, composition)
     expected = backbone.embed(patches.reshape(-1, *patches.shape[2:])).reshape(len(coords), -1)
-    _assert_same_vectors(store.get(coords), expected)
+    assert_same_embeddings(store.get(coords), expected, backbone.precision)
 
 
 
