@@ -37,6 +37,7 @@ if importlib.util.find_spec("napari_dfl") is None:  # running from a checkout, n
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from evidence import CRC_DIR, crc_rows, embed  # noqa: E402  (the same data and pipeline)
+from noise_few_labels import draw_labels  # noqa: E402  (the same label draws)
 
 LABELS = (10, 30, 100, 300, 800)
 DRAWS = {"main": (0, 800), "replicate": (800, 1600)}
@@ -62,9 +63,7 @@ def compare(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, folds: int
                                  "scaled_epoch": []}
         for k, (train, test) in enumerate(splits):
             for draw in range(draws):
-                rng = np.random.default_rng(1000 * k + draw)
-                take = np.concatenate([rng.permutation(train[labels[train] == c])[:n]
-                                       for c in classes])
+                take = draw_labels(train, labels, classes, n, seed=1000 * k + draw)
                 for name, scale in (("fixed", False), ("scaled", True)):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", UserWarning)

@@ -50,6 +50,13 @@ def embeddings(workdir: Path, per_class: int) -> dict:
                  f"crc{len(rows)}")
 
 
+def draw_labels(train: np.ndarray, labels: np.ndarray, classes, n: int,
+                seed: int) -> np.ndarray:
+    """Indices of ``n`` labels per class drawn from ``train`` (all of a class with fewer)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(train[labels[train] == c])[:n] for c in classes])
+
+
 def sweep(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, folds: int = 5,
           draws: int = 2, epochs: int = 60, labels_per_class=LABELS,
           log=None) -> dict[str, dict[int, dict[float, list[float]]]]:
@@ -79,9 +86,7 @@ def sweep(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, folds: int =
             scores[regime][n] = {s: [] for s in SIGMAS}
             for k, (train, test) in enumerate(splits):
                 for draw in range(draws):
-                    rng = np.random.default_rng(1000 * k + draw)
-                    take = np.concatenate([rng.permutation(train[labels[train] == c])[:n]
-                                           for c in classes])
+                    take = draw_labels(train, labels, classes, n, seed=1000 * k + draw)
                     for sigma in SIGMAS:
                         config = TrainConfig(noise=sigma, seed=draw, **overrides)
                         with warnings.catch_warnings():

@@ -253,10 +253,9 @@ def test_scaled_lr_changes_only_heads_of_more_than_one_batch():
     assert kept.data_summary["step_lr"] == pytest.approx(1e-3 * 256 / kept.data_summary["n_train"])
     assert unscaled.data_summary["step_lr"] == 1e-3
     assert not torch.equal(kept.model.hidden.weight, unscaled.model.hidden.weight)
-    small = dict(x=x[:200], labels=labels[:200], groups=groups[:200])  # one batch: the same
-    a = fit(small["x"], small["labels"], small["groups"], config)
-    b = fit(small["x"], small["labels"], small["groups"],
-            TrainConfig(max_epochs=3, patience=3, batch_size=256, scale_lr=False))
+    one_batch = x[:200], labels[:200], groups[:200]  # fits in one batch: trained the same
+    a = fit(*one_batch, config)
+    b = fit(*one_batch, TrainConfig(max_epochs=3, patience=3, batch_size=256, scale_lr=False))
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(),
                                                  strict=True))
 

@@ -167,7 +167,8 @@ def train_head(
     gen = torch.Generator().manual_seed(int(config.seed))
     model = build_model(config.head, x.shape[1], n_classes, config.hidden, config.dropout, gen)
     model.generator = gen
-    optimiser = _adam(model, config, step_lr(config, len(xt)))
+    lr = step_lr(config, len(xt))
+    optimiser = _adam(model, config, lr)
     n, bs, sigma = len(xt), int(config.batch_size), float(config.noise)
     history: list[TrainProgress] = []
     best_loss, best_epoch, best_state = math.inf, 0, None
@@ -219,7 +220,7 @@ def train_head(
                "counts": {c: int(k) for c, k in zip(names, np.bincount(y, minlength=n_classes),
                                                     strict=True)},
                "n_groups": len(np.unique(groups)), "groups_given": groups_given,
-               "step_lr": step_lr(config, len(train_idx))}
+               "step_lr": lr}
     return TrainedHead(model, names, mean, std, config, metrics, history, summary, validation)
 
 
