@@ -224,8 +224,8 @@ def section_selection(main_rows, p, work: Path, per_class: int | None = None) ->
     import warnings
 
     from napari_dfl.core.features.settings import Settings
-    from napari_dfl.core.slides.sampling import Composition
-    from napari_dfl.workflows.select import compare_settings
+    from napari_dfl.core.slides.sampling import Composition, default_composition
+    from napari_dfl.workflows.select import compare_settings, pick_of
 
     per_class = p["fields_n"] if per_class is None else per_class
     rows = [r for r in main_rows if r[4] < per_class]
@@ -239,17 +239,22 @@ def section_selection(main_rows, p, work: Path, per_class: int | None = None) ->
         ranked = compare_settings([csv_path], ["efficientnet-lite0"], p["fields"], settings,
                                   folds=p["folds"])
     seconds = time.perf_counter() - start
+    # what select suggests to a user of these points with nothing kept: the rule weighs the
+    # probe's best against the settings train would use (the points' default)
+    current = ("efficientnet-lite0", default_composition({"point"}))
+    pick = pick_of(ranked, settings.composition, current)
     keep = ("candidate", "rank", "balanced_accuracy", "balanced_accuracy_sd", "composition",
             "samples", "status", "error")
     ranking = [{k: r.get(k) for k in keep} for r in ranked]
-    ok = [r for r in ranking if r["status"] == "ok"]
-    if not ok:
+    if pick is None:
         raise RuntimeError("select evaluated no candidate: " + "; ".join(
             str(r["error"]) for r in ranking))
-    log(f"select on {len(rows)} nuclei picks {ok[0]['candidate']} (probe "
-        f"{ok[0]['balanced_accuracy']:.4f}; {seconds:.0f} s)")
-    return {"ranking": ranking, "pick": ok[0]["candidate"], "seconds": seconds,
-            "samples": len(rows)}
+    log(f"select on {len(rows)} nuclei suggests {pick.row['candidate']} (probe "
+        f"{pick.row['balanced_accuracy']:.4f}; {pick.reason()} {seconds:.0f} s)")
+    return {"ranking": ranking, "pick": pick.row["candidate"], "top": pick.top["candidate"],
+            "in_use": None if pick.current is None else pick.current["candidate"],
+            "gain": pick.gain, "gain_se": pick.gain_se, "reason": pick.reason(),
+            "seconds": seconds, "samples": len(rows)}
 
 
 def section_headline(main, main_rows, selection, p, work: Path) -> dict:
@@ -261,18 +266,26 @@ def section_headline(main, main_rows, selection, p, work: Path) -> dict:
     from napari_dfl.core.heads.config import TrainConfig
     from napari_dfl.core.slides.sampling import Composition
 
-    pick_row = next(r for r in selection["ranking"] if r["candidate"] == selection["pick"])
-    pick = Composition.from_dict(pick_row["composition"])
+    def composition_of(name: str) -> Composition:
+        row = next(r for r in selection["ranking"] if r["candidate"] == name)
+        return Composition.from_dict(row["composition"])
+
     out: dict = {"n": len(main["labels"])}
     default = main["composition"]
     entries = [("default", default, main, main["seconds"], "measured")]
     how = f"select's run on the same nuclei, which embedded {len(p['fields'])} fields"
-    if pick.patch_size == default.patch_size:
-        entries.append(("pick", pick, main, selection["seconds"], how))
-    else:  # select stored the pick's field for every sample
-        data = embed(main_rows, "efficientnet-lite0", Composition(pick.patch_size), work,
-                     "pick")
-        entries.append(("pick", pick, data, selection["seconds"], how))
+    # the suggestion, and the probe's best when the rule kept the settings in use instead
+    shown = [("pick", selection["pick"])]
+    if selection.get("top", selection["pick"]) != selection["pick"]:
+        shown.append(("top", selection["top"]))
+    for key, name in shown:
+        composition = composition_of(name)
+        if composition.patch_size == default.patch_size:
+            entries.append((key, composition, main, selection["seconds"], how))
+        else:  # select stored this field for every sample
+            data = embed(main_rows, "efficientnet-lite0", Composition(composition.patch_size),
+                         work, key)
+            entries.append((key, composition, data, selection["seconds"], how))
     for key, composition, data, embed_s, how in entries:
         resolved = data["composition"]
         dim = data["x"].shape[1] // resolved.n_parts

@@ -308,6 +308,10 @@ def _selection(results: dict, lines: list[str], claims: list) -> None:
         lines += ["", f"The pick ({pick}) is not among the table's rows; no regret computed.",
                   ""]
         return
+    top = sel.get("top", pick)
+    if top != pick:
+        lines += ["", f"select's suggestion is **{pick}**, not the probe's best ({top}): "
+                  f"{_reason(sel)}"]
     regret = paired(rows[best][BA], rows[pick][BA])
     if pick == best:
         text, verdict_ = "0 (the pick is the best in hindsight)", "does not hold"
@@ -317,9 +321,17 @@ def _selection(results: dict, lines: list[str], claims: list) -> None:
               f"hindsight minus the pick, default head, paired folds): **{text}**. The best in "
               "hindsight is chosen on the very folds it is scored on, so the regret is, if "
               "anything, overstated; a regret within two standard errors means the probe "
-              "chose as well as these folds can tell.", ""]
+              "chose as well as these folds can tell."
+              + (f" The probe's best alone would have had a regret of "
+                 f"{_diff(paired(rows[best][BA], rows[top][BA]))}." if top != pick
+                 and top in rows and top != best else ""), ""]
     claims.append(("The selection's pick loses accuracy against the best candidate in "
                    "hindsight (regret)", text, verdict_))
+
+
+def _reason(sel: dict) -> str:
+    """Why select suggested what it did, as recorded (older results: the probe's best)."""
+    return sel.get("reason") or "the probe's best."
 
 
 def _heads(results: dict, lines: list[str], claims: list, key: str = "heads") -> None:
@@ -552,7 +564,10 @@ def _headline(results: dict, lines: list[str], claims: list) -> None:
               "cross-validation.",
               "", "| settings | composition | balanced acc. (mean ± sd over folds) | Cohen "
               "kappa | time |", "|---|---|---|---|---|"]
-    for key, title in (("default", "defaults"), ("pick", "select's pick")):
+    for key, title in (("default", "defaults"), ("pick", "select's pick"),
+                       ("top", "the probe's best (select without its rule)")):
+        if key not in h:
+            continue
         r = h[key]
         lines.append(f"| {title} | {_cell(r['describe'])} | {_ms(r[BA])} | "
                      f"{_ms(r['cohen_kappa'])} | "
@@ -560,8 +575,14 @@ def _headline(results: dict, lines: list[str], claims: list) -> None:
                      f"{r['cv_s']:.0f} s CV |")
     d = paired(h["pick"][BA], h["default"][BA])
     same = h["pick"]["describe"] == h["default"]["describe"]
-    lines += ["", ("The pick is the default composition itself." if same else
-                   f"Pick against defaults (paired folds): {_diff(d)}, **{verdict(d)}**.")
+    sel = results["selection_main"]
+    lines += ["", f"select suggested: {_reason(sel)}", ""]
+    if "top" in h:
+        t = paired(h["top"][BA], h["default"][BA])
+        lines += [f"Had select suggested the probe's best, the default head would have "
+                  f"scored {_diff(t)} against the defaults (paired folds).", ""]
+    lines += [("The pick is the default composition itself." if same else
+               f"Pick against defaults (paired folds): {_diff(d)}, **{verdict(d)}**.")
               + f" The issue's targets, 0.63 for the defaults and 0.65 for the pick: "
               f"**{'met' if np.mean(h['default'][BA]) >= 0.63 else 'not met'}** "
               f"({np.mean(h['default'][BA]):.3f}) and "

@@ -82,15 +82,19 @@ def test_suggest_ranks_like_the_cli_and_applies_only_on_click(panel, qtbot, tmp_
     assert suggestion is not None, session.status
     assert (suggestion.plan.fields, suggestion.plan.folds) == (FIELDS, 3)
     shown = section.rows_shown()
-    # 2 fields x {x20, x20 + x5} x {rgb, rgb + gray}, ranked, the best marked, n and folds
+    # 2 fields x {x20, x20 + x5} x {rgb, rgb + gray}, ranked, the suggestion marked, n and
+    # folds; the settings in use (112 px) were not compared, so the suggestion is the best
     assert len(shown) == 8 and section.table.isVisible()
     assert shown[0][0].startswith("★ ") and not any(r[0].startswith("★") for r in shown[1:])
     assert sorted({r[2] for r in shown}) == ["23", "32"] and {r[3] for r in shown} == {"3"}
     for cells, row in zip(shown, suggestion.rows, strict=True):
         assert cells[1] == f"{row['balanced_accuracy']:.3f} ± {row['balanced_accuracy_sd']:.3f}"
-    best = suggestion.best
-    assert f"best {shown[0][0][2:]} (balanced accuracy {best['balanced_accuracy']:.3f}" \
+    pick = suggestion.pick
+    best = pick.row
+    assert best is suggestion.rows[0] and pick.current is None
+    assert f"suggested {shown[0][0][2:]} (balanced accuracy {best['balanced_accuracy']:.3f}" \
         in widget.status.text()
+    assert "not among the candidates" in section.summary.text()
     # nothing is applied without the click
     assert session.settings.composition == SAMPLE_COMPOSITION
     assert not preferred_path().exists()
@@ -113,7 +117,7 @@ def test_suggest_ranks_like_the_cli_and_applies_only_on_click(panel, qtbot, tmp_
         np.testing.assert_allclose([r[key] for r in cli_rows],
                                    [r[key] for r in suggestion.rows], rtol=1e-6, err_msg=key)
 
-    # Apply best: the settings form shows the winner, and it is kept as select --apply does
+    # Apply suggestion: the form shows the winner, and it is kept as select --apply does
     assert section.apply_button.isVisibleTo(widget) and section.apply_button.isEnabled()
     section.apply_button.click()
     measured = Composition.from_dict(best["composition"])
@@ -133,12 +137,25 @@ def test_suggest_ranks_like_the_cli_and_applies_only_on_click(panel, qtbot, tmp_
     assert "kept as the default of train, evaluate, embed and the panel" in widget.status.text()
     assert str(preferred_path()) in widget.status.text()
 
-    # A ranking made on other annotations says so (it stays, and can still be applied).
+    # Suggest again with the winner in use (everything stored): it is marked in use, it is
+    # the suggestion, and there is nothing to apply.
+    section.button.click()
+    wait_idle(widget, qtbot)
+    again = section.rows_shown()
+    assert again[0][0] == f"★ {shown[0][0][2:]} (in use)"
+    assert not any("(in use)" in r[0] for r in again[1:])
+    assert section.suggestion.pick.keeps_current
+    assert "Your settings stay: nothing to apply." in section.summary.text()
+    assert not section.apply_button.isVisibleTo(widget)
+    assert "keep your settings" in widget.status.text()
+    assert load_preferred().composition == expected  # unchanged
+
+    # A ranking made on other annotations says so (it stays shown).
     assert "annotations changed" not in section.summary.text()
     session.add_annotations(demo_annotations(sample_slide_path)[:1])
     assert section.summary.text().startswith(
         "The annotations changed after this ranking (10 annotations then)")
-    assert section.apply_button.isEnabled()
+    assert section.suggestion is not None and len(section.rows_shown()) == 8
 
 
 def test_cancel_keeps_the_panel_usable_and_the_store_intact(panel, qtbot, sample_slide_path):

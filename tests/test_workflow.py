@@ -12,9 +12,13 @@ import pytest
 from napari_dfl import Slide, detect_tissue, tile_grid
 from napari_dfl.cli import main
 from napari_dfl.core.annotations.annotation import read_geojson
+from napari_dfl.core.features.parts import sub_compositions
+from napari_dfl.core.features.preferred import save_preferred
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.heads.head_files import load_head
+from napari_dfl.core.heads.selection import candidate_name
 from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
+from napari_dfl.core.slides.sampling import Composition
 from napari_dfl.workflows.demo import DEMO_PATCH, run_demo
 
 pytestmark = pytest.mark.slow
@@ -229,8 +233,11 @@ def test_cli_select_ranks_compositions_and_applies_the_best(demo, tmp_path, caps
     assert len(rows) == 4 and [r["rank"] for r in rows] == ["1", "2", "3", "4"]
     scores = [float(r["balanced_accuracy"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
-    assert f"best: {rows[0]['candidate']} (balanced accuracy {scores[0]:.3f} ±" in printed
-    assert "105 samples" in printed
+    # the regions' default (224 px) is not among the candidates: the best is suggested
+    assert (f"suggested: {rows[0]['candidate']} (balanced accuracy {scores[0]:.3f} ±"
+            in printed)
+    assert "105 samples): the probe's best; the settings in use were not among" in printed
+    assert f"| 1 | ★ {rows[0]['candidate']} |" in printed
     kept = json.loads((tmp_path / "user-config" / "extractor.json").read_text())
     assert kept["backbone"] == "efficientnet-lite0"
     assert kept["composition"]["patch_size"] == DEMO_PATCH
@@ -242,6 +249,31 @@ def test_cli_select_ranks_compositions_and_applies_the_best(demo, tmp_path, caps
     trained = card["extractor"]["composition"]
     assert (trained["zooms"], trained["variants"]) == (kept["composition"]["zooms"],
                                                       kept["composition"]["variants"])
+    # Again, with that choice in use: it is the suggestion, and --apply changes nothing.
+    kept_file = tmp_path / "user-config" / "extractor.json"
+    before = kept_file.read_text()
+    again = ["select", dataset, "--fields", str(DEMO_PATCH), "--folds", "3", "--out",
+             str(tmp_path / "sel2"), "--apply", *stores]
+    assert main(again) == 0
+    printed = capsys.readouterr().out
+    assert f"| 1 | ★ {rows[0]['candidate']} (in use) |" in printed
+    assert "the settings in use, and the probe's best." in printed
+    assert "--apply: nothing to change" in printed and kept_file.read_text() == before
+    # With another candidate in use, the table marks it and the suggestion says why.
+    other = next(c for c in sub_compositions(Composition(DEMO_PATCH))
+                 if candidate_name("efficientnet-lite0", c) != rows[0]["candidate"])
+    save_preferred("efficientnet-lite0", other)
+    assert main(again) == 0
+    printed = capsys.readouterr().out
+    name = candidate_name("efficientnet-lite0", other)
+    assert f" {name} (in use) |" in printed
+    if f"★ {name} (in use) |" in printed:  # kept: the best does not beat it by 2 s.e.
+        assert f"suggested: {name} (" in printed and "the settings in use: " in printed
+        assert "--apply: nothing to change" in printed
+    else:  # the best beats it by more than 2 s.e.: a change, kept by --apply
+        assert f"| 1 | ★ {rows[0]['candidate']} |" in printed
+        assert f"suggested: {rows[0]['candidate']} (" in printed and "a change: " in printed
+        assert "kept as the default" in printed
     # a damaged choice is ignored with a message; --reset forgets it
     (tmp_path / "user-config" / "extractor.json").write_text("{not json")
     assert main(["evaluate", dataset, "--folds", "3", "--json", "--patch-size",

@@ -4,10 +4,12 @@ A button under the settings form starts :func:`napari_dfl.workflows.select.sugge
 as a panel job (off the GUI thread, with the panel's progress bar and Cancel): the current
 backbone x the fields of view x {x20, x20 + x5} x {rgb, rgb + gray}, ranked by the grouped
 linear probe the CLI uses, on the same samples Train makes. The ranking shows as a small
-table (candidate, balanced accuracy ± sd, n samples, folds; the best marked). Nothing is
-applied until **Apply best** is pressed: it then sets the settings form to the winner and
-keeps it (:func:`~napari_dfl.core.features.preferred.save_preferred`, as ``select --apply``).
-The logic is the workflow's; this module lays out and forwards.
+table (candidate, balanced accuracy ± sd, n samples, folds; the suggestion marked ★, the
+settings in use "(in use)"). The suggestion is the workflow's pick: the best, unless the
+form's settings are among the candidates and not clearly beaten (then nothing is offered).
+Nothing is applied until **Apply suggestion** is pressed: it then sets the settings form to
+the suggestion and keeps it (:func:`~napari_dfl.core.features.preferred.save_preferred`, as
+``select --apply``). The logic is the workflow's; this module lays out and forwards.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from napari_dfl.core.errors import DFLError
 from napari_dfl.core.features.parts import sub_compositions
 from napari_dfl.core.features.preferred import save_preferred
 from napari_dfl.core.heads.metrics import NO_SD, metric_text
+from napari_dfl.core.heads.selection import Pick
 from napari_dfl.core.slides.sampling import Composition
 from napari_dfl.workflows.embedding.child import ChildEmbedder
 from napari_dfl.workflows.jobs import Event
@@ -45,7 +48,7 @@ from napari_dfl.workflows.select import (
     suggest_settings,
 )
 
-__all__ = ["COLUMNS", "JOB_NAME", "SuggestSettings", "row_cells"]
+__all__ = ["APPLY", "COLUMNS", "JOB_NAME", "SuggestSettings", "row_cells"]
 
 JOB_NAME = "Suggest settings"
 COLUMNS = ("candidate", "bal. acc. ± sd", "n", "folds")
@@ -54,7 +57,9 @@ _COLUMN_TIPS = ("field of view, zooms and colour variants (the backbone is in th
                 "samples scored (each once, out of fold)", "grouped folds")
 #: Rows the table shows without scrolling.
 _VISIBLE_ROWS = 12
-_BEST = "★ "
+_PICK = "★ "
+_IN_USE = " (in use)"
+APPLY = "Apply suggestion"
 
 
 def _short(row: dict) -> str:
@@ -62,9 +67,12 @@ def _short(row: dict) -> str:
     return str(row["candidate"]).removeprefix(f"{row['backbone']}, ")
 
 
-def row_cells(row: dict, best: bool = False) -> list[str]:
-    """The table's cells of one ranking row: candidate, balanced accuracy ± sd, n, folds."""
-    name = (_BEST if best else "") + _short(row)
+def row_cells(row: dict, picked: bool = False, in_use: bool = False) -> list[str]:
+    """The table's cells of one ranking row: candidate, balanced accuracy ± sd, n, folds.
+
+    ``picked`` marks the suggestion (★), ``in_use`` the settings in use.
+    """
+    name = (_PICK if picked else "") + _short(row) + (_IN_USE if in_use else "")
     if row["status"] != "ok":
         return [name, f"unavailable: {row['error']}", "", ""]
     return [name, f"{row['balanced_accuracy']:.3f} ± "
@@ -95,7 +103,7 @@ class _Relay(QObject):
 
 
 class SuggestSettings(QWidget):
-    """The "Suggest settings…" button, its ranking table and **Apply best**.
+    """The "Suggest settings…" button, its ranking table and **Apply suggestion**.
 
     Args:
         session: the panel's session (its slide, annotations, settings and job runner).
@@ -128,11 +136,11 @@ class SuggestSettings(QWidget):
         self.button.setToolTip(
             "compare fields of view, x5 context and grayscale for the current backbone on "
             "your annotations (as napari-dfl select: a linear probe on grouped folds); "
-            "nothing changes until you press Apply best")
-        self.apply_button = QPushButton("Apply best")
-        self.apply_button.setToolTip("set the settings above to the best candidate and keep "
-                                     "it as the default of train, evaluate, embed and the "
-                                     "panel (as napari-dfl select --apply)")
+            f"nothing changes until you press {APPLY}")
+        self.apply_button = QPushButton(APPLY)
+        self.apply_button.setToolTip("set the settings above to the suggested candidate (★) "
+                                     "and keep it as the default of train, evaluate, embed "
+                                     "and the panel (as napari-dfl select --apply)")
         self.apply_button.setVisible(False)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -178,9 +186,9 @@ class SuggestSettings(QWidget):
         """Enable the button with annotations of two classes or more and no job running."""
         classes = {a.label for a in self.session.annotations}
         self.button.setEnabled(len(classes) >= 2 and not self.session.busy)
-        self.apply_button.setEnabled(self.suggestion is not None and
-                                     self.suggestion.best is not None and
-                                     not self.session.busy)
+        pick = None if self.suggestion is None else self.suggestion.pick
+        self.apply_button.setEnabled(pick is not None and not pick.keeps_current
+                                     and not self.session.busy)
 
     def _mark_stale(self, *_args) -> None:
         """Say so when the annotations changed after the ranking shown was made."""
@@ -252,7 +260,7 @@ class SuggestSettings(QWidget):
     def _on_row(self, row: dict) -> None:
         if not self._running:
             return
-        self._append(row, best=False)
+        self._append(row)
         state = (f"balanced accuracy {row['balanced_accuracy']:.3f}" if row["status"] == "ok"
                  else f"unavailable ({row['error']})")
         self.session.say(f"{JOB_NAME}: {_short(row)}: {state}.")
@@ -285,10 +293,10 @@ class SuggestSettings(QWidget):
             self.apply_button.setVisible(False)
             self._refresh()
             return
-        self._show_rows(suggestion.rows)
-        plan, best = suggestion.plan, suggestion.best
-        notes = " ".join(plan.notes)
-        if best is None:
+        pick = suggestion.pick
+        self._show_rows(suggestion.rows, pick)
+        notes = " ".join(suggestion.plan.notes)
+        if pick is None:
             self.summary.setText(f"No candidate could be evaluated. {notes}".strip())
             self.apply_button.setVisible(False)
             self._refresh()
@@ -297,37 +305,45 @@ class SuggestSettings(QWidget):
             self.session.tell("warning", f"{JOB_NAME}: no candidate could be evaluated "
                               f"({suggestion.rows[0]['error'] if suggestion.rows else ''}).")
             return
+        row = pick.row
+        offer = ("Your settings stay: nothing to apply." if pick.keeps_current
+                 else f"Nothing is applied until you press {APPLY}.")
         self.summary.setText(
             ("Stopped: the previous ranking is shown again. " if ended else "")
-            + f"{suggestion.settings.backbone}, linear probe, {self._folds_text(plan)}; "
-            f"n: samples scored. ★ best. Nothing is applied until you press Apply best. "
-            f"{notes}".strip())
-        self.apply_button.setVisible(True)
+            + f"{suggestion.settings.backbone}, linear probe, "
+            f"{self._folds_text(suggestion.plan)}; n: samples scored. ★ suggested: "
+            f"{pick.reason()} {offer} {notes}".strip())
+        self.apply_button.setVisible(not pick.keeps_current)
         self._refresh()
         if ended:
             return
-        self.session.say(
-            f"{JOB_NAME}: best {_short(best)} (balanced accuracy "
-            f"{best['balanced_accuracy']:.3f} ± {metric_text(best['balanced_accuracy_sd'], NO_SD)}"
-            f", {best['samples']} samples, {best['folds']} folds). Press Apply best to use it.")
+        figures = (f"balanced accuracy {row['balanced_accuracy']:.3f} ± "
+                   f"{metric_text(row['balanced_accuracy_sd'], NO_SD)}, {row['samples']} "
+                   f"samples, {row['folds']} folds")
+        if pick.keeps_current:
+            self.session.say(f"{JOB_NAME}: keep your settings, {_short(row)} ({figures}): no "
+                             "candidate beats them by more than the folds can tell.")
+        else:
+            self.session.say(f"{JOB_NAME}: suggested {_short(row)} ({figures}). Press {APPLY} "
+                             "to use it.")
 
     # -- the table -------------------------------------------------------------------------
-    def _show_rows(self, rows: Sequence[dict]) -> None:
+    def _show_rows(self, rows: Sequence[dict], pick: Pick | None = None) -> None:
         self.table.setRowCount(0)
         self.table.setVisible(bool(rows))
-        best = next((r for r in rows if r["status"] == "ok"), None)
         for row in rows:
-            self._append(row, best=row is best)
+            self._append(row, picked=pick is not None and row is pick.row,
+                         in_use=pick is not None and row is pick.current)
 
-    def _append(self, row: dict, best: bool) -> None:
+    def _append(self, row: dict, picked: bool = False, in_use: bool = False) -> None:
         index = self.table.rowCount()
         self.table.insertRow(index)
-        for column, text in enumerate(row_cells(row, best)):
+        for column, text in enumerate(row_cells(row, picked, in_use)):
             item = QTableWidgetItem(text)
             if column:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight
                                       | Qt.AlignmentFlag.AlignVCenter)
-            if best:
+            if picked:
                 font = QFont(item.font())
                 font.setBold(True)
                 item.setFont(font)
@@ -345,31 +361,36 @@ class SuggestSettings(QWidget):
 
     # -- Apply -----------------------------------------------------------------------------
     def apply(self) -> bool:
-        """Set the panel's settings to the best candidate and keep it; False when not done.
+        """Set the panel's settings to the suggestion and keep it; False when not done.
 
         The choice is kept first (``select --apply``'s file); only when that worked do the
-        panel's settings change, so a failure leaves both as they were.
+        panel's settings change, so a failure leaves both as they were. A suggestion to keep
+        the settings in use changes nothing.
         """
         session, suggestion = self.session, self.suggestion
-        choice = None if suggestion is None else suggestion.best_choice()
-        if choice is None:
+        pick = None if suggestion is None else suggestion.pick
+        if pick is None:
             session.tell("warning", f"{JOB_NAME}: nothing to apply yet: press Suggest "
                                     "settings and wait for its ranking.")
+            return False
+        if pick.keeps_current:
+            session.tell("info", f"{JOB_NAME}: the suggestion is your settings as they are: "
+                                 "nothing to apply.")
             return False
         if session.busy:
             session.tell("info", f"{session.job.name} is running: apply when it is done "
                                  "(or press Cancel).")
             return False
-        backbone, composition = choice
+        backbone, composition = suggestion.choice()
         try:
             path = save_preferred(backbone, composition, suggestion.evidence())
         except (OSError, DFLError) as exc:
-            session.tell("error", f"Apply best: the choice could not be kept ({exc}); the "
+            session.tell("error", f"{APPLY}: the choice could not be kept ({exc}); the "
                                   "settings are unchanged.")
             return False
         session.set_settings(session.settings.with_(backbone=backbone, weights=None,
                                                     composition=composition))
-        session.say(f"Applied {backbone}, {_short(suggestion.best)}: the panel's settings "
-                    f"now use it, kept as the default of train, evaluate, embed and the panel "
+        session.say(f"Applied {backbone}, {_short(pick.row)}: the panel's settings now use "
+                    f"it, kept as the default of train, evaluate, embed and the panel "
                     f"({path}); napari-dfl select --reset forgets it.")
         return True

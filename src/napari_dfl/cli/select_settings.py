@@ -39,8 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Embed your labelled samples once per backbone and field of view (reusing every "
         "stored embedding), then cross-validate a linear probe on grouped folds for each "
         "candidate: backbone x field of view x (x20 alone, with x5 context) x (rgb, rgb + "
-        "gray). Prints the ranking, writes a Markdown table, a CSV and a chart; --apply "
-        "makes the best the default of train, evaluate, embed and the panel.")
+        "gray). Prints the ranking, writes a Markdown table, a CSV and a chart, and "
+        "suggests one: the best, unless the settings train uses now are among the "
+        "candidates and the best does not beat them by more than 2 standard errors over "
+        "the same folds (then they stay). --apply makes the suggestion the default of "
+        "train, evaluate, embed and the panel.")
     parser.add_argument("datasets", nargs="*", help=DATASETS_HELP)
     parser.add_argument("--backbones", type=word_list, default=("efficientnet-lite0",),
                         help="comma-separated backbone names (default efficientnet-lite0)")
@@ -52,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=path_text, default="selection",
                         help="output folder (default selection)")
     parser.add_argument("--apply", action="store_true",
-                        help="keep the best candidate as the default of train, evaluate, "
-                             "embed and the panel")
+                        help="keep the suggested candidate as the default of train, "
+                             "evaluate, embed and the panel")
     parser.add_argument("--reset", action="store_true",
                         help="forget a kept choice (back to the built-in defaults) and stop")
     add_extractor_options(parser, candidates=True)
@@ -62,11 +65,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compare, print the table, write the files; keep the best with ``--apply``."""
+    """Compare, print the table, write the files; keep the suggestion with ``--apply``."""
     from napari_dfl.core.features.preferred import clear_preferred, save_preferred
     from napari_dfl.core.heads.metrics import NO_SD, metric_text
     from napari_dfl.core.heads.selection import markdown_table, write_results
-    from napari_dfl.workflows.select import choice_record, compare_settings, kept_choice
+    from napari_dfl.workflows.select import (
+        choice_record,
+        compare_settings,
+        current_extractor,
+        kept_choice,
+        pick_of,
+    )
 
     if args.reset:
         say("the kept choice was removed: built-in defaults from now on" if clear_preferred()
@@ -86,27 +95,32 @@ def run(args: argparse.Namespace) -> int:
         say(f"  {row['candidate']}: {state}", err=True)
 
     settings = settings_from(args)
+    current = current_extractor(args.datasets)
     try:
         rows = compare_settings(args.datasets, args.backbones, args.fields, settings,
                                 folds=args.folds, on_result=show,
                                 on_progress=progress.embedding)
     finally:
         progress.close()
-    paths = write_results(rows, args.out, stem="selection")
-    say(markdown_table(rows).rstrip())
-    ranked = [r for r in rows if r["status"] == "ok"]
-    if not ranked:
+    pick = pick_of(rows, settings.composition, current)
+    paths = write_results(rows, args.out, stem="selection", pick=pick)
+    say(markdown_table(rows, pick).rstrip())
+    if pick is None:
         say("no candidate could be evaluated", err=True)
         return 1
-    best = ranked[0]
-    say(f"best: {best['candidate']} (balanced accuracy {best['balanced_accuracy']:.3f} ± "
-        f"{metric_text(best['balanced_accuracy_sd'], NO_SD)} over {best['folds']} folds, "
-        f"{best['samples']} samples)")
+    row = pick.row
+    say(f"suggested: {row['candidate']} (balanced accuracy {row['balanced_accuracy']:.3f} ± "
+        f"{metric_text(row['balanced_accuracy_sd'], NO_SD)} over {row['folds']} folds, "
+        f"{row['samples']} samples): {pick.reason()}")
     say(f"wrote {paths['markdown']}, {paths['csv']}, {paths['png']}")
     if args.apply:
-        backbone, composition = kept_choice(best, settings.composition)
+        if pick.keeps_current:
+            say("--apply: nothing to change; train, evaluate, embed and the panel keep "
+                f"{current[0]}, {current[1].describe()}")
+            return 0
+        backbone, composition = kept_choice(row, settings.composition)
         path = save_preferred(backbone, composition,
-                              choice_record(best, [str(d) for d in args.datasets]))
+                              choice_record(row, [str(d) for d in args.datasets]))
         say(f"kept as the default of train, evaluate, embed and the panel ({path}); "
             "napari-dfl select --reset forgets it")
     return 0

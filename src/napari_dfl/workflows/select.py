@@ -7,10 +7,12 @@ folds; the ranking and its table, CSV and chart come from
 view x {with, without x5 context} x {with, without grayscale}: one extraction per backbone
 and field, the smaller compositions cut from it (:mod:`napari_dfl.core.features.parts`).
 
-:func:`suggest_settings` is the same comparison on the annotations of one open slide (the
-panel's "Suggest settings" job): the same candidates, the same probe and the same ranking,
-as a job that yields events, embeds through the panel's embedder (its store folder) and can
-be cancelled; its folds follow the CLI's, fewer when a class has fewer groups.
+What is suggested is :func:`~napari_dfl.core.heads.selection.choose`'s pick: the probe's best,
+or the settings in use (:func:`current_extractor`, or the panel's) when the best does not
+clearly beat them. :func:`suggest_settings` is the same comparison on the annotations of one
+open slide (the panel's "Suggest settings" job): the same candidates, the same probe and the
+same ranking, as a job that yields events, embeds through the panel's embedder (its store
+folder) and can be cancelled; its folds follow the CLI's, fewer when a class has fewer groups.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from dataclasses import field as dataclass_field
 import numpy as np
 
 from napari_dfl.core.annotations.annotation import Annotation
+from napari_dfl.core.annotations.datasets import annotation_kinds
 from napari_dfl.core.annotations.samples import SampleSet
+from napari_dfl.core.backbones.registry import DEFAULT_BACKBONE
 from napari_dfl.core.errors import Cancelled, DFLError
 from napari_dfl.core.features.engine import EmbedProgress
 from napari_dfl.core.features.parts import part_columns, sub_compositions
+from napari_dfl.core.features.preferred import load_preferred
 from napari_dfl.core.features.settings import Settings
-from napari_dfl.core.heads.selection import PROBE, candidate_name, probe_row, rank
-from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.core.heads.selection import PROBE, Pick, candidate_name, choose, probe_row, rank
+from napari_dfl.core.slides.sampling import Composition, default_composition
 from napari_dfl.workflows.embedding.local import CancelCheck, Embedder, ensure_embedded
 from napari_dfl.workflows.jobs import Event, as_events, run
 from napari_dfl.workflows.labelled import (
@@ -40,8 +45,8 @@ from napari_dfl.workflows.labelled import (
 )
 
 __all__ = ["DEFAULT_FIELDS", "DEFAULT_FOLDS", "SELECT_COMPOSITION", "SuggestPlan", "Suggestion",
-           "choice_record", "compare_backbones", "compare_settings", "kept_choice",
-           "plan_suggestion", "suggest_settings"]
+           "choice_record", "compare_backbones", "compare_settings", "current_extractor",
+           "in_use", "kept_choice", "pick_of", "plan_suggestion", "suggest_settings"]
 
 #: Fields of view compared by default (``napari-dfl select --fields``): a nucleus (16 µm at
 #: x20), a few cells (32 µm) and a tissue tile (112 µm).
@@ -202,6 +207,9 @@ class Suggestion:
         settings: the settings the candidates were made from (backbone, store folder...).
         composition: the fullest candidate's composition (its patch size aside).
         source: the slide the annotations are on.
+        current: the backbone and composition in use when the comparison started (the
+            panel's settings); the suggestion keeps them unless a candidate clearly beats
+            them.
 
     """
 
@@ -210,25 +218,67 @@ class Suggestion:
     settings: Settings
     composition: Composition
     source: str = ""
+    current: tuple[str, Composition] | None = None
 
     @property
-    def best(self) -> dict | None:
-        """The best evaluated row, or None when no candidate could be evaluated."""
-        return next((row for row in self.rows if row["status"] == "ok"), None)
+    def pick(self) -> Pick | None:
+        """What is suggested (:func:`pick_of`), or None when no candidate was evaluated."""
+        return pick_of(self.rows, self.composition, self.current)
 
-    def best_choice(self) -> tuple[str, Composition] | None:
-        """The best backbone and composition as ``select --apply`` keeps them.
+    def choice(self) -> tuple[str, Composition] | None:
+        """The suggested backbone and composition as ``select --apply`` keeps them.
 
         See :func:`kept_choice`; None without an evaluated candidate.
         """
-        best = self.best
-        return None if best is None else kept_choice(best, self.composition)
+        pick = self.pick
+        return None if pick is None else kept_choice(pick.row, self.composition)
 
     def evidence(self) -> dict:
-        """What chose the best (``save_preferred``'s ``chosen``), or {} without one."""
-        best = self.best
-        return {} if best is None else choice_record(
-            best, [f"{self.source} (the panel's annotations)"])
+        """What chose the suggestion (``save_preferred``'s ``chosen``), or {} without one."""
+        pick = self.pick
+        return {} if pick is None else choice_record(
+            pick.row, [f"{self.source} (the panel's annotations)"])
+
+
+def in_use(backbone: str, composition: Composition, base: Composition,
+           ) -> Callable[[dict], bool]:
+    """Tells the row of the extractor in use among candidates made from ``base``.
+
+    A row matches when ``select --apply`` would keep exactly ``backbone`` and
+    ``composition`` from it (:func:`kept_choice`): same field, zooms, variants, context and
+    input size ("the backbone's own" matching a base that left it so).
+    """
+    def matches(row: dict) -> bool:
+        return (row.get("status") == "ok" and "composition" in row
+                and kept_choice(row, base) == (backbone, composition))
+    return matches
+
+
+def pick_of(rows: list[dict], base: Composition,
+            current: tuple[str, Composition] | None) -> Pick | None:
+    """The suggestion from ranked rows: the probe's best, or ``current`` when not beaten.
+
+    ``base`` is the composition the candidates were made from; ``current`` the backbone and
+    composition in use (None: the probe's best, whatever it is). See
+    :func:`~napari_dfl.core.heads.selection.choose`.
+    """
+    return choose(rows, None if current is None else in_use(*current, base))
+
+
+def current_extractor(specs: Sequence[str | os.PathLike]) -> tuple[str, Composition]:
+    """The backbone and composition ``train`` would use on ``specs`` today.
+
+    The choice ``select --apply`` kept, else the built-in defaults for these annotations
+    (cell-sized fields for points alone). A kept choice that cannot be read counts as none
+    (``train`` says so and uses the defaults too).
+    """
+    try:
+        preferred = load_preferred()
+    except DFLError:
+        preferred = None
+    if preferred is not None:
+        return preferred.backbone, preferred.composition
+    return DEFAULT_BACKBONE, default_composition(annotation_kinds(specs))
 
 
 def kept_choice(row: dict, base: Composition) -> tuple[str, Composition]:
@@ -326,7 +376,8 @@ def suggest_settings(slide, annotations: Sequence[Annotation], settings: Setting
         each candidate is measured.
 
     Returns:
-        The :class:`Suggestion` (rows ranked best first, the plan); nothing is applied.
+        The :class:`Suggestion` (rows ranked best first, the plan; its pick weighs the best
+        against ``settings``' own backbone and composition); nothing is applied.
 
     Raises:
         DFLError: bad annotations (see :func:`plan_suggestion`), before anything is embedded.
@@ -346,4 +397,5 @@ def suggest_settings(slide, annotations: Sequence[Annotation], settings: Setting
     base = settings.with_(composition=composition)
     rows = yield from _rank_candidates(embed, [settings.backbone], plan.fields, base,
                                        plan.folds, cancel)
-    return Suggestion(rows, plan, base, composition, str(slide.path))
+    return Suggestion(rows, plan, base, composition, str(slide.path),
+                      (settings.backbone, settings.composition))
