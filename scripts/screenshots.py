@@ -1,14 +1,21 @@
 """Take the README/docs screenshots in a real napari window, in a user's order (under Xvfb).
 
     xvfb-run -a -s "-screen 0 1500x1000x24" .venv/bin/python scripts/screenshots.py [--explorer]
+    xvfb-run -a -s "-screen 0 1500x1400x24" .venv/bin/python scripts/screenshots.py --suggest
 
 Opens the sample slide through the plugin, docks the panel, imports the demo annotations,
 clicks Extract (a picture of the progress), Train and Predict (the real backbone, in the
 panel's child process), presses key 2 on the canvas, shows the class map and a heatmap,
 asks to delete a class, switches to 224 px tiles (the advice), then opens the TCGA slide
 that records no pixel size. ``--explorer`` adds the embedding explorer. Autosave goes to a
-temporary folder and embeddings to ``out/screenshots/stores``, so the user's own folders
+temporary folder and embeddings to a temporary store folder, so the user's own folders
 are never touched. Writes PNGs into ``docs/images`` and prints their paths.
+
+``--suggest`` takes only the Suggest settings pictures instead: the demo annotations,
+Suggest settings with the panel's defaults (its ranking and the suggestion), Apply
+suggestion, then Suggest settings again (the applied settings in use, kept). Its embeddings
+go to ``out/screenshots/stores`` (kept: a rerun embeds nothing) and the kept choice to a
+temporary configuration folder.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 NO_MPP_SLIDE = ROOT.parent / "shared" / "data" / "slides" / "tcga-cr-7395-01a-01-ts1.svs"
 WINDOW = (1500, 1000)
+#: Window height of the ``--suggest`` pictures (the Xvfb screen must be as tall).
+TALL = 1400
 
 
 def settle(seconds: float = 1.0) -> None:
@@ -65,6 +74,8 @@ def press(viewer, key) -> None:
 def main() -> int:
     """Take the screenshots."""
     os.environ.setdefault("NAPARI_DFL_AUTOSAVE", tempfile.mkdtemp(prefix="dfl-shots-"))
+    if "--suggest" in sys.argv:
+        return suggest_screenshots()
     import napari
     from qtpy.QtCore import Qt
 
@@ -149,6 +160,42 @@ def explorer_screenshots(viewer, widget) -> None:
         explorer.false_colour_layer()
     shoot(viewer, "embedding_colours.png", canvas_only=True)
     explorer.close()
+
+
+def suggest_screenshots() -> int:
+    """Suggest settings on the demo annotations, Apply suggestion, Suggest settings again."""
+    os.environ["NAPARI_DFL_CONFIG"] = tempfile.mkdtemp(prefix="dfl-shots-config-")
+    import napari
+
+    from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS
+
+    viewer = napari.Viewer(show=True, title="napari-dfl")
+    viewer.window._qt_window.resize(WINDOW[0], TALL)  # the whole ranking table in view
+    viewer.open_sample("napari-dfl", "cmu1_small_region")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-dfl", "Deep Feature Learning")
+    stores = ROOT / "out" / "screenshots" / "stores"
+    widget.form.store_edit.setText(str(stores))
+    widget.form.store_edit.editingFinished.emit()
+    widget.project.import_geojson(SAMPLE_ANNOTATIONS)
+    viewer.reset_view()
+    section = widget.suggest
+    for name in ("suggest_settings_panel.png", "suggest_settings_kept.png"):
+        start = time.monotonic()
+        section.button.click()
+        wait_idle(widget, timeout=3600)
+        if section.suggestion is None:
+            raise SystemExit(f"Suggest settings failed: {widget.status.text()}")
+        print(f"ranking in {time.monotonic() - start:.0f} s: {section.suggestion.pick.reason()}")
+        settle()
+        # the panel alone, whole; then the section alone (the rest is as before)
+        (widget if name == "suggest_settings_panel.png" else section).grab().save(
+            str(IMAGES / name))
+        print(IMAGES / name)
+        if section.suggestion.pick.keeps_current or not section.apply():
+            break
+    widget.close()
+    viewer.close()
+    return 0
 
 
 if __name__ == "__main__":
