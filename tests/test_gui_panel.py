@@ -239,3 +239,16 @@ def test_the_context_box_sets_and_keeps_a_shared_context(panel):
     widget.session.set_settings(replace(settings, composition=replace(
         settings.composition, context="centred")))
     assert not form.context_check.isChecked()  # the form shows what the session holds
+
+
+def test_a_short_window_scrolls_the_panel_instead_of_squeezing_it(panel, qtbot):
+    viewer, widget = panel
+    window = viewer.window._qt_window
+    window.resize(1200, 650)  # a laptop's window, the settings open
+    widget.advanced.expand(animate=False)
+    content = widget.scroll_area.widget()
+    qtbot.waitUntil(lambda: widget.scroll_area.verticalScrollBar().maximum() > 0,
+                    timeout=3000)
+    # every section keeps at least its minimum height: the panel scrolls instead
+    assert content.height() >= content.minimumSizeHint().height()
+    assert widget.scroll_area.viewport().height() < content.height()

@@ -268,7 +268,7 @@ def test_cli_select_ranks_compositions_and_applies_the_best(demo, tmp_path, caps
     name = candidate_name("efficientnet-lite0", other)
     assert f" {name} (in use) |" in printed
     if f"★ {name} (in use) |" in printed:  # kept: the best does not beat it by 2 s.e.
-        assert f"suggested: {name} (" in printed and "the settings in use: " in printed
+        assert f"suggested: {name} (" in printed and "the settings in use stay: " in printed
         assert "--apply: nothing to change" in printed
     else:  # the best beats it by more than 2 s.e.: a change, kept by --apply
         assert f"| 1 | ★ {rows[0]['candidate']} |" in printed

@@ -12,13 +12,15 @@ jobs (run in napari thread workers; the backbone in a child process).
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -132,7 +134,17 @@ class DFLWidget(QWidget):
         for widget in (self.explore_pca_button, self.explore_umap_button,
                        self.explore_all_check):
             explore.addWidget(widget)
-        layout = QVBoxLayout(self)
+        # The sections live in a scroll area: on a short screen, or with the settings open
+        # and a ranking shown, the panel scrolls instead of squeezing its lists and tables.
+        content = QWidget()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(content)
         for widget in (self.slide_section, classes_box, self.advanced, self.suggest):
             layout.addWidget(widget)
         layout.addLayout(buttons)
@@ -145,6 +157,11 @@ class DFLWidget(QWidget):
         layout.addWidget(self.project)
         layout.addWidget(self.slide_model_box)
         layout.addStretch(1)
+        scroll.setWidget(content)
+        # as wide as the sections need (the dock takes its width from this), plus the bar
+        scroll.setMinimumWidth(content.minimumSizeHint().width()
+                               + scroll.verticalScrollBar().sizeHint().width())
+        self.scroll_area = scroll
 
     def _connect(self) -> None:
         session, viewer = self.session, self.viewer
