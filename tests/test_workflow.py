@@ -237,6 +237,8 @@ def test_cli_select_ranks_compositions_and_applies_the_best(demo, tmp_path, caps
     assert (f"suggested: {rows[0]['candidate']} (balanced accuracy {scores[0]:.3f} ±"
             in printed)
     assert "105 samples): the probe's best; the settings in use were not among" in printed
+    assert "in use now: efficientnet-lite0, 224 px: x20 rgb | x20 gray | x5 rgb | x5 gray" \
+        in printed
     assert f"| 1 | ★ {rows[0]['candidate']} |" in printed
     kept = json.loads((tmp_path / "user-config" / "extractor.json").read_text())
     assert kept["backbone"] == "efficientnet-lite0"

@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         say("no candidate could be evaluated", err=True)
         return 1
     row = pick.row
+    say(f"in use now: {current[0]}, {current[1].describe()} (what train would use)")
     say(f"suggested: {row['candidate']} (balanced accuracy {row['balanced_accuracy']:.3f} ± "
         f"{metric_text(row['balanced_accuracy_sd'], NO_SD)} over {row['folds']} folds, "
         f"{row['samples']} samples): {pick.reason()}")
