@@ -176,3 +176,27 @@ def test_given_order_computes_the_first_coords_first(slide, coords, backbone, tm
     first = next(generator)
     np.testing.assert_array_equal(first.committed, wanted[:3])
     generator.close()
+
+
+def test_a_store_records_its_precisions_and_a_mix_is_said(slide, coords, backbone, tmp_path):
+    import warnings
+
+    from napari_dfl.core.features.store_folder import MixedPrecisionWarning
+
+    composition = Composition(patch_size=112, zooms=(0.5,), variants=("rgb",))
+    other = "fp32" if backbone.precision != "fp32" else "bf16"
+    store = open_store_for(slide, backbone, composition, tmp_path)
+    assert store.attrs["precisions"] == [backbone.precision]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MixedPrecisionWarning)  # same precision: silent
+        run(embed_coords(slide, coords[:4], backbone, composition, store))
+    # More rows, another precision: kept, said, and recorded for whoever reads the store
+    with pytest.warns(MixedPrecisionWarning, match=f"--precision {backbone.precision}"):
+        run(embed_coords(slide, coords[:8], backbone.with_precision(other), composition,
+                         store))
+    assert len(store) == 8
+    assert EmbeddingStore.open(store.path).attrs["precisions"] == [backbone.precision, other]
+    with warnings.catch_warnings():  # nothing left to compute: nothing to say
+        warnings.simplefilter("error", MixedPrecisionWarning)
+        run(embed_coords(slide, coords[:8], backbone.with_precision(other), composition,
+                         store))

@@ -59,6 +59,10 @@ def one_line_warnings(debug: bool = False) -> Iterator[None]:
         out = file if file is not None else sys.stderr
         if debug:
             out.write(warnings.formatwarning(message, category, filename, lineno, line))
+        elif "tqdm" in sys.modules:  # a progress bar may be drawn: print above it
+            from tqdm import tqdm
+
+            tqdm.write(f"napari-dfl: warning: {text}", file=out)
         else:
             out.write(f"napari-dfl: warning: {text}\n")
 

@@ -22,6 +22,7 @@ import numpy as np
 from napari_dfl.core.errors import Cancelled
 from napari_dfl.core.features.shared_context import ContextCache, cut_shared, embed_shared
 from napari_dfl.core.features.store import EmbeddingStore
+from napari_dfl.core.features.store_folder import note_precision
 from napari_dfl.core.slides.sampling import Composition, sample_patches
 from napari_dfl.core.slides.tiff import Slide
 
@@ -186,6 +187,7 @@ def embed_coords(
     yield EmbedProgress(done, total, 0, 0.0, slide.path.name)
     if not len(todo):
         return store
+    note_precision(store, getattr(backbone, "precision", None))  # a mix is said, and kept
     forward_batch = [max(MIN_BATCH, int(batch_size))]
     cut, embed_cut = _batch_steps(slide, composition, backbone, forward_batch)
     pending: deque[tuple[np.ndarray, Future]] = deque()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ from napari_dfl.core.features.store_format import StoreError, normalise_json
 from napari_dfl.core.slides.fingerprint import slide_fingerprint
 from napari_dfl.core.util.hashing import json_sha256
 
-__all__ = ["STORE_SUFFIX", "find_store", "index_stores", "legacy_store_path", "open_store_for",
+__all__ = ["STORE_SUFFIX", "MixedPrecisionWarning", "find_store", "index_stores",
+           "legacy_store_path", "note_precision", "open_store_for",
            "sibling_stores", "slide_name", "store_extractor", "store_identity",
            "store_path_for"]
 
@@ -119,6 +121,7 @@ def open_store_for(slide: Any, backbone: Any, composition: Any,
     store = EmbeddingStore.create_or_open(path, identity,
                                           dim=backbone.embed_dim * composition.n_parts)
     if not store.attrs:
+        precision = getattr(backbone, "precision", None)
         store.set_attrs(
             slide_path=str(slide.path),
             mpp=slide.mpp,
@@ -126,8 +129,38 @@ def open_store_for(slide: Any, backbone: Any, composition: Any,
             patch_size_level0=composition.anchor_extent(slide.require_mpp()),
             parts=[f"{z:g}um/px {v}" for z, v in composition.parts()],
             package_version=__version__,
+            **({"precisions": [precision]} if precision else {}),
         )
     return store
+
+
+class MixedPrecisionWarning(UserWarning):
+    """Rows of another precision are being added to a store (see :func:`note_precision`)."""
+
+
+def note_precision(store: EmbeddingStore, precision: str | None) -> bool:
+    """Record that rows computed in ``precision`` are about to be added to ``store``.
+
+    Precision is not part of a store's identity (bf16 and fp32 vectors agree to a cosine of
+    about 0.998), so a store can be filled in two; its ``precisions`` attribute says which
+    wrote its rows. A store created before the attribute existed records none and is left
+    alone (its history is unknown).
+
+    Returns:
+        True when ``precision`` is new to a store that records its precisions; a
+        :class:`MixedPrecisionWarning` then says what to do.
+
+    """
+    known = store.attrs.get("precisions")
+    if not precision or not isinstance(known, list) or precision in known:
+        return False
+    store.set_attrs(precisions=[*known, precision])
+    warnings.warn(MixedPrecisionWarning(
+        f"{store.path.name} holds embeddings computed in {', '.join(map(str, known))}; these "
+        f"are computed in {precision}. The two agree closely, but a figure that mixes them "
+        f"is the figure of neither: pass --precision {known[0]} to keep the store in one "
+        "precision, or use another store folder."), stacklevel=2)
+    return True
 
 
 def store_extractor(store: EmbeddingStore) -> Extractor:
