@@ -28,7 +28,8 @@ from napari_dfl.core.heads.metrics import NO_KAPPA, NO_SD, metric_text
 from napari_dfl.core.slides.sampling import Composition
 
 __all__ = ["METRICS", "PROBE", "SWITCH_MARGIN", "Pick", "candidate_name", "choose", "label",
-           "markdown_table", "paired_gain", "probe_row", "rank", "same_folds", "write_results"]
+           "markdown_table", "marked", "paired_gain", "probe_row", "rank", "same_folds",
+           "write_results"]
 
 METRICS = ("balanced_accuracy", "cohen_kappa", "weighted_f1")
 
@@ -170,6 +171,14 @@ def choose(rows: list[dict], is_current: Callable[[dict], bool] | None = None) -
     return Pick(top if switch else current, top, current, gain, se)
 
 
+def marked(row: dict, pick: Pick | None) -> str:
+    """A row's label, ★ when it is ``pick``'s suggestion, "(in use)" for the settings in use."""
+    name = label(row)
+    if pick is not None and row is pick.current:
+        name += " (in use)"
+    return f"★ {name}" if pick is not None and row is pick.row else name
+
+
 def markdown_table(rows: list[dict], pick: Pick | None = None) -> str:
     """The ranking as a Markdown table (mean +- sd).
 
@@ -184,12 +193,7 @@ def markdown_table(rows: list[dict], pick: Pick | None = None) -> str:
             continue
         cells = [f"{metric_text(row[m], NO_KAPPA if m == 'cohen_kappa' else 'undefined')} ± "
                  f"{metric_text(row[m + '_sd'], NO_SD)}" for m in METRICS]
-        name = label(row)
-        if pick is not None and row is pick.current:
-            name += " (in use)"
-        if pick is not None and row is pick.row:
-            name = f"★ {name}"
-        lines.append(f"| {row['rank']} | {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['rank']} | {marked(row, pick)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -208,7 +212,7 @@ def write_results(rows: list[dict], out_dir: str | os.PathLike,
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    _bar_chart([r for r in rows if r["status"] == "ok"], paths["png"])
+    _bar_chart([r for r in rows if r["status"] == "ok"], paths["png"], pick)
     return paths
 
 
@@ -217,7 +221,7 @@ def _number(value: float | None, missing: float = float("nan")) -> float:
     return missing if value is None else float(value)
 
 
-def _bar_chart(rows: list[dict], path: Path) -> None:
+def _bar_chart(rows: list[dict], path: Path, pick: Pick | None = None) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -231,7 +235,8 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
         ax.bar(x + k * width, [_number(r[metric]) for r in rows], width,
                yerr=[_number(r[metric + "_sd"], 0.0) for r in rows], capsize=3,
                label=metric.replace("_", " "))
-    ax.set_xticks(x + width, [label(r) for r in rows], rotation=20, ha="right", fontsize=7)
+    ax.set_xticks(x + width, [marked(r, pick) for r in rows], rotation=20, ha="right",
+                  fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("linear probe, grouped CV")
     ax.legend(loc="lower right", fontsize=8)
