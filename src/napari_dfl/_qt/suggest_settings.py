@@ -35,7 +35,7 @@ from napari_dfl.core.errors import DFLError
 from napari_dfl.core.features.parts import sub_compositions
 from napari_dfl.core.features.preferred import save_preferred
 from napari_dfl.core.heads.metrics import NO_SD, metric_text
-from napari_dfl.core.heads.selection import Pick
+from napari_dfl.core.heads.selection import Pick, marked
 from napari_dfl.core.slides.sampling import Composition
 from napari_dfl.workflows.embedding.child import ChildEmbedder
 from napari_dfl.workflows.jobs import Event
@@ -57,8 +57,6 @@ _COLUMN_TIPS = ("field of view, zooms and colour variants (the backbone is in th
                 "samples scored (each once, out of fold)", "grouped folds")
 #: Rows the table shows without scrolling.
 _VISIBLE_ROWS = 12
-_PICK = "★ "
-_IN_USE = " (in use)"
 APPLY = "Apply suggestion"
 
 
@@ -67,12 +65,12 @@ def _short(row: dict) -> str:
     return str(row["candidate"]).removeprefix(f"{row['backbone']}, ")
 
 
-def row_cells(row: dict, picked: bool = False, in_use: bool = False) -> list[str]:
+def row_cells(row: dict, pick: Pick | None = None) -> list[str]:
     """The table's cells of one ranking row: candidate, balanced accuracy ± sd, n, folds.
 
-    ``picked`` marks the suggestion (★), ``in_use`` the settings in use.
+    With ``pick``, the suggestion is marked ★ and the settings in use "(in use)".
     """
-    name = (_PICK if picked else "") + _short(row) + (_IN_USE if in_use else "")
+    name = marked(row, pick, _short(row))
     if row["status"] != "ok":
         return [name, f"unavailable: {row['error']}", "", ""]
     return [name, f"{row['balanced_accuracy']:.3f} ± "
@@ -332,13 +330,13 @@ class SuggestSettings(QWidget):
         self.table.setRowCount(0)
         self.table.setVisible(bool(rows))
         for row in rows:
-            self._append(row, picked=pick is not None and row is pick.row,
-                         in_use=pick is not None and row is pick.current)
+            self._append(row, pick)
 
-    def _append(self, row: dict, picked: bool = False, in_use: bool = False) -> None:
+    def _append(self, row: dict, pick: Pick | None = None) -> None:
+        picked = pick is not None and row is pick.row
         index = self.table.rowCount()
         self.table.insertRow(index)
-        for column, text in enumerate(row_cells(row, picked, in_use)):
+        for column, text in enumerate(row_cells(row, pick)):
             item = QTableWidgetItem(text)
             if column:
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight

@@ -171,9 +171,12 @@ def choose(rows: list[dict], is_current: Callable[[dict], bool] | None = None) -
     return Pick(top if switch else current, top, current, gain, se)
 
 
-def marked(row: dict, pick: Pick | None) -> str:
-    """A row's label, ★ when it is ``pick``'s suggestion, "(in use)" for the settings in use."""
-    name = label(row)
+def marked(row: dict, pick: Pick | None, name: str | None = None) -> str:
+    """A row's label, ★ when it is ``pick``'s suggestion, "(in use)" for the settings in use.
+
+    ``name`` replaces the label (the panel shows candidates without their backbone).
+    """
+    name = label(row) if name is None else name
     if pick is not None and row is pick.current:
         name += " (in use)"
     return f"★ {name}" if pick is not None and row is pick.row else name
