@@ -15,7 +15,12 @@ from napari_dfl.core.features.parts import part_columns, sub_compositions
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.features.store_folder import open_store_for, store_path_for
 from napari_dfl.core.project.folder import ProjectFile
-from napari_dfl.core.slides.sampling import Composition, CompositionError, sample_patches
+from napari_dfl.core.slides.sampling import (
+    TISSUE_COMPOSITION,
+    Composition,
+    CompositionError,
+    sample_patches,
+)
 from napari_dfl.core.util.progress import drive as run
 
 CELL = Composition(64, (0.5, 2.0), ("rgb",), 224)
@@ -150,7 +155,7 @@ def test_the_panel_session_gives_points_cell_sized_fields(sample_slide_path, tmp
     session.message.connect(lambda level, text: told.append(text))
     session.set_slide(open_slide(copy))
     session.set_settings(session.settings.with_(store_dir=str(tmp_path / "stores")))
-    assert session.settings.composition == Composition()
+    assert session.settings.composition == TISSUE_COMPOSITION
     session.add_class("tumour")
     session.add_annotations([Annotation(MultiPoint([(900, 1200), (1000, 1300)]), "tumour")])
     assert session.extract()
@@ -158,8 +163,8 @@ def test_the_panel_session_gives_points_cell_sized_fields(sample_slide_path, tmp
     assert any("Points only: cell-sized fields of 32 px (16 µm" in t for t in told)
     assert session.samples is not None and len(session.samples.coords) == 2
     # a composition the user chose stays, even the built-in one
-    session.set_settings(session.settings.with_(composition=Composition()))
-    assert session.extract() and session.settings.composition == Composition()
+    session.set_settings(session.settings.with_(composition=TISSUE_COMPOSITION))
+    assert session.extract() and session.settings.composition == TISSUE_COMPOSITION
 
 
 def test_a_field_larger_than_the_slide_is_said_in_one_line(tmp_path, capsys):

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_dfl._qt import annotation_layers
 from napari_dfl._qt.overlays import tile_placement
@@ -225,20 +226,22 @@ def test_drawing_without_a_class_says_what_to_do(panel):
         widget.status.text()
 
 
-def test_the_context_box_sets_and_keeps_a_shared_context(panel):
-    """Ticking the box shares the x5 context; editing another field keeps the choice."""
+def test_the_context_box_shows_the_default_and_sets_another(panel, qtbot):
+    """The sample's centred context shows; the keyboard picks another; other edits keep it."""
     _viewer, widget = panel
     form = widget.form
-    assert not form.context_check.isChecked()
-    assert widget.session.settings.composition.context == "centred"
-    form.context_check.setChecked(True)
-    assert widget.session.settings.composition.context == "shared"
+    combo = form.context_combo
+    assert widget.session.settings.composition.context == "centred"  # the small sample's
+    assert combo.currentData() == "centred"
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key.Key_Down)  # the next choice: nearest, the tissue default
+    assert widget.session.settings.composition.context == "nearest"
     form.gray_check.setChecked(not form.gray_check.isChecked())  # another field changes...
-    assert widget.session.settings.composition.context == "shared"  # ...the context stays
+    assert widget.session.settings.composition.context == "nearest"  # ...the context stays
     settings = widget.session.settings
     widget.session.set_settings(replace(settings, composition=replace(
         settings.composition, context="centred")))
-    assert not form.context_check.isChecked()  # the form shows what the session holds
+    assert combo.currentData() == "centred"  # the form shows what the session holds
 
 
 def test_a_short_window_scrolls_the_panel_instead_of_squeezing_it(panel, qtbot):

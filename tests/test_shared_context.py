@@ -1,4 +1,4 @@
-"""Shared context: x5 parts centred on their own grid's cells, each embedded once."""
+"""Shared and nearest context: x5 parts on a grid of their own, each embedded once."""
 
 from __future__ import annotations
 
@@ -10,11 +10,20 @@ import pytest
 from conftest import assert_same_embeddings
 from napari_dfl import tile_grid
 from napari_dfl.core.features.engine import embed_coords
+from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.features.store_folder import open_store_for
-from napari_dfl.core.slides.sampling import Composition, CompositionError, sample_patches
+from napari_dfl.core.slides.sample_slide import SAMPLE_COMPOSITION
+from napari_dfl.core.slides.sampling import (
+    TISSUE_COMPOSITION,
+    Composition,
+    CompositionError,
+    default_composition,
+    sample_patches,
+)
 from napari_dfl.core.util.progress import drive as run
 
 SHARED = Composition(context="shared")
+NEAREST = Composition(context="nearest")
 
 
 def test_identity_of_a_shared_composition_and_old_ones_unchanged():
@@ -23,9 +32,22 @@ def test_identity_of_a_shared_composition_and_old_ones_unchanged():
     assert Composition.from_dict(SHARED.to_dict()) == SHARED
     assert Composition.from_dict(Composition().to_dict()).context == "centred"
     assert "context shared" in SHARED.describe() and "shared" not in Composition().describe()
-    assert not Composition(zooms=(0.5,), context="shared").shares_context  # nothing to share
-    with pytest.raises(CompositionError, match="context must be one of centred, shared"):
-        Composition(context="nearest")
+    single = Composition(zooms=(0.5,), context="nearest")  # nothing to share: one identity
+    assert not single.shares_context and single == Composition(zooms=(0.5,))
+    assert dataclasses.replace(TISSUE_COMPOSITION, zooms=(0.5,)).to_dict() == single.to_dict()
+    assert Composition.from_dict(NEAREST.to_dict()) == NEAREST and NEAREST.shares_context
+    assert "nearest context window" in NEAREST.describe()
+    with pytest.raises(CompositionError, match="context must be one of centred, shared, nearest"):
+        Composition(context="around")
+
+
+def test_defaults_share_the_context_for_tissue_and_centre_it_on_cells():
+    assert TISSUE_COMPOSITION.shares_context and TISSUE_COMPOSITION.context == "nearest"
+    assert default_composition({"region"}) == TISSUE_COMPOSITION == Settings().composition
+    assert default_composition({"point", "region"}) == TISSUE_COMPOSITION
+    assert default_composition({"point"}).context == "centred"
+    # the small sample slide keeps a centred context (its 181 tiles take seconds either way)
+    assert SAMPLE_COMPOSITION == Composition(112) and SAMPLE_COMPOSITION.context == "centred"
 
 
 def test_samples_of_one_cell_share_their_context_centre():
@@ -37,6 +59,17 @@ def test_samples_of_one_cell_share_their_context_centre():
     np.testing.assert_array_equal(shared[2], [2688.0, 896.0])   # the next cell
     np.testing.assert_array_equal(SHARED.part_centres(centres, 0, 0.25), centres)
     np.testing.assert_array_equal(Composition().part_centres(centres, 1, 0.25), centres)
+
+
+def test_nearest_context_is_centred_on_the_middle_tile_of_each_3_by_3_block():
+    # x20 tiles of 448 px on a 0.25 um/px slide: blocks of 3 x 3 tiles, 1,344 px a side
+    tiles = np.array([[x, y] for y in range(6) for x in range(6)], dtype=float) * 448 + 224
+    near = NEAREST.part_centres(tiles, 1, 0.25)
+    assert len(np.unique(near, axis=0)) == 4  # 36 tiles, 4 blocks of 9
+    middle = tiles[(tiles == [672.0, 672.0]).all(1)]  # the middle tile of the first block
+    np.testing.assert_array_equal(NEAREST.part_centres(middle, 1, 0.25), middle)
+    assert np.abs(near - tiles).max() == 448  # never more than one tile off its own centre
+    assert np.abs(SHARED.part_centres(tiles, 1, 0.25) - tiles).max() == 672  # 1.5 tiles
 
 
 class _Counting:
@@ -53,9 +86,11 @@ class _Counting:
         return self._backbone.embed(patches)
 
 
-def test_each_context_is_embedded_once_and_rows_equal_the_plain_cut(slide, backbone, tmp_path):
+@pytest.mark.parametrize("context", ["shared", "nearest"])
+def test_each_context_is_embedded_once_and_rows_equal_the_plain_cut(slide, backbone, tmp_path,
+                                                                     context):
     coords = tile_grid(slide, 224, 0.5).coords[:24]
-    composition = SHARED.for_input(backbone.input_size)
+    composition = Composition(context=context).for_input(backbone.input_size)
     counting = _Counting(backbone)
     store = open_store_for(slide, backbone, composition, tmp_path)
     run(embed_coords(slide, coords, counting, composition, store, batch_size=5, readers=2))
@@ -96,7 +131,9 @@ def test_the_cli_option_chooses_the_context():
     parser = build_parser()
     shared = settings_from(parser.parse_args(["embed", "s.svs", "--context", "shared"]))
     assert shared.composition.context == "shared" and shared.composition.shares_context
+    centred = settings_from(parser.parse_args(["embed", "s.svs", "--context", "centred"]))
+    assert centred.composition == dataclasses.replace(TISSUE_COMPOSITION, context="centred")
     plain = settings_from(parser.parse_args(["embed", "s.svs"]))
-    assert plain.composition.context == "centred"
+    assert plain.composition == TISSUE_COMPOSITION  # the tissue default
     with pytest.raises(SystemExit):
-        parser.parse_args(["embed", "s.svs", "--context", "nearest"])
+        parser.parse_args(["embed", "s.svs", "--context", "around"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.heads.head_files import load_head
 from napari_dfl.core.heads.selection import candidate_name
 from napari_dfl.core.slides.sample_slide import SAMPLE_ANNOTATIONS, SAMPLE_SLIDE
-from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.core.slides.sampling import TISSUE_COMPOSITION
 from napari_dfl.workflows.demo import DEMO_PATCH, run_demo
 
 pytestmark = pytest.mark.slow
@@ -237,8 +238,7 @@ def test_cli_select_ranks_compositions_and_applies_the_best(demo, tmp_path, caps
     assert (f"suggested: {rows[0]['candidate']} (balanced accuracy {scores[0]:.3f} ±"
             in printed)
     assert "105 samples): the probe's best; the settings in use were not among" in printed
-    assert "in use now: efficientnet-lite0, 224 px: x20 rgb | x20 gray | x5 rgb | x5 gray" \
-        in printed
+    assert f"in use now: efficientnet-lite0, {TISSUE_COMPOSITION.describe()}" in printed
     assert f"| 1 | ★ {rows[0]['candidate']} |" in printed
     kept = json.loads((tmp_path / "user-config" / "extractor.json").read_text())
     assert kept["backbone"] == "efficientnet-lite0"
@@ -262,7 +262,7 @@ def test_cli_select_ranks_compositions_and_applies_the_best(demo, tmp_path, caps
     assert "the settings in use, and the probe's best." in printed
     assert "--apply: nothing to change" in printed and kept_file.read_text() == before
     # With another candidate in use, the table marks it and the suggestion says why.
-    other = next(c for c in sub_compositions(Composition(DEMO_PATCH))
+    other = next(c for c in sub_compositions(replace(TISSUE_COMPOSITION, patch_size=DEMO_PATCH))
                  if candidate_name("efficientnet-lite0", c) != rows[0]["candidate"])
     save_preferred("efficientnet-lite0", other)
     assert main(again) == 0

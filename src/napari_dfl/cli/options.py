@@ -169,11 +169,12 @@ def add_extractor_options(parser: argparse.ArgumentParser, *, candidates: bool =
                             "4096, or auto: the backbone's own input size (default auto)")
     if not candidates:
         group.set_defaults(input_size=_UNSET)
-        group.add_argument("--context", choices=["centred", "shared"],
+        group.add_argument("--context", choices=["centred", "shared", "nearest"],
                            help="centred: each sample's x5 part is centred on it; shared: on "
                                 "the x5 tile it lies in, embedded once for its 16 x20 tiles "
                                 "(about 2x faster whole slides; docs/embedding.md). Default "
-                                "centred")
+                                "shared for tissue (regions, tiles), centred for cells "
+                                "(points only)")
     else:
         parser.set_defaults(context=None)
 
@@ -226,9 +227,9 @@ def _extractor_values(args: argparse.Namespace) -> dict:
     from napari_dfl.core.backbones.registry import DEFAULT_BACKBONE
     from napari_dfl.core.errors import DFLError
     from napari_dfl.core.features.preferred import load_preferred
-    from napari_dfl.core.slides.sampling import Composition, default_composition
+    from napari_dfl.core.slides.sampling import TISSUE_COMPOSITION, default_composition
 
-    base, backbone = Composition(), DEFAULT_BACKBONE
+    base, backbone = TISSUE_COMPOSITION, DEFAULT_BACKBONE
     given = {"patch_size": args.patch_size, "zooms": args.zooms, "variants": args.variants}
     if args.backbone is None or any(v is None for v in given.values()) \
             or args.input_size is _UNSET:
@@ -243,7 +244,7 @@ def _extractor_values(args: argparse.Namespace) -> dict:
                 "(options given here win; napari-dfl select --reset forgets it)", err=True)
         elif args.patch_size is None and getattr(args, "datasets", None):
             base = default_composition(annotation_kinds(args.datasets))
-            if base != Composition():
+            if base != TISSUE_COMPOSITION:
                 say(f"points only: cell-sized fields of {base.patch_size} px "
                     f"({base.fields_um()[0]:g} µm at x20), the default for cells "
                     "(docs/embedding.md); --patch-size 224 for tissue-sized ones", err=True)

@@ -54,7 +54,8 @@ DEFAULT_FIELDS = (32, 64, 224)
 #: Grouped folds by default (``napari-dfl select --folds``).
 DEFAULT_FOLDS = 5
 #: The fullest candidate's zooms and variants (``select``'s defaults): x20 + x5, rgb + gray,
-#: the backbone's own input size; its patch size is replaced by each field compared.
+#: the backbone's own input size; its patch size is replaced by each field compared, and the
+#: panel gives it the context of the settings in use (the CLI's comes from its options).
 SELECT_COMPOSITION = Composition()
 
 #: Embeds labelled samples with some settings, as a job (events, then the embeddings).
@@ -361,10 +362,11 @@ def suggest_settings(slide, annotations: Sequence[Annotation], settings: Setting
     """Rank candidates on one slide's annotations: ``napari-dfl select`` as a panel job.
 
     The candidates are :func:`compare_settings`'s: ``settings.backbone`` x ``fields`` x
-    {x20, x20 + context} x {rgb, rgb + gray} of ``composition`` (the CLI's defaults), each
-    probed on the same grouped folds. The samples are the annotations' (as Train makes
-    them) and embed through ``make_embedder(candidate settings)`` into ``settings``' store
-    folder, so stored embeddings are reused and new ones kept. The same annotations
+    {x20, x20 + context} x {rgb, rgb + gray} of ``composition`` (the CLI's defaults) with
+    the context of ``settings`` (centred or shared), each probed on the same grouped folds.
+    The samples are the annotations' (as Train makes them) and embed through
+    ``make_embedder(candidate settings)`` into ``settings``' store folder, so stored
+    embeddings are reused and new ones kept. The same annotations
     exported as a dataset give the same rows with ``compare_settings(..., folds=plan.folds)``.
 
     ``plan`` is :func:`plan_suggestion`'s for the same arguments, when the caller made it
@@ -387,6 +389,8 @@ def suggest_settings(slide, annotations: Sequence[Annotation], settings: Setting
     if plan is None:
         plan = plan_suggestion(slide, annotations, settings, fields, folds=folds,
                                composition=composition)
+    # the candidates' context is the one in use, so the settings in use are among them
+    composition = replace(composition, context=settings.composition.context)
 
     def embed(candidate: Settings) -> Generator[Event, None, LabelledEmbeddings]:
         samples = plan.sample_sets[candidate.composition.patch_size]

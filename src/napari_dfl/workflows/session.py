@@ -32,7 +32,7 @@ from napari_dfl.core.slides.sample_slide import (
     SAMPLE_PATCH,
     is_bundled_sample,
 )
-from napari_dfl.core.slides.sampling import Composition, default_composition
+from napari_dfl.core.slides.sampling import TISSUE_COMPOSITION, default_composition
 from napari_dfl.core.util.palette import class_colors, to_hex
 from napari_dfl.workflows.embedding.local import CancelCheck, Embedder, LocalEmbedder
 from napari_dfl.workflows.jobs import Event, run
@@ -213,7 +213,7 @@ class Session:
         self._annotations: list[Annotation] = []
         self._settings, self.status = _starting_settings()
         #: The composition was set by the user, a project or a kept choice: keep it.
-        self._composition_chosen = self._settings.composition != Composition()
+        self._composition_chosen = self._settings.composition != TISSUE_COMPOSITION
         self.samples: SampleSet | None = None
         self.result: TrainingResult | None = None
         self.prediction: TilePrediction | None = None
@@ -256,11 +256,11 @@ class Session:
         self.samples = None
         self.slide_changed.emit(slide)
         if slide is not None and is_bundled_sample(slide.path) and \
-                self._settings.composition == Composition():
+                self._settings.composition == TISSUE_COMPOSITION:
             self.set_settings(self._settings.with_(composition=SAMPLE_COMPOSITION))
-            self.say(f"The sample slide is a small region: tiles of {SAMPLE_PATCH} px, as in "
-                     "napari-dfl demo (224 px tiles would leave its demo regions too few "
-                     "samples).")
+            self.say(f"The sample slide is a small region: tiles of {SAMPLE_PATCH} px and "
+                     "the x5 context centred on each, as in napari-dfl demo (224 px tiles "
+                     "would leave its demo regions too few samples).")
 
     def working_slide(self):
         """The slide with a pixel size, ready for a job.

@@ -8,14 +8,14 @@ receives, so that the same choices always mean the same embeddings in the same f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from napari_dfl.core.backbones.registry import DEFAULT_BACKBONE
 from napari_dfl.core.errors import DFLError
 from napari_dfl.core.features.extractor import Extractor
-from napari_dfl.core.slides.sampling import Composition
+from napari_dfl.core.slides.sampling import TISSUE_COMPOSITION, Composition
 from napari_dfl.core.util.paths import default_store_dir
 
 __all__ = ["PRECISIONS", "Settings", "SettingsError"]
@@ -35,7 +35,8 @@ class Settings:
     Attributes:
         backbone: a preset, a timm name, a fine-tuned folder or ``finetuned:<name>``.
         weights: a weights file or source for the backbone (None: the preset's own).
-        composition: patch size, zooms and colour variants of a sample.
+        composition: patch size, zooms, colour variants and context of a sample (default:
+            the tissue default, :data:`~napari_dfl.core.slides.sampling.TISSUE_COMPOSITION`).
         store_dir: folder of the embedding stores; None is the default folder (the user
             cache, :func:`napari_dfl.core.util.paths.default_store_dir`), never the slide's.
         min_tissue: tissue share a tile needs to be predicted or embedded whole-slide.
@@ -51,7 +52,7 @@ class Settings:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None
-    composition: Composition = field(default_factory=Composition)
+    composition: Composition = TISSUE_COMPOSITION
     store_dir: str | None = None
     min_tissue: float = 0.5
     batch_size: int = 8

@@ -2,8 +2,11 @@
 
 With ``Composition(context="shared")`` the x5 part of a sample is the x5 patch of the cell
 (of a grid of x5 fields) that holds the sample's centre: the 16 x20 tiles of one cell share
-it. The engine then cuts and embeds each such patch once: the readers cut a batch's own
-(first-zoom) parts and only the context patches not embedded yet, the model embeds them, and
+it; with ``context="nearest"`` (the tissue default) it is the x5 patch centred on the middle
+tile of the sample's 3 x 3 block of x20 tiles, shared by those 9
+(:meth:`~napari_dfl.core.slides.sampling.Composition.part_centres`). The engine then cuts and
+embeds each such patch once: the readers cut a batch's own (first-zoom) parts and only the
+context patches not embedded yet, the model embeds them with the batch's own parts, and
 :class:`ContextCache` keeps the context embeddings for the next samples of the same cells
 (the spatial order of extraction visits them close together). A context a batch needs but
 does not find (evicted, or claimed by the reader of a later batch running at the same time)
@@ -110,15 +113,17 @@ def embed_shared(cut: SharedCut, slide: Slide, composition: Composition, cache: 
 
     ``embed`` turns ``(N, V, S, S, 3)`` patches into ``(N, V * D)``.
     """
-    rows = [embed(cut.own)]
     # A context cut here may already be embedded: two readers cut batches at once, and the
     # later batch's reader can claim a cell the earlier batch also needs; the earlier batch,
     # embedded first, then embedded it on the spot (below).
     keys = [key for key in cut.new if cache.get(key) is None]
-    if keys:
-        for key, vector in zip(keys, embed(np.stack([cut.new[k] for k in keys])), strict=True):
-            cache.put(key, vector)
-        cache.computed += len(keys)
+    # the batch's own parts and its new contexts in one forward pass (a few context
+    # patches alone would make a small, slow batch)
+    vectors = embed(np.concatenate([cut.own, *(cut.new[k][None] for k in keys)]))
+    rows = [vectors[:len(cut.own)]]
+    for key, vector in zip(keys, vectors[len(cut.own):], strict=True):
+        cache.put(key, vector)
+    cache.computed += len(keys)
     for keys in cut.keys:
         found = {key: cache.get(key) for key in dict.fromkeys(keys)}
         missing = [key for key, vector in found.items() if vector is None]
