@@ -692,7 +692,7 @@ def write_report(results: dict, doc: Path, images: Path, *, quick: bool = False)
 
 def _defaults(results: dict, cfg) -> list[str]:
     """The product's defaults, each with the figures of this report that bear on it."""
-    from napari_dfl.core.slides.sampling import Composition, default_composition
+    from napari_dfl.core.slides.sampling import default_composition
 
     out = []
     gains = few_label_gains(results) if "few_labels" in results else {}
@@ -716,13 +716,13 @@ def _defaults(results: dict, cfg) -> list[str]:
            f". These figures do not support the default sigma {cfg.noise:g}: see section 1b")
         + " ([heads.md](heads.md) has the earlier sweeps).")
     rows = results["fields"]["rows"]
-    point, region = default_composition({"point"}), Composition()
+    point, region = default_composition({"point"}), default_composition({"region"})
     full = {r["field"]: n for n, r in rows.items() if r["parts"] == 4}
     best_name = max(rows, key=lambda n: np.mean(rows[n][BA]))
     pf, rf = point.patch_size, region.patch_size
     out.append(
         f"- **Composition for points `{point.describe()}` (read at the backbone's input "
-        f"size)**; regions and tiles keep `{region.describe()}`. On these nuclei "
+        f"size)**; regions and tiles get `{region.describe()}`. On these nuclei "
         f"(section 2) the full composition gives "
         + ", ".join(f"{np.mean(rows[full[f]][BA]):.3f} at {f} px" for f in sorted(full))
         + f"; the best candidate is *{best_name}* ({np.mean(rows[best_name][BA]):.3f}). "

@@ -67,7 +67,7 @@ bench benchmarks/embed_throughput.py --device "$device" --samples "$samples" --s
   --batch 32 > "$out/embed.txt"
 echo "[gpu_check] whole slide (subset) on $device" >&2
 bench benchmarks/whole_slide.py --device "$device" --size "$slide" --tiles "$tiles" \
-  --batch 32 > "$out/slide.txt"
+  --batch 32 --repeats 1 > "$out/slide.txt"
 echo "[gpu_check] head training (CPU, all cores)" >&2
 bench benchmarks/head_training.py --sizes "$sizes" > "$out/heads.txt"
 

@@ -5,7 +5,8 @@ in (embedded once for its 16 tiles) instead of an x5 patch centred on the tile. 
 measures the accuracy cost on the data at hand, centred and shared side by side, with the
 same samples, folds and seeds (paired differences):
 
-* ``demo``: the sample slide's demo regions (epidermis, dermis, background), 224 px tiles;
+* ``demo``: the sample slide's demo regions (epidermis, dermis, background) at the demo's
+  112 px tiles (``SAMPLE_COMPOSITION``: what ``napari-dfl demo`` and the panel use there);
 * ``crc``: CRCHistoPhenotypes nuclei (research use only; read in place from
   ``../shared/data/crchisto``), ``--per-class`` per class, the default point composition
   (32 px; its x5 part is 64 µm around the nucleus), image-grouped folds;
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 SHARED_DATA = Path(os.environ.get("NAPARI_DFL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SAMPLE = ROOT / "sample_data" / "CMU-1-Small-Region.svs"
-CONTEXTS = ("centred", "shared")
+CONTEXTS = ("centred", "shared", "nearest")
 
 
 def log(message: str) -> None:
@@ -71,10 +72,11 @@ def measure(name: str, specs: list[str], work: Path, folds: int, seeds: int) -> 
     from napari_dfl.core.features.settings import Settings
     from napari_dfl.core.heads.config import TrainConfig
     from napari_dfl.core.heads.validation import cross_validate
+    from napari_dfl.core.slides.sample_slide import SAMPLE_COMPOSITION
     from napari_dfl.core.slides.sampling import default_composition
     from napari_dfl.workflows.labelled import embed_labelled
 
-    base = default_composition(annotation_kinds(specs))
+    base = SAMPLE_COMPOSITION if name == "demo" else default_composition(annotation_kinds(specs))
     out: dict = {"composition": base.describe()}
     for context in CONTEXTS:
         settings = Settings(composition=dataclasses.replace(base, context=context),
@@ -94,13 +96,15 @@ def measure(name: str, specs: list[str], work: Path, folds: int, seeds: int) -> 
                         "groups": len(set(data.groups.tolist()))}
         log(f"{name:<7} {context:<8} n={len(data.labels)} bal. acc. "
             f"{np.mean(scores):.3f} ± {np.std(scores, ddof=1):.3f} (embedded in {seconds:.0f} s)")
-    diff = np.array(out["shared"]["bacc"]) - np.array(out["centred"]["bacc"])
-    out["diff_mean"] = round(float(diff.mean()), 4)
-    out["diff_se"] = round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4)
-    out["centred_mean"] = round(float(np.mean(out["centred"]["bacc"])), 4)
-    out["shared_mean"] = round(float(np.mean(out["shared"]["bacc"])), 4)
-    log(f"{name:<7} shared - centred {out['diff_mean']:+.3f} ± {out['diff_se']:.3f} (paired, "
-        f"{len(diff)} folds x seeds)")
+    for context in CONTEXTS:
+        out[f"{context}_mean"] = round(float(np.mean(out[context]["bacc"])), 4)
+        if context == "centred":
+            continue
+        diff = np.array(out[context]["bacc"]) - np.array(out["centred"]["bacc"])
+        out[f"{context}_diff_mean"] = round(float(diff.mean()), 4)
+        out[f"{context}_diff_se"] = round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4)
+        log(f"{name:<7} {context} - centred {diff.mean():+.3f} ± "
+            f"{out[f'{context}_diff_se']:.3f} (paired, {len(diff)} folds x seeds)")
     return out
 
 

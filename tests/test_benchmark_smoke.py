@@ -35,6 +35,30 @@ def test_slide_open_benchmark_prints_json(tmp_path):
 
 
 @pytest.mark.slow
+def test_whole_slide_benchmark_compares_the_contexts_on_the_same_tiles(tmp_path):
+    from napari_dfl.core.slides.sampling import TISSUE_COMPOSITION
+
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("whole_slide.py")), "--size", "4096",
+         "--tiles", "18", "--repeats", "1", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    runs = result["runs"]
+    assert set(runs) == {"x20_rgb", "centred", "nearest", "shared"}
+    assert result["default"] == TISSUE_COMPOSITION.context
+    assert all(run["tiles"] == 18 for run in runs.values())
+    # patches per tile: 1 and 4 always; sharing contexts embeds fewer, shared fewest
+    parts = {name: run["parts_per_tile"]["block"] for name, run in runs.items()}
+    assert parts["x20_rgb"] == 1 and parts["centred"] == 4
+    assert 2 < parts["shared"] <= parts["nearest"] < 4
+    ratio = runs[result["default"]]["all_s"] / runs["x20_rgb"]["all_s"]
+    assert result["default_cost_ratio"] == pytest.approx(ratio, abs=1e-3)
+    assert result["pass"] == {"default_cost_ratio": result["default_cost_ratio"] <= 2.2}
+
+
+@pytest.mark.slow
 @pytest.mark.gui
 def test_explorer_benchmark_prints_json():
     script = SCRIPT.with_name("explorer_scale.py")
