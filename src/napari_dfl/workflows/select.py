@@ -363,11 +363,11 @@ def suggest_settings(slide, annotations: Sequence[Annotation], settings: Setting
 
     The candidates are :func:`compare_settings`'s: ``settings.backbone`` x ``fields`` x
     {x20, x20 + context} x {rgb, rgb + gray} of ``composition`` (the CLI's defaults) with
-    the context of ``settings`` (centred or shared), each probed on the same grouped folds.
-    The samples are the annotations' (as Train makes them) and embed through
+    the context of ``settings`` (centred, nearest or shared), each probed on the same
+    grouped folds. The samples are the annotations' (as Train makes them) and embed through
     ``make_embedder(candidate settings)`` into ``settings``' store folder, so stored
-    embeddings are reused and new ones kept. The same annotations
-    exported as a dataset give the same rows with ``compare_settings(..., folds=plan.folds)``.
+    embeddings are reused and new ones kept. The same annotations exported as a dataset
+    give the same rows with ``compare_settings(..., folds=plan.folds)``.
 
     ``plan`` is :func:`plan_suggestion`'s for the same arguments, when the caller made it
     already (the panel, to refuse bad annotations at once): its samples are embedded as they
