@@ -1,8 +1,9 @@
 """Sample composition: which patches make up one sample, and cutting them from a slide.
 
 A sample is anchored on a level-0 point. Each part shows a field of view of ``patch_size``
-pixels at its zoom (um/px), all centred on that point, so the x5 part (2.0 um/px) shows four
-times the field of the x20 part (0.5 um/px). The field of view is apart from the network's
+pixels at its zoom (um/px), centred on that point (the later zooms' parts: see
+:data:`CONTEXTS`), so the x5 part (2.0 um/px) shows four times the field of the x20 part
+(0.5 um/px). The field of view is apart from the network's
 input: every part is read at ``input_size`` pixels, i.e. at ``field / input_size`` um/px, with
 antialiasing, on the reading threads. A 64 px x20 part (32 um, a nucleus) read at 224 px is
 upsampled 3.5 times; a 64 px x5 part (128 um of context) read at 224 px is taken from the x20
