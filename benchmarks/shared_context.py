@@ -1,9 +1,10 @@
-"""Benchmark: what sharing the x5 context costs in accuracy, against centred context.
+"""Benchmark: what reading the x5 context off-centre costs in accuracy.
 
-``Composition(context="shared")`` gives every x20 tile the x5 patch of the x5 cell it lies
-in (embedded once for its 16 tiles) instead of an x5 patch centred on the tile. This script
-measures the accuracy cost on the data at hand, centred and shared side by side, with the
-same samples, folds and seeds (paired differences):
+``Composition(context="nearest")`` (the tissue default) gives every x20 tile the x5 patch
+centred on the middle tile of its 3 x 3 block (embedded once for the 9), and
+``context="shared"`` the x5 patch of the x5 cell it lies in (once for 16), instead of an x5
+patch centred on the tile. This script measures the accuracy cost on the data at hand, the
+three contexts side by side, with the same samples, folds and seeds (paired differences):
 
 * ``demo``: the sample slide's demo regions (epidermis, dermis, background) at the demo's
   112 px tiles (``SAMPLE_COMPOSITION``: what ``napari-dfl demo`` and the panel use there);
@@ -14,8 +15,8 @@ same samples, folds and seeds (paired differences):
   ``../shared/data/kather_tiles/crc_val_he_7k`` (224 px images: a shared context there is
   mostly padding, so this says how it behaves off a slide, not on one).
 
-Each row: balanced accuracy (mean and sd over folds x seeds) for both, the paired mean
-difference shared - centred with its standard error, and the embedding seconds of each. The
+Each row: balanced accuracy (mean and sd over folds x seeds) for each context, the paired
+mean difference with centred and its standard error, and the embedding seconds of each. The
 last stdout line is one JSON object. Run ``python benchmarks/shared_context.py`` (about 15
 minutes on 2 cores), ``--datasets demo`` for the quick part.
 """
