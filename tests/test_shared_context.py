@@ -47,7 +47,7 @@ def test_defaults_share_the_context_for_tissue_and_centre_it_on_cells():
     assert default_composition({"point", "region"}) == TISSUE_COMPOSITION
     assert default_composition({"point"}).context == "centred"
     # the small sample slide keeps a centred context (its 181 tiles take seconds either way)
-    assert SAMPLE_COMPOSITION == Composition(112) and SAMPLE_COMPOSITION.context == "centred"
+    assert Composition(112) == SAMPLE_COMPOSITION and SAMPLE_COMPOSITION.context == "centred"
 
 
 def test_samples_of_one_cell_share_their_context_centre():
