@@ -238,6 +238,13 @@ def test_the_context_box_shows_the_default_and_sets_another(panel, qtbot):
     assert widget.session.settings.composition.context == "nearest"
     form.gray_check.setChecked(not form.gray_check.isChecked())  # another field changes...
     assert widget.session.settings.composition.context == "nearest"  # ...the context stays
+    for zooms, enabled in (("0.5", False), ("0.5, 2", True)):  # x20 alone has no context...
+        form.zooms_edit.selectAll()
+        qtbot.keyClicks(form.zooms_edit, zooms)
+        qtbot.keyClick(form.zooms_edit, Qt.Key.Key_Return)
+        assert len(widget.session.settings.composition.zooms) == len(zooms.split(","))
+        assert combo.isEnabled() is enabled
+    assert widget.session.settings.composition.context == "nearest"  # ...and it comes back
     settings = widget.session.settings
     widget.session.set_settings(replace(settings, composition=replace(
         settings.composition, context="centred")))

@@ -12,7 +12,11 @@ from napari_dfl import tile_grid
 from napari_dfl.core.features.engine import embed_coords
 from napari_dfl.core.features.settings import Settings
 from napari_dfl.core.features.store_folder import open_store_for
-from napari_dfl.core.slides.sample_slide import SAMPLE_COMPOSITION
+from napari_dfl.core.slides.sample_slide import (
+    SAMPLE_ANNOTATIONS,
+    SAMPLE_COMPOSITION,
+    SAMPLE_SLIDE,
+)
 from napari_dfl.core.slides.sampling import (
     TISSUE_COMPOSITION,
     Composition,
@@ -46,6 +50,9 @@ def test_defaults_share_the_context_for_tissue_and_centre_it_on_cells():
     assert default_composition({"region"}) == TISSUE_COMPOSITION == Settings().composition
     assert default_composition({"point", "region"}) == TISSUE_COMPOSITION
     assert default_composition({"point"}).context == "centred"
+    # a folder of tile images: one sample per image, nothing to share, so centred
+    assert default_composition({"tile"}) == dataclasses.replace(TISSUE_COMPOSITION,
+                                                                context="centred")
     # the small sample slide keeps a centred context (its 181 tiles take seconds either way)
     assert Composition(112) == SAMPLE_COMPOSITION and SAMPLE_COMPOSITION.context == "centred"
 
@@ -137,3 +144,43 @@ def test_the_cli_option_chooses_the_context():
     assert plain.composition == TISSUE_COMPOSITION  # the tissue default
     with pytest.raises(SystemExit):
         parser.parse_args(["embed", "s.svs", "--context", "around"])
+
+
+def test_a_batch_and_its_new_contexts_go_through_the_network_together(slide, backbone,
+                                                                       tmp_path):
+    coords = tile_grid(slide, 224, 0.5).coords[:20]
+    composition = NEAREST.for_input(backbone.input_size)
+    calls = []
+
+    class Calls(_Counting):
+        def embed(self, patches):
+            calls.append(len(patches))
+            return super().embed(patches)
+
+    store = open_store_for(slide, backbone, composition, tmp_path)
+    # one reader: no batch's context is claimed by the next one's, so none is embedded late
+    run(embed_coords(slide, coords, Calls(backbone), composition, store, batch_size=5,
+                     readers=1))
+    assert len(calls) == 4  # 20 samples in batches of 5: one forward pass each
+    assert sum(calls) == 2 * (20 + len({tuple(c) for c in composition.part_centres(
+        coords + composition.anchor_extent(slide.mpp) / 2.0, 1, slide.mpp)}))
+
+
+def test_the_cli_select_reads_the_context_the_settings_in_use_read(tmp_path, monkeypatch):
+    from napari_dfl.cli import main
+    from napari_dfl.workflows import select
+
+    seen = []
+
+    def compare(datasets, backbones, fields, settings, **kwargs):
+        seen.append(settings.composition)
+        return []
+
+    monkeypatch.setattr(select, "compare_settings", compare)
+    points = tmp_path / "points.csv"
+    points.write_text("image,x,y,label\na.png,10,10,x\nb.png,20,20,y\n")
+    assert main(["select", str(points), "--out", str(tmp_path / "sel")]) == 1  # no rows
+    assert seen[-1].context == "centred"  # points: the cells' default, centred
+    regions = f"{SAMPLE_SLIDE}:{SAMPLE_ANNOTATIONS}"
+    assert main(["select", regions, "--out", str(tmp_path / "sel")]) == 1
+    assert seen[-1].context == TISSUE_COMPOSITION.context  # regions: the tissue default

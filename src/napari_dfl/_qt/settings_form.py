@@ -69,9 +69,9 @@ class SettingsForm(QWidget):
         self.context_combo.setToolTip(
             "where the x5 part of a sample is read. centred: on each sample, the default for "
             "cells (points). nearest: on the middle tile of the sample's 3 x 3 block of x20 "
-            "tiles, embedded once for the 9, the default for tissue (whole slides about 1.7x "
-            "faster). shared: on the x5 tile it lies in, once for 16 tiles (about 2x "
-            "faster). Measured in docs/embedding.md")
+            "tiles, embedded once for the 9, the default for tissue (whole slides about 1.8x "
+            "faster than centred). shared: on the x5 tile it lies in, once for 16 tiles "
+            "(about 2x faster). Measured in docs/embedding.md")
         self.tissue_spin = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, singleStep=0.1)
         self.store_edit = QLineEdit()
         self.store_edit.setPlaceholderText("default: the user cache, shared with the CLI")
@@ -123,7 +123,10 @@ class SettingsForm(QWidget):
         self.rgb_check.setChecked("rgb" in comp.variants)
         self.gray_check.setChecked("gray" in comp.variants)
         self.stain_check.setChecked("stain" in comp.variants)
-        self.context_combo.setCurrentIndex(self.context_combo.findData(comp.context))
+        # one zoom has no context: the list keeps its choice for when a context zoom returns
+        if len(comp.zooms) > 1:
+            self.context_combo.setCurrentIndex(self.context_combo.findData(comp.context))
+        self.context_combo.setEnabled(len(comp.zooms) > 1)
         self.tissue_spin.setValue(settings.min_tissue)
         self.store_edit.setText(settings.store_dir or "")
         for widget in self._widgets():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from napari_dfl.cli.options import (
     add_extractor_options,
@@ -94,8 +95,12 @@ def run(args: argparse.Namespace) -> int:
                  else f"unavailable ({row['error']})")
         say(f"  {row['candidate']}: {state}", err=True)
 
-    settings = settings_from(args)
     current = current_extractor(args.datasets)
+    settings = settings_from(args)
+    # the candidates read the x5 context as the settings in use do (centred for points, the
+    # nearest context for tissue, a kept choice's own), so those settings are among them
+    settings = settings.with_(composition=replace(settings.composition,
+                                                  context=current[1].context))
     try:
         rows = compare_settings(args.datasets, args.backbones, args.fields, settings,
                                 folds=args.folds, on_result=show,

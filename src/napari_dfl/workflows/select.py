@@ -55,7 +55,7 @@ DEFAULT_FIELDS = (32, 64, 224)
 DEFAULT_FOLDS = 5
 #: The fullest candidate's zooms and variants (``select``'s defaults): x20 + x5, rgb + gray,
 #: the backbone's own input size; its patch size is replaced by each field compared, and the
-#: panel gives it the context of the settings in use (the CLI's comes from its options).
+#: panel and the CLI give it the context of the settings in use.
 SELECT_COMPOSITION = Composition()
 
 #: Embeds labelled samples with some settings, as a job (events, then the embeddings).

@@ -469,8 +469,9 @@ class Session:
         if fitted != self._settings.composition:
             self.set_settings(self._settings.with_(composition=fitted))
             self.tell("info", f"Points only: cell-sized fields of {fitted.patch_size} px "
-                      f"({fitted.fields_um()[0]:g} µm at x20), the default for cells; set "
-                      "'patch px' to 224 for tissue-sized ones.")
+                      f"({fitted.fields_um()[0]:g} µm at x20) with their x5 context centred, "
+                      "the default for cells; set 'patch px' to 224 (and the x5 context to "
+                      "nearest) for the tissue default.")
 
     def embedder(self) -> Embedder:
         """An embedder for the current settings."""

@@ -87,13 +87,18 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
 
 
-def _embed_batch(backbone, patches: np.ndarray, batch_size: list[int]) -> np.ndarray:
-    """Embed ``(B, P, S, S, 3)`` patches into ``(B, P * D)``; halves the batch on OOM."""
+def _embed_batch(backbone, patches: np.ndarray, batch_size: list[int],
+                 span: int = 1) -> np.ndarray:
+    """Embed ``(B, P, S, S, 3)`` patches into ``(B, P * D)``; halves the batch on OOM.
+
+    Forward passes take ``span`` x ``batch_size[0]`` samples at most (a batch's own parts and
+    its new context patches go through together with ``span`` 2).
+    """
     n, parts = patches.shape[:2]
     flat = patches.reshape(n * parts, *patches.shape[2:])
     out, start = [], 0
     while start < n:
-        step = min(batch_size[0], n - start)
+        step = min(batch_size[0] * span, n - start)
         try:
             out.append(backbone.embed(flat[start * parts : (start + step) * parts]))
             start += step
@@ -237,8 +242,13 @@ def _batch_steps(slide: Slide, composition: Composition, backbone,
     if not composition.shares_context:
         return (lambda batch: sample_patches(slide, batch, composition)), embed
     cache = ContextCache()
+
+    def embed_with_contexts(patches: np.ndarray) -> np.ndarray:
+        # a batch's own samples and its new contexts (at most one per sample) in one pass
+        return _embed_batch(backbone, patches, forward_batch, span=2)
+
     return ((lambda batch: cut_shared(slide, batch, composition, cache)),
-            (lambda cut: embed_shared(cut, slide, composition, cache, embed)))
+            (lambda cut: embed_shared(cut, slide, composition, cache, embed_with_contexts)))
 
 
 def _in_given_order(coords: np.ndarray, todo: np.ndarray) -> np.ndarray:

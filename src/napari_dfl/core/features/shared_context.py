@@ -117,12 +117,12 @@ def embed_shared(cut: SharedCut, slide: Slide, composition: Composition, cache: 
     # later batch's reader can claim a cell the earlier batch also needs; the earlier batch,
     # embedded first, then embedded it on the spot (below).
     keys = [key for key in cut.new if cache.get(key) is None]
-    # the batch's own parts and its new contexts in one forward pass (a few context
-    # patches alone would make a small, slow batch)
+    # the batch's own parts and its new contexts in one call (``embed`` may pass them in one
+    # forward pass: a few context patches alone would make a small, slow batch)
     vectors = embed(np.concatenate([cut.own, *(cut.new[k][None] for k in keys)]))
     rows = [vectors[:len(cut.own)]]
-    for key, vector in zip(keys, vectors[len(cut.own):], strict=True):
-        cache.put(key, vector)
+    for key, vector in zip(keys, vectors[len(cut.own):].copy(), strict=True):
+        cache.put(key, vector)  # rows of their own copy: the batch's array is not kept
     cache.computed += len(keys)
     for keys in cut.keys:
         found = {key: cache.get(key) for key in dict.fromkeys(keys)}

@@ -236,10 +236,17 @@ TISSUE_COMPOSITION = Composition(context="nearest")
 def default_composition(kinds: set[str] | frozenset[str]) -> Composition:
     """The default composition for annotations of these kinds (``"point"``, ``"region"``...).
 
-    Points alone (cells) get :data:`POINT_COMPOSITION`; anything else (regions, tiles, a mix)
-    :data:`TISSUE_COMPOSITION`.
+    Points alone (cells) get :data:`POINT_COMPOSITION`; folders of tile images alone
+    (``"tile"``) the tissue default with a centred context (each image is a sample of its
+    own: nothing to share, and a block's middle would put the image off-centre in its
+    padding); anything else (regions on slides, a mix) :data:`TISSUE_COMPOSITION`.
     """
-    return POINT_COMPOSITION if set(kinds) == {"point"} else TISSUE_COMPOSITION
+    kinds = set(kinds)
+    if kinds == {"point"}:
+        return POINT_COMPOSITION
+    if kinds == {"tile"}:
+        return replace(TISSUE_COMPOSITION, context="centred")
+    return TISSUE_COMPOSITION
 
 
 def parse_zooms(text: str) -> tuple[float, ...]:
