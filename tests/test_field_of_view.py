@@ -79,7 +79,7 @@ def test_files_without_an_input_size_keep_their_old_meaning(backbone):
     old = {"patch_size": 64, "zooms": [0.5, 2.0], "variants": ["rgb"]}
     legacy = Composition.from_dict(old)
     assert legacy.input_size == 64 and legacy.read_size == 64
-    # a default composition resolved to the backbone's 224 has the identity (and the store
+    # a centred composition resolved to the backbone's 224 has the identity (and the store
     # name) it had before input sizes existed
     default = Extractor.of(backbone, Composition())
     assert default.composition.input_size == 224

@@ -191,8 +191,8 @@ def test_compositions_with_stain_round_trip_and_old_ones_keep_their_identity():
     assert Composition.from_dict(data) == composition
     assert composition.describe() == ("32 px: x20 rgb | x20 gray | x20 stain | x5 rgb | "
                                       "x5 gray | x5 stain, read at 224 px")
-    # the defaults do not change: no stain, the same identity as before
-    assert Composition().variants == ("rgb", "gray")
+    # the defaults hold no stain; a centred composition keeps the identity it had before
+    assert default_composition({"region"}).variants == ("rgb", "gray")
     assert default_composition({"point"}).variants == ("rgb", "gray")
     assert Composition().to_dict() == {"patch_size": 224, "zooms": [0.5, 2.0],
                                        "variants": ["rgb", "gray"], "input_size": None}
