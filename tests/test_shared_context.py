@@ -184,3 +184,16 @@ def test_the_cli_select_reads_the_context_the_settings_in_use_read(tmp_path, mon
     regions = f"{SAMPLE_SLIDE}:{SAMPLE_ANNOTATIONS}"
     assert main(["select", regions, "--out", str(tmp_path / "sel")]) == 1
     assert seen[-1].context == TISSUE_COMPOSITION.context  # regions: the tissue default
+
+
+def test_a_head_of_one_context_refuses_settings_or_embeddings_of_another():
+    from napari_dfl.core.features.extractor import Extractor, ExtractorMismatchError
+
+    backbone = {"name": "efficientnet-lite0", "weights_sha256": "0"}
+    centred = Extractor(backbone, Composition())  # a head trained before: no context key
+    nearest = Extractor(backbone, TISSUE_COMPOSITION)
+    assert centred.differences(nearest) == ["context centred (now: nearest)"]
+    assert nearest.differences(centred) == ["context nearest (now: centred)"]
+    assert nearest.differences(Extractor(backbone, NEAREST)) == []
+    with pytest.raises(ExtractorMismatchError, match="context centred \\(now: nearest\\)"):
+        centred.require_same(nearest, "the head", "choose its settings again")

@@ -168,11 +168,13 @@ class Extractor:
         if "input_size" in a or "input_size" in b:  # else it follows the patch size
             a.setdefault("input_size", self.composition.patch_size)
             b.setdefault("input_size", now.composition.patch_size)
-        for key in a:
+        a.setdefault("context", "centred")  # left out of the files when centred
+        b.setdefault("context", "centred")
+        for key in dict.fromkeys([*a, *b]):
             if key == "input_size" and (a[key] is None or b[key] is None):
                 continue  # the backbone's own size, not known on one side yet
-            if not _same(a[key], b[key]):
-                out.append(f"{key} {_short(a[key])} (now: {_short(b[key])})")
+            if not _same(a.get(key), b.get(key)):
+                out.append(f"{key} {_short(a.get(key))} (now: {_short(b.get(key))})")
         return out
 
     def require_same(self, now: Extractor, subject: str, advice: str) -> None:
