@@ -146,24 +146,32 @@ def test_the_cli_option_chooses_the_context():
         parser.parse_args(["embed", "s.svs", "--context", "around"])
 
 
-def test_a_batch_and_its_new_contexts_go_through_the_network_together(slide, backbone,
-                                                                       tmp_path):
+def test_a_batch_and_its_contexts_go_through_the_network_together_whatever_the_readers(
+        slide, backbone, tmp_path):
     coords = tile_grid(slide, 224, 0.5).coords[:20]
     composition = NEAREST.for_input(backbone.input_size)
-    calls = []
-
+    contexts = {tuple(c) for c in composition.part_centres(
+        coords + composition.anchor_extent(slide.mpp) / 2.0, 1, slide.mpp)}
     class Calls(_Counting):
+        def __init__(self, backbone) -> None:
+            super().__init__(backbone)
+            self.calls: list[int] = []
+
         def embed(self, patches):
-            calls.append(len(patches))
+            self.calls.append(len(patches))
             return super().embed(patches)
 
-    store = open_store_for(slide, backbone, composition, tmp_path)
-    # one reader: no batch's context is claimed by the next one's, so none is embedded late
-    run(embed_coords(slide, coords, Calls(backbone), composition, store, batch_size=5,
-                     readers=1))
-    assert len(calls) == 4  # 20 samples in batches of 5: one forward pass each
-    assert sum(calls) == 2 * (20 + len({tuple(c) for c in composition.part_centres(
-        coords + composition.anchor_extent(slide.mpp) / 2.0, 1, slide.mpp)}))
+    results = []
+    for attempt in range(2):
+        counting = Calls(backbone)
+        store = open_store_for(slide, backbone, composition, tmp_path / str(attempt))
+        # four readers cut batches ahead at once; contexts are still given out in batch order
+        run(embed_coords(slide, coords, counting, composition, store, batch_size=5,
+                         readers=4, order="given"))
+        assert len(counting.calls) == 4  # 20 samples in batches of 5: one pass each
+        assert sum(counting.calls) == 2 * (20 + len(contexts))  # each context once
+        results.append(store.get(coords))
+    np.testing.assert_array_equal(results[0], results[1])  # the same bits, run after run
 
 
 def test_the_cli_select_reads_the_context_the_settings_in_use_read(tmp_path, monkeypatch):

@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_dfl.core.errors import Cancelled
-from napari_dfl.core.features.shared_context import ContextCache, cut_shared, embed_shared
+from napari_dfl.core.features.shared_context import (
+    ContextCache,
+    cut_shared,
+    embed_shared,
+    plan_shared,
+)
 from napari_dfl.core.features.store import EmbeddingStore
 from napari_dfl.core.features.store_folder import note_precision
 from napari_dfl.core.slides.sampling import Composition, sample_patches
@@ -194,7 +199,7 @@ def embed_coords(
         return store
     note_precision(store, getattr(backbone, "precision", None))  # a mix is said, and kept
     forward_batch = [max(MIN_BATCH, int(batch_size))]
-    cut, embed_cut = _batch_steps(slide, composition, backbone, forward_batch)
+    plan, cut, embed_cut = _batch_steps(slide, composition, backbone, forward_batch)
     pending: deque[tuple[np.ndarray, Future]] = deque()
     # Readers cut batches ahead of the model; one writer commits each batch while the model
     # computes the next. Progress reports committed samples only.
@@ -202,7 +207,7 @@ def embed_coords(
             _Committer(store) as committer:
         try:
             for batch in _batches(todo, max(1, int(batch_size))):
-                pending.append((batch, pool.submit(cut, batch)))
+                pending.append((batch, pool.submit(cut, plan(batch))))
                 while len(pending) >= prefetch:
                     batch_coords, future = pending.popleft()
                     committer.submit(batch_coords,
@@ -230,8 +235,8 @@ def embed_coords(
 
 
 def _batch_steps(slide: Slide, composition: Composition, backbone,
-                 forward_batch: list[int]) -> tuple[Callable, Callable]:
-    """How a batch is cut (on a reader thread) and embedded (here), for this composition.
+                 forward_batch: list[int]) -> tuple[Callable, Callable, Callable]:
+    """How a batch is planned (here, in order), cut (on a reader) and embedded (here).
 
     A composition that shares its context cuts and embeds each context patch once
     (:mod:`napari_dfl.core.features.shared_context`); others cut every part of every sample.
@@ -240,14 +245,16 @@ def _batch_steps(slide: Slide, composition: Composition, backbone,
         return _embed_batch(backbone, patches, forward_batch)
 
     if not composition.shares_context:
-        return (lambda batch: sample_patches(slide, batch, composition)), embed
+        return ((lambda batch: batch), (lambda batch: sample_patches(slide, batch, composition)),
+                embed)
     cache = ContextCache()
 
     def embed_with_contexts(patches: np.ndarray) -> np.ndarray:
         # a batch's own samples and its new contexts (at most one per sample) in one pass
         return _embed_batch(backbone, patches, forward_batch, span=2)
 
-    return ((lambda batch: cut_shared(slide, batch, composition, cache)),
+    return ((lambda batch: plan_shared(slide, batch, composition, cache)),
+            (lambda plan: cut_shared(slide, plan, composition)),
             (lambda cut: embed_shared(cut, slide, composition, cache, embed_with_contexts)))
 
 

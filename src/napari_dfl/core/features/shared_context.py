@@ -5,15 +5,16 @@ With ``Composition(context="shared")`` the x5 part of a sample is the x5 patch o
 it; with ``context="nearest"`` (the tissue default) it is the x5 patch centred on the middle
 tile of the sample's 3 x 3 block of x20 tiles, shared by those 9
 (:meth:`~napari_dfl.core.slides.sampling.Composition.part_centres`). The engine then cuts and
-embeds each such patch once: the readers cut a batch's own (first-zoom) parts and only the
-context patches not embedded yet, the model embeds them with the batch's own parts, and
-:class:`ContextCache` keeps the context embeddings for the next samples of the same cells
-(the spatial order of extraction visits them close together). A context a batch needs but
-does not find (evicted, or claimed by the reader of a later batch running at the same time)
-is cut and embedded on the spot, and a later batch does not embed it again, so each context
-is embedded once and the result never depends on the cache or the threads' timing: every
-sample's vector equals the one :func:`~napari_dfl.core.slides.sampling.sample_patches`
-would give.
+embeds each such patch once: batch after batch, in order, :func:`plan_shared` gives each
+context to the first batch that needs it; the readers cut a batch's own (first-zoom) parts
+and the contexts it was given (:func:`cut_shared`), the model embeds them with the batch's
+own parts (:func:`embed_shared`), and :class:`ContextCache` keeps the context embeddings for
+the next samples of the same cells (the spatial order of extraction visits them close
+together). A context evicted before a later batch needs it is cut and embedded again on the
+spot. So each context is embedded in the same forward pass whatever the readers' timing,
+and every sample's vector equals the one
+:func:`~napari_dfl.core.slides.sampling.sample_patches` would give (to the precision's
+rounding).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import numpy as np
 from napari_dfl.core.slides.sampling import Composition, cut_zoom, sample_centres
 from napari_dfl.core.slides.tiff import Slide
 
-__all__ = ["ContextCache", "SharedCut", "cut_shared", "embed_shared"]
+__all__ = ["ContextCache", "SharedCut", "SharedPlan", "cut_shared", "embed_shared",
+           "plan_shared"]
 
 #: Context embeddings kept (4,096 x 2 variants x 1,280 floats: 40 MB for EfficientNet-Lite0).
 CACHE_CELLS = 4096
@@ -89,21 +91,45 @@ def _keys(slide: Slide, centres: np.ndarray, composition: Composition,
     return keys, snapped
 
 
-def cut_shared(slide: Slide, coords: np.ndarray, composition: Composition,
-               cache: ContextCache) -> SharedCut:
-    """Cut a batch (on a reader thread): its own parts and the contexts not embedded yet."""
+@dataclass
+class SharedPlan:
+    """What a batch will cut, decided in batch order: its centres, keys and claimed contexts."""
+
+    coords: np.ndarray
+    centres: np.ndarray
+    keys: list[list[Key]]                 # per later zoom, per sample: its context's key
+    claimed: list[dict[Key, np.ndarray]]  # per later zoom: contexts this batch cuts (centres)
+
+
+def plan_shared(slide: Slide, coords: np.ndarray, composition: Composition,
+                cache: ContextCache) -> SharedPlan:
+    """Claim a batch's contexts (in the caller's thread, batch after batch, in order).
+
+    A context goes to the first batch that needs it and is neither embedded nor claimed:
+    claims made in batch order, not in the readers' order, so which forward pass embeds a
+    context never depends on the threads' timing (bf16 rounds a vector a little differently
+    in another batch).
+    """
     centres = sample_centres(slide, coords, composition)
-    cut = SharedCut(cut_zoom(slide, centres, composition, 0), [])
+    plan = SharedPlan(np.asarray(coords), centres, [], [])
     for k in range(1, len(composition.zooms)):
         keys, snapped = _keys(slide, centres, composition, k)
-        cut.keys.append(keys)
-        wanted: dict[Key, np.ndarray] = {}
+        plan.keys.append(keys)
+        claimed: dict[Key, np.ndarray] = {}
         for key, centre in zip(keys, snapped, strict=True):
-            if key not in wanted and cache.claim(key):
-                wanted[key] = centre
-        if wanted:
-            patches = cut_zoom(slide, np.array(list(wanted.values())), composition, k)
-            cut.new.update(zip(wanted, patches, strict=True))
+            if key not in claimed and cache.claim(key):
+                claimed[key] = centre
+        plan.claimed.append(claimed)
+    return plan
+
+
+def cut_shared(slide: Slide, plan: SharedPlan, composition: Composition) -> SharedCut:
+    """Cut a planned batch (on a reader thread): its own parts and the contexts it claimed."""
+    cut = SharedCut(cut_zoom(slide, plan.centres, composition, 0), plan.keys)
+    for k, claimed in enumerate(plan.claimed, start=1):
+        if claimed:
+            patches = cut_zoom(slide, np.array(list(claimed.values())), composition, k)
+            cut.new.update(zip(claimed, patches, strict=True))
     return cut
 
 
@@ -113,9 +139,6 @@ def embed_shared(cut: SharedCut, slide: Slide, composition: Composition, cache: 
 
     ``embed`` turns ``(N, V, S, S, 3)`` patches into ``(N, V * D)``.
     """
-    # A context cut here may already be embedded: two readers cut batches at once, and the
-    # later batch's reader can claim a cell the earlier batch also needs; the earlier batch,
-    # embedded first, then embedded it on the spot (below).
     keys = [key for key in cut.new if cache.get(key) is None]
     # the batch's own parts and its new contexts in one call (``embed`` may pass them in one
     # forward pass: a few context patches alone would make a small, slow batch)
@@ -127,7 +150,7 @@ def embed_shared(cut: SharedCut, slide: Slide, composition: Composition, cache: 
     for keys in cut.keys:
         found = {key: cache.get(key) for key in dict.fromkeys(keys)}
         missing = [key for key, vector in found.items() if vector is None]
-        if missing:  # evicted, or claimed by a later batch's reader: cut and embed them now
+        if missing:  # evicted before this batch (a full cache): cut and embed them now
             centres = np.array([[x, y] for _, x, y in missing])
             patches = cut_zoom(slide, centres, composition, missing[0][0])
             for key, vector in zip(missing, embed(patches), strict=True):
