@@ -69,7 +69,7 @@ class SettingsForm(QWidget):
         self.context_combo.setToolTip(
             "where the x5 part of a sample is read. centred: on each sample, the default for "
             "cells (points). nearest: on the middle tile of the sample's 3 x 3 block of x20 "
-            "tiles, embedded once for the 9, the default for tissue (whole slides about 1.9x "
+            "tiles, embedded once for the 9, the default for tissue (whole slides about 1.8x "
             "faster than centred). shared: on the x5 tile it lies in, once for 16 tiles "
             "(about 2x faster). Measured in docs/embedding.md")
         self.tissue_spin = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, singleStep=0.1)

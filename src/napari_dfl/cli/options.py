@@ -173,7 +173,7 @@ def add_extractor_options(parser: argparse.ArgumentParser, *, candidates: bool =
                            help="centred: each sample's x5 part is centred on it; nearest: "
                                 "on the middle tile of its 3 x 3 block of x20 tiles, embedded "
                                 "once for the 9; shared: on the x5 tile it lies in, once for "
-                                "its 16 (whole slides about 1.9x and 2.1x faster than centred; "
+                                "its 16 (whole slides about 1.8x and 2x faster than centred; "
                                 "docs/embedding.md). Default nearest for regions on slides, "
                                 "centred for cells (points only) and folders of tile images")
     else:

@@ -227,7 +227,7 @@ POINT_PATCH = 32
 POINT_COMPOSITION = Composition(POINT_PATCH)
 #: The default composition for tissue (regions, tiles, whole slides): 224 px at x20 and x5,
 #: RGB and gray, the x5 context of each 3 x 3 block of x20 tiles centred on its middle tile
-#: and embedded once: a whole slide in 1.97x the time of x20 RGB alone against 3.82x for a
+#: and embedded once: a whole slide in 2.0x the time of x20 RGB alone against 3.3x for a
 #: context centred on every tile, its accuracy cost within the noise of the data at hand
 #: (docs/embedding.md, "Context: centred, nearest, shared").
 TISSUE_COMPOSITION = Composition(context="nearest")
