@@ -205,3 +205,18 @@ def test_a_head_of_one_context_refuses_settings_or_embeddings_of_another():
     assert nearest.differences(Extractor(backbone, NEAREST)) == []
     with pytest.raises(ExtractorMismatchError, match="context centred \\(now: nearest\\)"):
         centred.require_same(nearest, "the head", "choose its settings again")
+
+
+def test_a_folder_of_tiles_gets_a_centred_context_and_no_word_about_points(tmp_path, capsys):
+    from napari_dfl.cli import build_parser
+    from napari_dfl.cli.options import settings_from
+
+    (tmp_path / "tiles" / "tumour").mkdir(parents=True)
+    settings = settings_from(build_parser().parse_args(["evaluate", str(tmp_path / "tiles")]))
+    assert settings.composition == dataclasses.replace(TISSUE_COMPOSITION, context="centred")
+    assert "points only" not in capsys.readouterr().err
+    points = tmp_path / "points.csv"
+    points.write_text("image,x,y,label\na.png,10,10,x\n")
+    settings = settings_from(build_parser().parse_args(["evaluate", str(points)]))
+    assert settings.composition.patch_size == 32 and settings.composition.context == "centred"
+    assert "points only: cell-sized fields of 32 px" in capsys.readouterr().err

@@ -228,7 +228,11 @@ def _extractor_values(args: argparse.Namespace) -> dict:
     from napari_dfl.core.backbones.registry import DEFAULT_BACKBONE
     from napari_dfl.core.errors import DFLError
     from napari_dfl.core.features.preferred import load_preferred
-    from napari_dfl.core.slides.sampling import TISSUE_COMPOSITION, default_composition
+    from napari_dfl.core.slides.sampling import (
+        POINT_COMPOSITION,
+        TISSUE_COMPOSITION,
+        default_composition,
+    )
 
     base, backbone = TISSUE_COMPOSITION, DEFAULT_BACKBONE
     given = {"patch_size": args.patch_size, "zooms": args.zooms, "variants": args.variants}
@@ -245,7 +249,7 @@ def _extractor_values(args: argparse.Namespace) -> dict:
                 "(options given here win; napari-dfl select --reset forgets it)", err=True)
         elif args.patch_size is None and getattr(args, "datasets", None):
             base = default_composition(annotation_kinds(args.datasets))
-            if base != TISSUE_COMPOSITION:
+            if base == POINT_COMPOSITION:
                 say(f"points only: cell-sized fields of {base.patch_size} px "
                     f"({base.fields_um()[0]:g} µm at x20), the default for cells "
                     "(docs/embedding.md); --patch-size 224 for tissue-sized ones", err=True)
