@@ -95,7 +95,6 @@ def _keys(slide: Slide, centres: np.ndarray, composition: Composition,
 class SharedPlan:
     """What a batch will cut, decided in batch order: its centres, keys and claimed contexts."""
 
-    coords: np.ndarray
     centres: np.ndarray
     keys: list[list[Key]]                 # per later zoom, per sample: its context's key
     claimed: list[dict[Key, np.ndarray]]  # per later zoom: contexts this batch cuts (centres)
@@ -111,7 +110,7 @@ def plan_shared(slide: Slide, coords: np.ndarray, composition: Composition,
     in another batch).
     """
     centres = sample_centres(slide, coords, composition)
-    plan = SharedPlan(np.asarray(coords), centres, [], [])
+    plan = SharedPlan(centres, [], [])
     for k in range(1, len(composition.zooms)):
         keys, snapped = _keys(slide, centres, composition, k)
         plan.keys.append(keys)

@@ -45,6 +45,12 @@ VARIANTS = ("rgb", "gray", "stain")
 #: on the middle of the sample's block of 3 x 3 first-zoom fields (``"nearest"``: the 9 x20
 #: tiles of a block share one x5 patch centred on the middle one, none more than a tile off).
 CONTEXTS = ("centred", "shared", "nearest")
+#: Side, in first-zoom fields, of the blocks whose tiles share a ``"nearest"`` context.
+NEAREST_BLOCK = 3
+#: How :meth:`Composition.describe` names a context that is not centred.
+_CONTEXT_TEXT = {"shared": "context shared per tile of its own grid",
+                 "nearest": f"nearest context window (one per {NEAREST_BLOCK} x "
+                            f"{NEAREST_BLOCK} tiles)"}
 #: Range of a patch's side in pixels (at its zoom).
 MIN_PATCH, MAX_PATCH = 16, 4096
 # ITU-R BT.601 luma weights.
@@ -152,10 +158,8 @@ class Composition:
         text = f"{self.patch_size} px: " + " | ".join(names)
         if self.reads_apart:
             text += f", read at {self.input_size} px"
-        if self.context == "shared" and self.shares_context:
-            text += ", context shared per tile of its own grid"
-        elif self.shares_context:
-            text += ", nearest context window (one per 3 x 3 tiles)"
+        if self.shares_context:
+            text += f", {_CONTEXT_TEXT[self.context]}"
         return text
 
     @property
@@ -176,11 +180,11 @@ class Composition:
         centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
         if zoom_index == 0 or not self.shares_context:
             return centres
-        field = self.patch_size * self.zooms[zoom_index] / slide_mpp
-        if self.context == "nearest":
-            step = 3 * self.patch_size * self.zooms[0] / slide_mpp
-            return (np.floor(centres / step) + 0.5) * step
-        return (np.floor(centres / field) + 0.5) * field
+        if self.context == "nearest":  # blocks of first-zoom fields
+            step = NEAREST_BLOCK * self.patch_size * self.zooms[0] / slide_mpp
+        else:  # cells of the context's own field
+            step = self.patch_size * self.zooms[zoom_index] / slide_mpp
+        return (np.floor(centres / step) + 0.5) * step
 
     def fields_um(self) -> tuple[float, ...]:
         """Side of each zoom's field of view in µm (``patch_size * zoom``)."""
